@@ -1,0 +1,245 @@
+// Package nodeconfig is the node configuration file: the one YAML document
+// that tells a node's bring-up services (network, time, DNS) who the node is,
+// how its links are wired and which cluster it serves. It decodes strictly
+// (unknown fields are errors) and validates meaning; every error names the
+// file and the field. docs/node-config.md documents it with an example,
+// which is also testdata/example.yaml.
+package nodeconfig
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// ErrInvalid is wrapped by every decoding or validation error.
+var ErrInvalid = errors.New("invalid node config")
+
+// Config is the whole node configuration file.
+type Config struct {
+	// Hostname is the node's host name (a single DNS label), set in the
+	// kernel, /etc/hostname and /etc/hosts.
+	Hostname string `yaml:"hostname"`
+	// Cluster describes the cluster the node belongs to; the DNS service
+	// serves its zone.
+	Cluster Cluster `yaml:"cluster"`
+	// Network is the node's links, addresses, routes and resolver settings.
+	Network Network `yaml:"network"`
+	// Time is the NTP client's settings.
+	Time Time `yaml:"time"`
+	// DNS is the split DNS server's settings.
+	DNS DNS `yaml:"dns"`
+}
+
+// Cluster is what the node knows about its cluster at boot. The cluster
+// daemon may later publish a newer VIP or member list (see the DNS
+// service's -cluster file).
+type Cluster struct {
+	// Name is the cluster's name (a DNS label).
+	Name string `yaml:"name"`
+	// Domain is the cluster's DNS domain, served authoritatively by the DNS
+	// service (for example "mail.example.org").
+	Domain string `yaml:"domain"`
+	// Service is the label of the mail service's name inside Domain; its A
+	// record is the VIP and the domain's MX points to it. Default "mail".
+	Service string `yaml:"service"`
+	// VIP is the service's virtual IPv4 address.
+	VIP string `yaml:"vip"`
+	// Nodes are the cluster's members, each with a name inside Domain.
+	Nodes []Node `yaml:"nodes"`
+}
+
+// Node is one cluster member.
+type Node struct {
+	// Name is the member's host name (a DNS label).
+	Name string `yaml:"name"`
+	// Address is the member's IPv4 or IPv6 address.
+	Address string `yaml:"address"`
+}
+
+// Network is the node's network configuration.
+type Network struct {
+	// Links are the physical interfaces the node configures.
+	Links []Link `yaml:"links"`
+	// Bonds are active-backup bonds over links.
+	Bonds []Bond `yaml:"bonds"`
+	// VLANs are 802.1Q interfaces on a link or a bond.
+	VLANs []VLAN `yaml:"vlans"`
+	// Routes are static routes.
+	Routes []Route `yaml:"routes"`
+	// Nameservers are written to resolv.conf, before any a DHCP lease
+	// gives.
+	Nameservers []string `yaml:"nameservers"`
+	// Search is resolv.conf's search list.
+	Search []string `yaml:"search"`
+}
+
+// Addressing is what every kind of interface can carry.
+type Addressing struct {
+	// MTU is the interface's MTU; 0 leaves the kernel's.
+	MTU int `yaml:"mtu"`
+	// DHCP asks for an IPv4 lease on the interface.
+	DHCP bool `yaml:"dhcp"`
+	// Addresses are static addresses in CIDR form, IPv4 or IPv6.
+	Addresses []string `yaml:"addresses"`
+}
+
+// Link is a physical interface.
+type Link struct {
+	// Name is the interface's name. With MAC set, the interface that has
+	// that MAC is renamed to Name; otherwise Name matches the kernel's name.
+	Name string `yaml:"name"`
+	// MAC matches the interface by hardware address.
+	MAC        string `yaml:"mac"`
+	Addressing `yaml:",inline"`
+}
+
+// Bond is an active-backup bond.
+type Bond struct {
+	// Name is the bond's interface name.
+	Name string `yaml:"name"`
+	// Members are the names of the links the bond enslaves (at least one).
+	Members []string `yaml:"members"`
+	// Primary is the member preferred as active; default the first member.
+	Primary string `yaml:"primary"`
+	// MIIMon is the link monitoring interval. Default 100ms.
+	MIIMon     time.Duration `yaml:"miimon"`
+	Addressing `yaml:",inline"`
+}
+
+// VLAN is an 802.1Q interface.
+type VLAN struct {
+	// Name is the VLAN interface's name.
+	Name string `yaml:"name"`
+	// Link is the name of the link or bond it sits on.
+	Link string `yaml:"link"`
+	// ID is the VLAN ID, 1 to 4094.
+	ID         int `yaml:"id"`
+	Addressing `yaml:",inline"`
+}
+
+// Route is a static route.
+type Route struct {
+	// To is the destination in CIDR form ("0.0.0.0/0" for the default).
+	To string `yaml:"to"`
+	// Via is the gateway address; empty for an on-link route.
+	Via string `yaml:"via"`
+	// Dev is the interface name; required for on-link routes.
+	Dev string `yaml:"dev"`
+	// Metric is the route's priority; lower wins.
+	Metric int `yaml:"metric"`
+}
+
+// Time configures the NTP client.
+type Time struct {
+	// Servers are NTP servers (host or host:port), queried together.
+	Servers []string `yaml:"servers"`
+	// StepThreshold: an offset larger than this is stepped at boot; smaller
+	// ones, and all after the first sync, are slewed. Default 1s.
+	StepThreshold time.Duration `yaml:"step_threshold"`
+	// PollInterval is the time between polls. Default 64s.
+	PollInterval time.Duration `yaml:"poll_interval"`
+	// MaxOffset: the clock counts as synchronised while the last measured
+	// offset is within it. Default 100ms.
+	MaxOffset time.Duration `yaml:"max_offset"`
+}
+
+// DNS configures the split DNS server.
+type DNS struct {
+	// Listen are the addresses (host:port) it serves on, UDP and TCP.
+	// Default ":53".
+	Listen []string `yaml:"listen"`
+	// Forwarders are upstream resolvers (host:port or host) for names
+	// outside the cluster domain. None: such names are refused.
+	Forwarders []string `yaml:"forwarders"`
+	// Allow are the client networks (CIDR) answered at all. Loopback is
+	// always allowed; everyone else is refused. Never empty for a server
+	// that listens beyond loopback, so it is never an open resolver.
+	Allow []string `yaml:"allow"`
+	// TTL of the cluster zone's records. Default 60s.
+	TTL time.Duration `yaml:"ttl"`
+	// CacheSize is the number of forwarded answers cached. Default 4096.
+	CacheSize int `yaml:"cache_size"`
+}
+
+// Load decodes and validates a node config read from r; name (the file's
+// path) prefixes every error.
+func Load(r io.Reader, name string) (*Config, error) {
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", name, err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	var c Config
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%s: %w: %v", name, ErrInvalid, err)
+	}
+	c.setDefaults()
+	if err := c.validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return &c, nil
+}
+
+// LoadFile reads and validates the node config at path.
+func LoadFile(path string) (*Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("node config: %w", err)
+	}
+	defer f.Close()
+	return Load(f, path)
+}
+
+// Defaults of the optional settings, in one place.
+const (
+	DefaultService       = "mail"
+	DefaultMIIMon        = 100 * time.Millisecond
+	DefaultStepThreshold = time.Second
+	DefaultPollInterval  = 64 * time.Second
+	DefaultMaxOffset     = 100 * time.Millisecond
+	DefaultDNSListen     = ":53"
+	DefaultDNSTTL        = 60 * time.Second
+	DefaultCacheSize     = 4096
+)
+
+func (c *Config) setDefaults() {
+	if c.Cluster.Service == "" {
+		c.Cluster.Service = DefaultService
+	}
+	for i := range c.Network.Bonds {
+		b := &c.Network.Bonds[i]
+		if b.MIIMon == 0 {
+			b.MIIMon = DefaultMIIMon
+		}
+		if b.Primary == "" && len(b.Members) > 0 {
+			b.Primary = b.Members[0]
+		}
+	}
+	t := &c.Time
+	if t.StepThreshold == 0 {
+		t.StepThreshold = DefaultStepThreshold
+	}
+	if t.PollInterval == 0 {
+		t.PollInterval = DefaultPollInterval
+	}
+	if t.MaxOffset == 0 {
+		t.MaxOffset = DefaultMaxOffset
+	}
+	d := &c.DNS
+	if len(d.Listen) == 0 {
+		d.Listen = []string{DefaultDNSListen}
+	}
+	if d.TTL == 0 {
+		d.TTL = DefaultDNSTTL
+	}
+	if d.CacheSize == 0 {
+		d.CacheSize = DefaultCacheSize
+	}
+}
