@@ -1,0 +1,116 @@
+// Package dns is the node's split DNS server: authoritative for the cluster
+// domain (SOA, NS, the service name's A record pointing at the VIP, the
+// domain's MX pointing at the service name, one record per member), and a
+// caching forwarder to configured upstreams for everything else. It answers
+// only clients from the networks it is configured for (and loopback), so it
+// is never an open resolver. The zone is swapped atomically: a reload after
+// a VIP or membership change never drops a query.
+package dns
+
+import (
+	"net/netip"
+	"strings"
+	"time"
+
+	mdns "github.com/miekg/dns"
+)
+
+// Zone is the data of the cluster domain.
+type Zone struct {
+	// Domain is the zone's apex, for example "mail.example.org".
+	Domain string
+	// Service is the label of the service name (Service.Domain -> VIP).
+	Service string
+	// VIP is the service's address; invalid: the service name has no A.
+	VIP netip.Addr
+	// Members are the cluster's nodes, each Name.Domain -> Addr.
+	Members []Member
+	// TTL of every record.
+	TTL time.Duration
+}
+
+// Member is one cluster node.
+type Member struct {
+	Name string
+	Addr netip.Addr
+}
+
+// zone is a Zone compiled into records, immutable once built.
+type zone struct {
+	apex   string // fqdn, lower case
+	serial uint32
+	soa    *mdns.SOA
+	// names maps a lower-case fqdn to its records by type.
+	names map[string]map[uint16][]mdns.RR
+}
+
+func compile(z Zone, serial uint32) *zone {
+	apex := mdns.CanonicalName(z.Domain)
+	ttl := uint32(z.TTL / time.Second)
+	hdr := func(name string, t uint16) mdns.RR_Header {
+		return mdns.RR_Header{Name: name, Rrtype: t, Class: mdns.ClassINET, Ttl: ttl}
+	}
+	c := &zone{apex: apex, serial: serial, names: map[string]map[uint16][]mdns.RR{}}
+	add := func(rr mdns.RR) {
+		n := strings.ToLower(rr.Header().Name)
+		if c.names[n] == nil {
+			c.names[n] = map[uint16][]mdns.RR{}
+		}
+		c.names[n][rr.Header().Rrtype] = append(c.names[n][rr.Header().Rrtype], rr)
+	}
+	mname := "ns." + apex
+	if len(z.Members) > 0 {
+		mname = mdns.CanonicalName(z.Members[0].Name + "." + apex)
+	}
+	c.soa = &mdns.SOA{Hdr: hdr(apex, mdns.TypeSOA), Ns: mname, Mbox: "hostmaster." + apex,
+		Serial: serial, Refresh: 3600, Retry: 600, Expire: 86400, Minttl: ttl}
+	add(c.soa)
+	service := mdns.CanonicalName(z.Service + "." + apex)
+	add(&mdns.MX{Hdr: hdr(apex, mdns.TypeMX), Preference: 10, Mx: service})
+	if z.VIP.IsValid() {
+		add(addrRR(hdr(service, 0), z.VIP))
+	}
+	for _, m := range z.Members {
+		name := mdns.CanonicalName(m.Name + "." + apex)
+		add(&mdns.NS{Hdr: hdr(apex, mdns.TypeNS), Ns: name})
+		add(addrRR(hdr(name, 0), m.Addr))
+	}
+	if len(z.Members) == 0 {
+		add(&mdns.NS{Hdr: hdr(apex, mdns.TypeNS), Ns: mname})
+	}
+	return c
+}
+
+func addrRR(h mdns.RR_Header, a netip.Addr) mdns.RR {
+	if a.Is4() || a.Is4In6() {
+		h.Rrtype = mdns.TypeA
+		return &mdns.A{Hdr: h, A: a.Unmap().AsSlice()}
+	}
+	h.Rrtype = mdns.TypeAAAA
+	return &mdns.AAAA{Hdr: h, AAAA: a.AsSlice()}
+}
+
+// contains reports whether the lower-case fqdn is in the zone.
+func (z *zone) contains(name string) bool {
+	return z != nil && mdns.IsSubDomain(z.apex, name)
+}
+
+// answer fills m for a question inside the zone.
+func (z *zone) answer(m *mdns.Msg, q mdns.Question) {
+	m.Authoritative = true
+	name := strings.ToLower(q.Name)
+	rrs, ok := z.names[name]
+	if !ok {
+		m.Rcode = mdns.RcodeNameError
+		m.Ns = []mdns.RR{z.soa}
+		return
+	}
+	for t, list := range rrs {
+		if t == q.Qtype || q.Qtype == mdns.TypeANY {
+			m.Answer = append(m.Answer, list...)
+		}
+	}
+	if len(m.Answer) == 0 {
+		m.Ns = []mdns.RR{z.soa} // NODATA
+	}
+}
