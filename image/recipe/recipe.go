@@ -1,0 +1,234 @@
+// Package recipe loads image recipes and hardware profiles: YAML decoded
+// strictly (an unknown field is an error), then validated, every error
+// naming the file, the line and what was expected.
+package recipe
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+)
+
+// Recipe says what to build: which hardware, which role, which outputs.
+type Recipe struct {
+	// Name names the image; artifacts are named after it.
+	Name string `yaml:"name"`
+	// Role is "data" (runs the mail service) or "arbitrator" (quorum only).
+	Role string `yaml:"role"`
+	// Hardware names a profile in the hardware directory (hardware/NAME.yaml).
+	Hardware string `yaml:"hardware"`
+	// Outputs lists the artifacts to build: raw, qcow2, pxe.
+	Outputs []string `yaml:"outputs"`
+	// Hostname is the node's host name unless its settings say otherwise.
+	Hostname string `yaml:"hostname"`
+	// Debian says where kernel, modules, GRUB and tools come from.
+	Debian Debian `yaml:"debian"`
+	// Packages are extra Debian packages whose programs go into the image;
+	// the shared libraries they need are added with them.
+	Packages []string `yaml:"packages"`
+	// Services are the node daemons PID 1 starts, in order.
+	Services []Service `yaml:"services"`
+	// Disk sizes the partitions of the raw and qcow2 images.
+	Disk Disk `yaml:"disk"`
+	// KernelArgs are added to the kernel command line of every slot.
+	KernelArgs []string `yaml:"kernel_args"`
+	// FirmwareDir is a directory of firmware files the user supplies (for
+	// NICs whose firmware Debian ships only in non-free-firmware). Relative
+	// paths are relative to the recipe file.
+	FirmwareDir string `yaml:"firmware_dir"`
+	// Settings are node settings baked into the image, the last place PID 1
+	// looks (after the kernel command line and the perm partition).
+	Settings map[string]string `yaml:"settings"`
+
+	// Profile is the loaded hardware profile (not part of the YAML).
+	Profile *Profile `yaml:"-"`
+	// Path is the file the recipe was loaded from.
+	Path string `yaml:"-"`
+}
+
+// Debian names the archive suite packages are taken from.
+type Debian struct {
+	// Suite is the Debian release, e.g. "bookworm".
+	Suite string `yaml:"suite"`
+	// Mirror overrides the archive URI found in the machine's apt sources.
+	Mirror string `yaml:"mirror"`
+	// Keyring is the OpenPGP keyring that signs the suite.
+	Keyring string `yaml:"keyring"`
+}
+
+// Service is one supervised node daemon.
+type Service struct {
+	// Name names the service in logs and status.
+	Name string `yaml:"name"`
+	// Command is a program in the image (a tandem command such as
+	// tandem-network, or an absolute path).
+	Command string `yaml:"command"`
+	// Args are the command's arguments.
+	Args []string `yaml:"args"`
+	// Notify says the service reports readiness with sd_notify READY=1;
+	// otherwise it counts as ready once started.
+	Notify bool `yaml:"notify"`
+}
+
+// Disk sizes the image's partitions in MiB.
+type Disk struct {
+	// BootMiB is the boot/ESP partition holding GRUB and slots A and B.
+	BootMiB int `yaml:"boot_mib"`
+	// PermMiB is the perm partition (ext4) for node config and state.
+	PermMiB int `yaml:"perm_mib"`
+}
+
+// Defaults, in one place.
+const (
+	DefaultSuite   = "bookworm"
+	DefaultBootMiB = 256
+	DefaultPermMiB = 64
+)
+
+var (
+	roles   = []string{"data", "arbitrator"}
+	outputs = []string{"raw", "qcow2", "pxe"}
+	nameRE  = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+)
+
+// ErrInvalid marks a recipe or profile that decodes but makes no sense.
+var ErrInvalid = errors.New("invalid")
+
+// Load reads the recipe at path and the hardware profile it names from
+// hardwareDir (if empty: the "hardware" directory beside the recipe's
+// directory).
+func Load(path, hardwareDir string) (*Recipe, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	r, err := Parse(path, bytes.NewReader(data))
+	if err != nil {
+		return nil, err
+	}
+	if hardwareDir == "" {
+		hardwareDir = filepath.Join(filepath.Dir(path), "..", "hardware")
+	}
+	r.Profile, err = LoadProfile(filepath.Join(hardwareDir, r.Hardware+".yaml"))
+	if err != nil {
+		return nil, fmt.Errorf("%s: hardware %q: %w", path, r.Hardware, err)
+	}
+	if r.Profile.Name != r.Hardware {
+		return nil, fmt.Errorf("%s: hardware %q: profile file names itself %q: %w", path, r.Hardware, r.Profile.Name, ErrInvalid)
+	}
+	if r.FirmwareDir != "" && !filepath.IsAbs(r.FirmwareDir) {
+		r.FirmwareDir = filepath.Join(filepath.Dir(path), r.FirmwareDir)
+	}
+	if err := r.checkFirmware(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return r, nil
+}
+
+// checkFirmware makes sure every firmware file the profile needs is in the
+// user-supplied firmware_dir.
+func (r *Recipe) checkFirmware() error {
+	if len(r.Profile.Firmware) == 0 {
+		return nil
+	}
+	if r.FirmwareDir == "" {
+		return fmt.Errorf("firmware_dir: missing: hardware %q needs firmware Debian ships only in non-free-firmware (%s); put the files in a directory and name it here: %w",
+			r.Hardware, strings.Join(r.Profile.Firmware, ", "), ErrInvalid)
+	}
+	var missing []string
+	for _, f := range r.Profile.Firmware {
+		if _, err := os.Stat(filepath.Join(r.FirmwareDir, f)); err != nil {
+			missing = append(missing, f)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("firmware_dir %s: missing %s (needed by hardware %q): %w", r.FirmwareDir, strings.Join(missing, ", "), r.Hardware, ErrInvalid)
+	}
+	return nil
+}
+
+// Parse decodes and validates a recipe; name is used in errors.
+func Parse(name string, rd io.Reader) (*Recipe, error) {
+	r := &Recipe{Path: name}
+	root, err := decodeStrict(name, rd, r)
+	if err != nil {
+		return nil, err
+	}
+	r.setDefaults()
+	if err := r.validate(); err != nil {
+		return nil, locate(name, root, err)
+	}
+	return r, nil
+}
+
+func (r *Recipe) setDefaults() {
+	if r.Debian.Suite == "" {
+		r.Debian.Suite = DefaultSuite
+	}
+	if r.Disk.BootMiB == 0 {
+		r.Disk.BootMiB = DefaultBootMiB
+	}
+	if r.Disk.PermMiB == 0 {
+		r.Disk.PermMiB = DefaultPermMiB
+	}
+	if r.Hostname == "" {
+		r.Hostname = r.Name
+	}
+	if len(r.Outputs) == 0 {
+		r.Outputs = []string{"raw"}
+	}
+}
+
+func (r *Recipe) validate() error {
+	if !nameRE.MatchString(r.Name) {
+		return fieldErr("name", "%q must be 1 to 63 lower-case letters, digits and dashes", r.Name)
+	}
+	if !slices.Contains(roles, r.Role) {
+		return fieldErr("role", "%q is not one of %s", r.Role, strings.Join(roles, ", "))
+	}
+	if r.Hardware == "" {
+		return fieldErr("hardware", "missing: name a profile in hardware/")
+	}
+	for i, o := range r.Outputs {
+		if !slices.Contains(outputs, o) {
+			return fieldErr(fmt.Sprintf("outputs[%d]", i), "%q is not one of %s", o, strings.Join(outputs, ", "))
+		}
+	}
+	if !nameRE.MatchString(r.Hostname) {
+		return fieldErr("hostname", "%q is not a valid host name", r.Hostname)
+	}
+	if r.Disk.BootMiB < 64 || r.Disk.BootMiB > 4096 {
+		return fieldErr("disk.boot_mib", "%d is outside 64..4096 (it holds GRUB and two slots)", r.Disk.BootMiB)
+	}
+	if r.Disk.PermMiB < 16 || r.Disk.PermMiB > 65536 {
+		return fieldErr("disk.perm_mib", "%d is outside 16..65536", r.Disk.PermMiB)
+	}
+	seen := map[string]bool{}
+	for i, s := range r.Services {
+		f := fmt.Sprintf("services[%d]", i)
+		if !nameRE.MatchString(s.Name) {
+			return fieldErr(f+".name", "%q must be lower-case letters, digits and dashes", s.Name)
+		}
+		if seen[s.Name] {
+			return fieldErr(f+".name", "%q is listed twice", s.Name)
+		}
+		seen[s.Name] = true
+		if s.Command == "" {
+			return fieldErr(f+".command", "missing")
+		}
+	}
+	for k := range r.Settings {
+		if !settingKeyRE.MatchString(k) {
+			return fieldErr("settings."+k, "key must be lower-case letters, digits, '_' and '.'")
+		}
+	}
+	return nil
+}
+
+var settingKeyRE = regexp.MustCompile(`^[a-z][a-z0-9_.]*$`)
