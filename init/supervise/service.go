@@ -1,0 +1,169 @@
+package supervise
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"syscall"
+	"time"
+)
+
+type service struct {
+	spec     Spec
+	sup      *Supervisor
+	sock     string
+	pid      int
+	started  time.Time
+	lastPing time.Time
+	ready    bool
+	stopped  bool
+	status   string
+	restarts int
+	backoff  time.Duration
+	exited   chan struct{} // closed when the current process exits
+}
+
+// startLocked starts the process; the supervisor's lock is held.
+func (sv *service) startLocked() {
+	s := sv.sup
+	if s.stopping {
+		return
+	}
+	env := append(os.Environ(), sv.spec.Env...)
+	env = append(env, "NOTIFY_SOCKET="+sv.sock)
+	if sv.spec.Watchdog > 0 {
+		env = append(env, fmt.Sprintf("WATCHDOG_USEC=%d", sv.spec.Watchdog.Microseconds()))
+	}
+	out := s.opt.Output
+	if out == nil {
+		out, _ = os.Open(os.DevNull)
+	}
+	proc, err := os.StartProcess(sv.spec.Path, append([]string{sv.spec.Path}, sv.spec.Args...), &os.ProcAttr{
+		Env:   env,
+		Files: []*os.File{nil, out, out},
+		Sys:   &syscall.SysProcAttr{Setsid: true},
+	})
+	if err != nil {
+		s.opt.Logf("service %s: start: %v", sv.spec.Name, err)
+		sv.scheduleRestartLocked()
+		return
+	}
+	sv.pid = proc.Pid
+	proc.Release() // the reaper, not os.Process, collects the exit status
+	sv.started, sv.lastPing = time.Now(), time.Now()
+	sv.ready = !sv.spec.Notify
+	sv.exited = make(chan struct{})
+	s.byPID[sv.pid] = sv
+	s.opt.Logf("service %s started (pid %d)", sv.spec.Name, sv.pid)
+	if sv.ready {
+		s.opt.Logf("service %s ready", sv.spec.Name)
+	}
+	s.notifyChangeLocked()
+}
+
+func (sv *service) exitedLocked(ws syscall.WaitStatus) {
+	s := sv.sup
+	s.opt.Logf("service %s (pid %d) exited: %s", sv.spec.Name, sv.pid, describe(ws))
+	sv.pid, sv.ready = 0, false
+	close(sv.exited)
+	s.notifyChangeLocked()
+	if s.stopping {
+		return
+	}
+	if ws.Exited() && ws.ExitStatus() == NoRestart {
+		s.opt.Logf("service %s asked not to be restarted", sv.spec.Name)
+		sv.stopped = true
+		return
+	}
+	if time.Since(sv.started) > s.opt.StableAfter {
+		sv.backoff = s.opt.MinBackoff
+	}
+	sv.scheduleRestartLocked()
+}
+
+func (sv *service) scheduleRestartLocked() {
+	s := sv.sup
+	d := sv.backoff
+	sv.backoff = min(2*sv.backoff, s.opt.MaxBackoff)
+	sv.restarts++
+	s.opt.Logf("service %s: restart in %s", sv.spec.Name, d)
+	time.AfterFunc(d, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if sv.pid == 0 {
+			sv.startLocked()
+		}
+	})
+}
+
+func (sv *service) stop(timeout time.Duration) {
+	s := sv.sup
+	s.mu.Lock()
+	pid, exited := sv.pid, sv.exited
+	s.mu.Unlock()
+	if pid == 0 {
+		return
+	}
+	syscall.Kill(pid, syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(timeout):
+		s.opt.Logf("service %s did not stop in %s: killing", sv.spec.Name, timeout)
+		syscall.Kill(pid, syscall.SIGKILL)
+		select {
+		case <-exited:
+		case <-time.After(5 * time.Second):
+		}
+	}
+}
+
+func listenNotify(path string) (*net.UnixConn, error) {
+	os.Remove(path)
+	return net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+}
+
+// readNotify applies sd_notify datagrams: newline-separated KEY=VALUE.
+func (sv *service) readNotify(ctx context.Context, c *net.UnixConn) {
+	go func() { <-ctx.Done(); c.Close() }()
+	buf := make([]byte, 4096)
+	for {
+		n, err := c.Read(buf)
+		if err != nil {
+			return
+		}
+		sv.apply(string(buf[:n]))
+	}
+}
+
+func (sv *service) apply(msg string) {
+	s := sv.sup
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sv.pid == 0 {
+		return
+	}
+	for _, line := range strings.Split(msg, "\n") {
+		k, v, _ := strings.Cut(line, "=")
+		switch k {
+		case "READY":
+			if v == "1" && !sv.ready {
+				sv.ready = true
+				s.opt.Logf("service %s ready", sv.spec.Name)
+				s.notifyChangeLocked()
+			}
+		case "WATCHDOG":
+			sv.lastPing = time.Now()
+		case "STATUS":
+			sv.status = v
+		}
+	}
+}
+
+func describe(ws syscall.WaitStatus) string {
+	if ws.Signaled() {
+		return "killed by " + ws.Signal().String()
+	}
+	return fmt.Sprintf("exit status %d", ws.ExitStatus())
+}
