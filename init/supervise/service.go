@@ -40,11 +40,12 @@ func (sv *service) startLocked() {
 	if out == nil {
 		out, _ = os.Open(os.DevNull)
 	}
-	proc, err := os.StartProcess(sv.spec.Path, append([]string{sv.spec.Path}, sv.spec.Args...), &os.ProcAttr{
-		Env:   env,
-		Files: []*os.File{nil, out, out},
-		Sys:   &syscall.SysProcAttr{Setsid: true},
-	})
+	attr := &os.ProcAttr{Env: env, Files: []*os.File{nil, out, out}, Sys: &syscall.SysProcAttr{Setsid: true}}
+	if sv.spec.Console {
+		attr.Files[0] = out
+		attr.Sys.Setctty = true
+	}
+	proc, err := os.StartProcess(sv.spec.Path, append([]string{sv.spec.Path}, sv.spec.Args...), attr)
 	if err != nil {
 		s.opt.Logf("service %s: start: %v", sv.spec.Name, err)
 		sv.scheduleRestartLocked()

@@ -31,6 +31,9 @@ type Spec struct {
 	// Watchdog, if set, is the ping interval the service must keep
 	// (WATCHDOG_USEC is set for it); a service that misses it is killed.
 	Watchdog time.Duration
+	// Console runs the service on the console as its controlling terminal
+	// (the rescue shell).
+	Console bool
 }
 
 // State is a service's state as status reports it.

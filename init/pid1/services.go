@@ -1,0 +1,53 @@
+package pid1
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"tandem/init/supervise"
+)
+
+// readyTimeout bounds the wait for every service's READY=1.
+const readyTimeout = 3 * time.Minute
+
+func (in *Init) startServices(ctx context.Context) error {
+	env := append(in.settings.Env(), "TANDEM_SLOT="+in.slot, "TANDEM_ROLE="+in.image.Role)
+	var specs []supervise.Spec
+	for _, s := range in.image.Services {
+		specs = append(specs, supervise.Spec{
+			Name: s.Name, Path: s.Path, Args: s.Args, Env: env, Notify: s.Notify,
+			Watchdog: time.Duration(s.WatchdogSec) * time.Second,
+		})
+	}
+	if in.settings.GetOr("rescue", "") == "1" {
+		in.log.Logf("rescue shell on the console (tandem.rescue=1)")
+		specs = append(specs, supervise.Spec{Name: "rescue-shell", Path: "/bin/gosh", Env: []string{"PATH=/bbin:/bin:/usr/sbin:/usr/bin:/sbin"}, Console: true})
+	}
+	sup, err := supervise.New(specs, supervise.Options{NotifyDir: "/run/tandem/notify", Logf: in.log.Logf, Output: os.Stdout})
+	if err != nil {
+		return err
+	}
+	in.sup = sup
+	return sup.Start(ctx)
+}
+
+func (in *Init) waitServices(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	if notReady := in.sup.WaitReady(ctx); notReady != nil {
+		return fmt.Errorf("not ready after %s: %s", readyTimeout, strings.Join(notReady, ", "))
+	}
+	return nil
+}
+
+// startExtras starts what runs whether or not the boot succeeded: the
+// control socket and the power button watcher.
+func (in *Init) startExtras(ctx context.Context) {
+	if err := in.serveControl(ctx); err != nil {
+		in.log.Logf("control socket: %v", err)
+	}
+	go in.watchPowerButton(ctx)
+}

@@ -1,0 +1,57 @@
+// Package nodeimage is the contract between the image builder and PID 1:
+// the description of the image that the builder writes into every
+// initramfs and init reads at boot.
+package nodeimage
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+)
+
+// Path is where the description lives inside the initramfs.
+const Path = "/etc/tandem/image.json"
+
+// Partition names (GPT partition labels) on a tandem disk.
+const (
+	PartBIOS = "tandem-bios"
+	PartBoot = "tandem-boot"
+	PartPerm = "tandem-perm"
+	PartData = "tandem-data"
+)
+
+// Config describes one built image.
+type Config struct {
+	// Name is the recipe name.
+	Name string `json:"name"`
+	// Role is "data" or "arbitrator".
+	Role string `json:"role"`
+	// Hostname is the default host name.
+	Hostname string `json:"hostname"`
+	// Modules are loaded in this order at boot.
+	Modules []string `json:"modules"`
+	// Services are started in this order.
+	Services []Service `json:"services"`
+	// DataDisk is the disk for the data partition; empty: the boot disk.
+	DataDisk string `json:"data_disk,omitempty"`
+}
+
+// Service is one supervised daemon.
+type Service struct {
+	Name        string   `json:"name"`
+	Path        string   `json:"path"`
+	Args        []string `json:"args,omitempty"`
+	Notify      bool     `json:"notify,omitempty"`
+	WatchdogSec int      `json:"watchdog_sec,omitempty"`
+}
+
+// Read decodes a description strictly.
+func Read(r io.Reader) (*Config, error) {
+	var c Config
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("%s: %w", Path, err)
+	}
+	return &c, nil
+}
