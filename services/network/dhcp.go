@@ -206,7 +206,6 @@ func toLease(ifname string, nl *nclient4.Lease) (*Lease, error) {
 	return l, nil
 }
 
-
 // bindLease applies lease (replacing old, which may be nil): address,
 // default route, resolv.conf.
 func (s *Service) bindLease(old, lease *Lease) error {

@@ -16,8 +16,8 @@ type LinkState struct {
 	Kind      string   `json:"kind,omitempty"` // "bond", "vlan", "veth", "" for plain
 	MAC       string   `json:"mac,omitempty"`
 	MTU       uint32   `json:"mtu"`
-	Up        bool     `json:"up"`    // administratively up
-	Oper      string   `json:"oper"`  // operational state: up, down, lowerlayerdown, ...
+	Up        bool     `json:"up"`   // administratively up
+	Oper      string   `json:"oper"` // operational state: up, down, lowerlayerdown, ...
 	Master    string   `json:"master,omitempty"`
 	BondState string   `json:"bond_state,omitempty"` // member of a bond: active or backup
 	Addresses []string `json:"addresses,omitempty"`
