@@ -1,0 +1,118 @@
+// Package initramfs assembles a node's initramfs: tandem's Go programs and
+// u-root's core commands built by u-root's mkuimage, plus files taken from
+// unpacked Debian packages (kernel modules, drbd-utils and the shared
+// libraries its programs need). The archive is reproducible: records are
+// sorted and carry no times or owners.
+package initramfs
+
+import (
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/u-root/mkuimage/cpio"
+)
+
+// Tree is the set of non-Go files going into the archive, by archive path.
+type Tree struct {
+	recs map[string]cpio.Record
+}
+
+// NewTree returns a tree with the directories and device nodes every node
+// needs before devtmpfs is mounted.
+func NewTree() *Tree {
+	t := &Tree{recs: map[string]cpio.Record{}}
+	for _, d := range []string{"dev", "proc", "sys", "run", "tmp", "etc", "perm", "boot", "var/log"} {
+		t.AddDir(d)
+	}
+	t.add(cpio.CharDev("dev/console", 0o600, 5, 1))
+	t.add(cpio.CharDev("dev/null", 0o666, 1, 3))
+	return t
+}
+
+func (t *Tree) add(r cpio.Record) {
+	r.Name = strings.TrimPrefix(path.Clean("/"+r.Name), "/")
+	if dir := path.Dir(r.Name); dir != "." {
+		t.AddDir(dir)
+	}
+	t.recs[r.Name] = r
+}
+
+// AddDir adds a directory and its parents.
+func (t *Tree) AddDir(p string) {
+	p = strings.TrimPrefix(path.Clean("/"+p), "/")
+	if p == "" || p == "." {
+		return
+	}
+	if _, ok := t.recs[p]; ok {
+		return
+	}
+	t.add(cpio.Directory(p, 0o755))
+}
+
+// AddData adds a regular file with the given content.
+func (t *Tree) AddData(p string, data []byte, perm os.FileMode) {
+	t.add(cpio.StaticRecord(data, cpio.Info{Name: p, Mode: cpio.S_IFREG | uint64(perm.Perm())}))
+}
+
+// AddHost adds the file, directory or symlink at host path src as p.
+func (t *Tree) AddHost(p, src string) error {
+	st, err := os.Lstat(src)
+	if err != nil {
+		return err
+	}
+	switch {
+	case st.Mode()&os.ModeSymlink != 0:
+		target, err := os.Readlink(src)
+		if err != nil {
+			return err
+		}
+		t.add(cpio.Symlink(p, target))
+	case st.IsDir():
+		t.AddDir(p)
+	case st.Mode().IsRegular():
+		data, err := os.ReadFile(src)
+		if err != nil {
+			return err
+		}
+		t.AddData(p, data, st.Mode())
+	default:
+		return fmt.Errorf("%s: unsupported file type %s", src, st.Mode().Type())
+	}
+	return nil
+}
+
+// Has reports whether p is in the tree.
+func (t *Tree) Has(p string) bool {
+	_, ok := t.recs[strings.TrimPrefix(path.Clean("/"+p), "/")]
+	return ok
+}
+
+// Archive returns the tree as a cpio archive, records sorted by name.
+func (t *Tree) Archive() (*cpio.Archive, error) {
+	names := make([]string, 0, len(t.recs))
+	for n := range t.recs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	recs := make([]cpio.Record, len(names))
+	for i, n := range names {
+		recs[i] = t.recs[n]
+	}
+	return cpio.ArchiveFromRecords(recs)
+}
+
+// Walk calls fn for every file and symlink below root, with its path
+// relative to root (slash-separated), in lexical order.
+func Walk(root string, fn func(rel, abs string) error) error {
+	return filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		return fn(filepath.ToSlash(rel), p)
+	})
+}
