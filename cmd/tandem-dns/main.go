@@ -1,0 +1,169 @@
+// Command tandem-dns is the node's split DNS server: authoritative for the
+// cluster domain, a caching forwarder for the allowed networks, REFUSED
+// for everyone else. It reloads the zone on SIGHUP and whenever the node
+// config or the cluster view file changes, without dropping queries.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"tandem/internal/nodeconfig"
+	"tandem/services/dns"
+)
+
+const usage = `usage: tandem-dns -config PATH [-cluster PATH] [-watch DURATION]
+
+Serves the cluster domain of the node config (SOA, NS, the service name's
+A record -> VIP, MX -> the service name, one record per member) on
+dns.listen, forwards other names to dns.forwarders with caching, for
+loopback and dns.allow only. Speaks sd_notify (READY, WATCHDOG, STATUS).
+Reloads the zone on SIGHUP and when -config or -cluster change.
+
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "tandem-dns:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("tandem-dns", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
+	configPath := fs.String("config", "", "node config file (required)")
+	viewPath := fs.String("cluster", "", "cluster view JSON written by tandem-cluster (VIP and members); optional, may appear later")
+	watch := fs.Duration("watch", 2*time.Second, "how often to look for changed files")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *configPath == "" || fs.NArg() > 0 {
+		fs.Usage()
+		return errors.New("-config is required, and no arguments are")
+	}
+	log := newLogger(stderr, "dns")
+	d := &dnsd{configPath: *configPath, viewPath: *viewPath, log: log}
+	cfg, zone, err := d.load()
+	if err != nil {
+		return err
+	}
+	scfg := dns.ConfigOf(cfg)
+	scfg.Logger = log
+	srv := dns.New(scfg, zone)
+	pcs, lns, err := dns.Listen(cfg.DNS.Listen)
+	if err != nil {
+		return err
+	}
+	serveCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(serveCtx, pcs, lns) }()
+	for _, pc := range pcs {
+		log.Info("serving", "addr", pc.LocalAddr(), "domain", zone.Domain)
+	}
+	n := notifier{log}
+	n.ready(d.status(srv))
+	return d.loop(ctx, srv, n, *watch, done)
+}
+
+type dnsd struct {
+	configPath, viewPath string
+	log                  *slog.Logger
+	stamp                string
+}
+
+// load reads the node config and the view (absent is fine).
+func (d *dnsd) load() (*nodeconfig.Config, dns.Zone, error) {
+	cfg, err := nodeconfig.LoadFile(d.configPath)
+	if err != nil {
+		return nil, dns.Zone{}, err
+	}
+	if cfg.Cluster.Domain == "" {
+		return nil, dns.Zone{}, fmt.Errorf("%s: cluster.domain: is required to serve DNS", d.configPath)
+	}
+	var view *dns.ClusterView
+	if d.viewPath != "" {
+		f, err := os.Open(d.viewPath)
+		if err == nil {
+			view, err = dns.LoadClusterView(f, d.viewPath)
+			f.Close()
+			if err != nil {
+				return nil, dns.Zone{}, err
+			}
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return nil, dns.Zone{}, fmt.Errorf("cluster view: %w", err)
+		}
+	}
+	d.stamp = d.fileStamp()
+	return cfg, dns.ZoneOf(cfg, view), nil
+}
+
+// fileStamp changes when either file changes.
+func (d *dnsd) fileStamp() string {
+	s := ""
+	for _, p := range []string{d.configPath, d.viewPath} {
+		if fi, err := os.Stat(p); err == nil {
+			st, _ := fi.Sys().(*syscall.Stat_t)
+			ino := uint64(0)
+			if st != nil {
+				ino = st.Ino
+			}
+			s += fmt.Sprintf("%s:%d:%d:%d;", p, fi.ModTime().UnixNano(), fi.Size(), ino)
+		}
+	}
+	return s
+}
+
+func (d *dnsd) status(srv *dns.Server) string {
+	return fmt.Sprintf("serving, zone serial %d, %d queries", srv.Serial(), srv.Served())
+}
+
+func (d *dnsd) loop(ctx context.Context, srv *dns.Server, n notifier, watch time.Duration, done <-chan error) error {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	tick := time.NewTicker(watch)
+	defer tick.Stop()
+	wd := n.watchdog(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			n.send("STOPPING=1")
+			return <-done
+		case err := <-done:
+			return fmt.Errorf("serve: %w", err)
+		case <-wd:
+			n.send("WATCHDOG=1")
+		case <-hup:
+			d.reload(srv, n)
+		case <-tick.C:
+			if d.fileStamp() != d.stamp {
+				d.reload(srv, n)
+			}
+		}
+	}
+}
+
+// reload swaps in the new zone; a broken file keeps the old zone serving.
+func (d *dnsd) reload(srv *dns.Server, n notifier) {
+	_, zone, err := d.load()
+	if err != nil {
+		d.log.Error("reload: keeping the old zone", "err", err)
+		n.status("reload failed, old zone serving: " + err.Error())
+		return
+	}
+	srv.SetZone(zone)
+	n.status(d.status(srv))
+}

@@ -1,0 +1,139 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	mdns "github.com/miekg/dns"
+)
+
+// notifySocket listens where NOTIFY_SOCKET points and returns the
+// messages the daemon sends.
+func notifySocket(t *testing.T) <-chan string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "notify")
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	t.Setenv("NOTIFY_SOCKET", path)
+	ch := make(chan string, 100)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := c.Read(buf)
+			if err != nil {
+				return
+			}
+			ch <- string(buf[:n])
+		}
+	}()
+	return ch
+}
+
+func waitMsg(t *testing.T, ch <-chan string, want string) string {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case m := <-ch:
+			if strings.Contains(m, want) {
+				return m
+			}
+		case <-timeout:
+			t.Fatalf("no sd_notify message with %q", want)
+		}
+	}
+}
+
+func freePort(t *testing.T) int {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	return pc.LocalAddr().(*net.UDPAddr).Port
+}
+
+func TestRunServesAndReloads(t *testing.T) {
+	notes := notifySocket(t)
+	dir := t.TempDir()
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cfg := filepath.Join(dir, "node.yaml")
+	os.WriteFile(cfg, []byte(`hostname: mail-a
+cluster:
+  name: zcs
+  domain: mail.example.org
+  vip: 192.0.2.10
+  nodes: [{name: mail-a, address: 192.0.2.11}]
+dns:
+  listen: ["`+addr+`"]
+`), 0o644)
+	view := filepath.Join(dir, "cluster.json")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"-config", cfg, "-cluster", view, "-watch", "50ms"}, io.Discard, &logWriter{t}) }()
+	msg := waitMsg(t, notes, "READY=1")
+	if !strings.Contains(msg, "STATUS=serving") {
+		t.Errorf("ready message = %q, want a STATUS", msg)
+	}
+
+	a := func() string {
+		m := new(mdns.Msg)
+		m.SetQuestion("mail.mail.example.org.", mdns.TypeA)
+		r, _, err := (&mdns.Client{Timeout: time.Second}).Exchange(m, addr)
+		if err != nil || len(r.Answer) != 1 {
+			return fmt.Sprintf("error %v %v", err, r)
+		}
+		return r.Answer[0].(*mdns.A).A.String()
+	}
+	if got := a(); got != "192.0.2.10" {
+		t.Fatalf("service A = %s, want 192.0.2.10", got)
+	}
+	// The cluster daemon publishes a new VIP: picked up without a restart.
+	os.WriteFile(view+".tmp", []byte(`{"vip":"192.0.2.99","nodes":[{"name":"mail-a","address":"192.0.2.11"}]}`), 0o644)
+	os.Rename(view+".tmp", view)
+	deadline := time.Now().Add(5 * time.Second)
+	for a() != "192.0.2.99" {
+		if time.Now().After(deadline) {
+			t.Fatalf("service A after the view changed = %s, want 192.0.2.99", a())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// A broken view keeps the last zone serving.
+	os.WriteFile(view, []byte(`{"vip":`), 0o644)
+	waitMsg(t, notes, "reload failed")
+	if got := a(); got != "192.0.2.99" {
+		t.Errorf("service A with a broken view = %s, want the last good 192.0.2.99", got)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("run after cancel = %v, want nil", err)
+	}
+}
+
+func TestRunNeedsConfig(t *testing.T) {
+	if err := run(context.Background(), nil, io.Discard, io.Discard); err == nil {
+		t.Errorf("run() without -config = nil, want an error")
+	}
+	err := run(context.Background(), []string{"-config", "/nonexistent/node.yaml"}, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "/nonexistent/node.yaml") {
+		t.Errorf("run(-config missing) = %v, want an error naming the file", err)
+	}
+}
+
+type logWriter struct{ t *testing.T }
+
+func (w *logWriter) Write(p []byte) (int, error) {
+	w.t.Logf("%s", strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}

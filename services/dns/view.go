@@ -1,0 +1,69 @@
+package dns
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"time"
+
+	"tandem/internal/nodeconfig"
+)
+
+// ClusterView is the cluster's current VIP and members as the cluster
+// daemon publishes them (a JSON file it writes atomically); it overrides
+// the node config's cluster.vip and cluster.nodes.
+//
+//	{"vip": "192.0.2.10", "nodes": [{"name": "mail-a", "address": "192.0.2.11"}]}
+type ClusterView struct {
+	VIP   string            `json:"vip"`
+	Nodes []nodeconfig.Node `json:"nodes"`
+}
+
+// ErrBadView is wrapped by every error about a cluster view.
+var ErrBadView = errors.New("invalid cluster view")
+
+// LoadClusterView decodes a view strictly; name prefixes every error.
+func LoadClusterView(r io.Reader, name string) (*ClusterView, error) {
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+	var v ClusterView
+	if err := dec.Decode(&v); err != nil {
+		return nil, fmt.Errorf("%s: %w: %v", name, ErrBadView, err)
+	}
+	if a, err := netip.ParseAddr(v.VIP); v.VIP != "" && (err != nil || !a.Is4()) {
+		return nil, fmt.Errorf("%s: %w: vip: %q is not an IPv4 address", name, ErrBadView, v.VIP)
+	}
+	for i, n := range v.Nodes {
+		if n.Name == "" {
+			return nil, fmt.Errorf("%s: %w: nodes[%d].name: is required", name, ErrBadView, i)
+		}
+		if _, err := netip.ParseAddr(n.Address); err != nil {
+			return nil, fmt.Errorf("%s: %w: nodes[%d].address: %q is not an IP address", name, ErrBadView, i, n.Address)
+		}
+	}
+	return &v, nil
+}
+
+// ZoneOf builds the zone from the node config and, when not nil, the
+// cluster daemon's view.
+func ZoneOf(c *nodeconfig.Config, v *ClusterView) Zone {
+	cl := c.Cluster
+	if v != nil {
+		cl.VIP, cl.Nodes = v.VIP, v.Nodes
+	}
+	z := Zone{Domain: cl.Domain, Service: cl.Service, VIP: cl.VIPAddr(), TTL: c.DNS.TTL}
+	for _, n := range cl.Nodes {
+		z.Members = append(z.Members, Member{Name: n.Name, Addr: n.Addr()})
+	}
+	if z.TTL == 0 {
+		z.TTL = time.Minute
+	}
+	return z
+}
+
+// ConfigOf is the server configuration of the node config's dns section.
+func ConfigOf(c *nodeconfig.Config) Config {
+	return Config{Allow: c.DNS.AllowedNets(), Forwarders: c.DNS.ForwarderAddrs(), CacheSize: c.DNS.CacheSize}
+}

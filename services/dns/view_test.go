@@ -1,0 +1,42 @@
+package dns
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"tandem/internal/nodeconfig"
+)
+
+func TestLoadClusterView(t *testing.T) {
+	v, err := LoadClusterView(strings.NewReader(`{"vip":"192.0.2.50","nodes":[{"name":"x","address":"192.0.2.51"}]}`), "v.json")
+	if err != nil || v.VIP != "192.0.2.50" || len(v.Nodes) != 1 {
+		t.Fatalf("LoadClusterView = %+v, %v", v, err)
+	}
+	for _, tc := range []struct{ in, want string }{
+		{`{"vip":"192.0.2.50","extra":1}`, `unknown field "extra"`},
+		{`{"vip":"::1"}`, `vip: "::1" is not an IPv4 address`},
+		{`{"nodes":[{"name":"","address":"1.2.3.4"}]}`, `nodes[0].name: is required`},
+		{`{"nodes":[{"name":"a","address":"x"}]}`, `nodes[0].address: "x" is not an IP address`},
+	} {
+		_, err := LoadClusterView(strings.NewReader(tc.in), "v.json")
+		if !errors.Is(err, ErrBadView) || !strings.Contains(err.Error(), tc.want) || !strings.HasPrefix(err.Error(), "v.json: ") {
+			t.Errorf("LoadClusterView(%s) = %v, want v.json: ... %s", tc.in, err, tc.want)
+		}
+	}
+}
+
+func TestZoneOfPrefersTheView(t *testing.T) {
+	c, err := nodeconfig.LoadFile("../../internal/nodeconfig/testdata/example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	z := ZoneOf(c, nil)
+	if z.VIP.String() != "192.0.2.10" || len(z.Members) != 3 || z.Domain != "mail.example.org" {
+		t.Errorf("ZoneOf(example) = %+v", z)
+	}
+	z = ZoneOf(c, &ClusterView{VIP: "192.0.2.20", Nodes: []nodeconfig.Node{{Name: "n", Address: "192.0.2.21"}}})
+	if z.VIP.String() != "192.0.2.20" || len(z.Members) != 1 {
+		t.Errorf("ZoneOf(example, view) = %+v, want the view's VIP and members", z)
+	}
+}
