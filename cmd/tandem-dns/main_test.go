@@ -81,7 +81,9 @@ dns:
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"-config", cfg, "-cluster", view, "-watch", "50ms"}, io.Discard, &logWriter{t}) }()
+	go func() {
+		done <- run(ctx, []string{"-config", cfg, "-cluster", view, "-watch", "50ms"}, io.Discard, &logWriter{t})
+	}()
 	msg := waitMsg(t, notes, "READY=1")
 	if !strings.Contains(msg, "STATUS=serving") {
 		t.Errorf("ready message = %q, want a STATUS", msg)
