@@ -1,0 +1,133 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"tandem/internal/netnstest"
+	"tandem/internal/testenv"
+)
+
+// The daemon runs as a child (this test binary again) inside a namespace,
+// as PID 1 would run it, so it never touches the host's network.
+func TestMain(m *testing.M) {
+	if os.Getenv("TANDEM_NETWORK_CMD_CHILD") == "1" {
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+		defer stop()
+		if err := run(ctx, strings.Fields(os.Getenv("TANDEM_NETWORK_CMD_ARGS")), os.Stdout, os.Stderr); err != nil {
+			os.Stderr.WriteString(err.Error() + "\n")
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func notifySocket(t *testing.T) (string, <-chan string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "notify")
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	ch := make(chan string, 100)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := c.Read(buf)
+			if err != nil {
+				return
+			}
+			ch <- string(buf[:n])
+		}
+	}()
+	return path, ch
+}
+
+func waitMsg(t *testing.T, ch <-chan string, want string) string {
+	t.Helper()
+	timeout := time.After(20 * time.Second)
+	for {
+		select {
+		case m := <-ch:
+			if strings.Contains(m, want) {
+				return m
+			}
+		case <-timeout:
+			t.Fatalf("no sd_notify message with %q", want)
+		}
+	}
+}
+
+type logWriter struct{ t *testing.T }
+
+func (w *logWriter) Write(p []byte) (int, error) {
+	w.t.Logf("child: %s", strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// TestDaemonDHCPReadyStatusRelease: READY comes after the lease, with the
+// link's state in STATUS and in the status file; SIGTERM releases the
+// lease and the daemon exits 0.
+func TestDaemonDHCPReadyStatusRelease(t *testing.T) {
+	n := netnstest.New(t)
+	testenv.RequireTool(t, "dnsmasq")
+	node, srv := n.Host("node"), n.Host("dhcp")
+	n.Link(node, "eth0", "", srv, "eth0", "10.68.0.1/24")
+	dir := t.TempDir()
+	n.Start(n.Cmd(t.Context(), srv, "dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0", "--no-ping",
+		"--user=root", "--group=root", "--pid-file="+filepath.Join(dir, "pid"), "--interface=eth0", "--bind-interfaces",
+		"--dhcp-range=10.68.0.50,10.68.0.60,255.255.255.0,2m", "--dhcp-leasefile="+filepath.Join(dir, "leases")))
+
+	cfg := filepath.Join(dir, "node.yaml")
+	os.WriteFile(cfg, []byte("hostname: n1\nnetwork:\n  links: [{name: eth0, dhcp: true, mtu: 1450}]\n"), 0o644)
+	etc := filepath.Join(dir, "etc")
+	os.Mkdir(etc, 0o755)
+	status := filepath.Join(dir, "run", "network.json")
+	sock, notes := notifySocket(t)
+	cmd := n.Cmd(t.Context(), node, os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "TANDEM_NETWORK_CMD_CHILD=1", "NOTIFY_SOCKET="+sock,
+		"TANDEM_NETWORK_CMD_ARGS=-config "+cfg+" -etc "+etc+" -status "+status+" -set-hostname=false")
+	cmd.Stderr = &logWriter{t}
+	cmd.Stdout = io.Discard
+	n.Start(cmd)
+
+	msg := waitMsg(t, notes, "READY=1")
+	if !strings.Contains(msg, "STATUS=eth0 up 10.68.0.") {
+		t.Errorf("READY message = %q, want STATUS with eth0 up and its lease", msg)
+	}
+	var st struct {
+		Links []struct {
+			Name      string
+			MTU       int
+			Addresses []string
+		}
+		Leases []struct{ Iface string }
+	}
+	b, err := os.ReadFile(status)
+	if err != nil || json.Unmarshal(b, &st) != nil || len(st.Leases) != 1 || len(st.Links) != 1 ||
+		st.Links[0].MTU != 1450 || len(st.Links[0].Addresses) != 1 {
+		t.Errorf("status file = %s (%v), want eth0 with mtu 1450, one address, one lease", b, err)
+	}
+	if h, _ := os.ReadFile(filepath.Join(etc, "hostname")); string(h) != "n1\n" {
+		t.Errorf("etc/hostname = %q, want n1", h)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	waitMsg(t, notes, "STOPPING=1")
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("daemon exit after SIGTERM = %v, want 0", err)
+	}
+	if out := n.Run(node, "ip", "-4", "-o", "addr", "show", "dev", "eth0"); strings.Contains(out, "10.68.0.") {
+		t.Errorf("address after stop = %q, want the lease released", out)
+	}
+}
