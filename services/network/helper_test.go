@@ -98,7 +98,7 @@ type applyReport struct {
 }
 
 // helper starts the child in namespace ns with the node config text.
-func helper(t *testing.T, n *netnstest.Net, ns, mode, config string) (*exec.Cmd, string, *bufio.Scanner) {
+func helper(t testing.TB, n *netnstest.Net, ns, mode, config string) (*exec.Cmd, string, *bufio.Scanner) {
 	t.Helper()
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "node.yaml"), []byte(config), 0o644); err != nil {
@@ -116,7 +116,7 @@ func helper(t *testing.T, n *netnstest.Net, ns, mode, config string) (*exec.Cmd,
 }
 
 // testWriter logs the child's stderr.
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w *testWriter) Write(p []byte) (int, error) {
 	w.t.Logf("child: %s", strings.TrimRight(string(p), "\n"))
@@ -124,7 +124,7 @@ func (w *testWriter) Write(p []byte) (int, error) {
 }
 
 // nextEvent reads events until one of kind arrives, or fails after d.
-func nextEvent(t *testing.T, sc *bufio.Scanner, kind EventKind, d time.Duration) Event {
+func nextEvent(t testing.TB, sc *bufio.Scanner, kind EventKind, d time.Duration) Event {
 	t.Helper()
 	type res struct {
 		e   Event

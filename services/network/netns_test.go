@@ -149,7 +149,7 @@ network:
 // dnsmasqDHCP starts dnsmasq as a DHCP server in ns on 10.67.0.1 with a
 // two-minute lease (dnsmasq's minimum) and T1 of 3 s, so that a renewal
 // comes quickly. It returns the lease file's path.
-func dnsmasqDHCP(t *testing.T, n *netnstest.Net, ns string) string {
+func dnsmasqDHCP(t testing.TB, n *netnstest.Net, ns string) string {
 	t.Helper()
 	testenv.RequireTool(t, "dnsmasq")
 	dir := t.TempDir()
