@@ -143,8 +143,15 @@ func (s *Service) applyBond(b nodeconfig.Bond) ([]Change, error) {
 		return changes, fmt.Errorf("exists as a %q link, not a bond", kind(bond))
 	}
 	data, _ := bond.Attributes.Info.Data.(*driver.Bond)
-	if data == nil || data.Mode != driver.BondModeActiveBackup {
-		return changes, fmt.Errorf("exists in another mode than active-backup")
+	if data == nil {
+		return changes, fmt.Errorf("no bond data from the kernel")
+	}
+	if data.Mode != driver.BondModeActiveBackup {
+		// Loading the bonding module creates an empty balance-rr bond0.
+		if err := s.setBondMode(bond); err != nil {
+			return changes, err
+		}
+		changes = append(changes, changef("%s: mode %s -> active-backup", b.Name, data.Mode))
 	}
 	if data.Miimon == nil || *data.Miimon != miimon {
 		if err := s.setBondAttr(bond.Index, unix.IFLA_BOND_MIIMON, miimon); err != nil {
@@ -158,6 +165,13 @@ func (s *Service) applyBond(b nodeconfig.Bond) ([]Change, error) {
 			return changes, err
 		}
 		changes = append(changes, ch...)
+	}
+	// The kernel reports the primary only once it is a member: look again.
+	if bond, err = s.link(b.Name); err != nil {
+		return changes, err
+	}
+	if data, _ = bond.Attributes.Info.Data.(*driver.Bond); data == nil {
+		return changes, fmt.Errorf("no bond data from the kernel")
 	}
 	if data.Primary == nil || *data.Primary != primary.Index {
 		if err := s.setBondAttr(bond.Index, unix.IFLA_BOND_PRIMARY, primary.Index); err != nil {
@@ -180,6 +194,42 @@ func (s *Service) setBondAttr(index uint32, attr uint16, v uint32) error {
 	return s.conn.Link.Set(&rtnetlink.LinkMessage{Index: index, Attributes: &rtnetlink.LinkAttributes{
 		Info: &rtnetlink.LinkInfo{Kind: "bond", Data: &rtnetlink.LinkData{Name: "bond", Data: b}},
 	}})
+}
+
+// setBondMode makes an existing bond without members active-backup.
+func (s *Service) setBondMode(bond *rtnetlink.LinkMessage) error {
+	if hasMembers, err := s.hasMembers(bond.Index); err != nil || hasMembers {
+		return fmt.Errorf("exists with members in another mode than active-backup (%v)", err)
+	}
+	if err := s.setDown(bond); err != nil {
+		return err
+	}
+	ae := netlink.NewAttributeEncoder()
+	ae.Uint8(unix.IFLA_BOND_MODE, uint8(driver.BondModeActiveBackup))
+	b, err := ae.Encode()
+	if err != nil {
+		return err
+	}
+	err = s.conn.Link.Set(&rtnetlink.LinkMessage{Index: bond.Index, Attributes: &rtnetlink.LinkAttributes{
+		Info: &rtnetlink.LinkInfo{Kind: "bond", Data: &rtnetlink.LinkData{Name: "bond", Data: b}},
+	}})
+	if err != nil {
+		return fmt.Errorf("set mode active-backup: %w", err)
+	}
+	return nil
+}
+
+func (s *Service) hasMembers(index uint32) (bool, error) {
+	ls, err := s.links()
+	if err != nil {
+		return false, err
+	}
+	for _, l := range ls {
+		if l.Attributes.Master != nil && *l.Attributes.Master == index {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 func (s *Service) enslave(bond *rtnetlink.LinkMessage, name string) ([]Change, error) {
