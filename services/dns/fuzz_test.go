@@ -1,7 +1,6 @@
 package dns
 
 import (
-	"context"
 	"math/rand/v2"
 	"net/netip"
 	"testing"
@@ -9,33 +8,17 @@ import (
 	mdns "github.com/miekg/dns"
 )
 
-// handleRaw is what the server does with one datagram: filter the header,
-// unpack, handle. It returns the packed answer, or nil for none.
+// handleRaw is what the UDP server does with one datagram.
 func handleRaw(t testing.TB, s *Server, from netip.Addr, raw []byte) []byte {
-	var dh mdns.Header
-	if len(raw) < 12 {
-		return nil
+	out, fwd := s.handlePacket(raw, from)
+	if fwd != nil {
+		t.Fatalf("query %x wants an upstream from a server without forwarders", raw)
 	}
-	dh.Id = uint16(raw[0])<<8 | uint16(raw[1])
-	dh.Bits = uint16(raw[2])<<8 | uint16(raw[3])
-	dh.Qdcount = uint16(raw[4])<<8 | uint16(raw[5])
-	dh.Ancount = uint16(raw[6])<<8 | uint16(raw[7])
-	dh.Nscount = uint16(raw[8])<<8 | uint16(raw[9])
-	dh.Arcount = uint16(raw[10])<<8 | uint16(raw[11])
-	if acceptQuery(dh) != mdns.MsgAccept {
-		return nil
-	}
-	r := new(mdns.Msg)
-	if err := r.Unpack(raw); err != nil {
-		return nil
-	}
-	m := s.Handle(context.Background(), from, true, r)
-	if m == nil {
-		return nil
-	}
-	out, err := m.Pack()
-	if err != nil {
-		t.Fatalf("answer to %x does not pack: %v\n%v", raw, err, m)
+	if out != nil {
+		var m mdns.Msg
+		if err := m.Unpack(out); err != nil {
+			t.Fatalf("answer to %x does not unpack: %v", raw, err)
+		}
 	}
 	return out
 }

@@ -7,10 +7,13 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	mdns "github.com/miekg/dns"
+	"golang.org/x/sys/unix"
 )
 
 // Config is the server's behaviour apart from the zone.
@@ -249,7 +252,9 @@ func equalQuestion(a, b mdns.Question) bool {
 	return a.Qtype == b.Qtype && a.Qclass == b.Qclass && mdns.CanonicalName(a.Name) == mdns.CanonicalName(b.Name)
 }
 
-// Listen opens UDP and TCP sockets on each host:port.
+// Listen opens UDP and TCP sockets on each host:port. UDP gets one socket
+// per CPU on the same port (SO_REUSEPORT), so that the kernel spreads
+// queries over several reader loops.
 func Listen(addrs []string) ([]net.PacketConn, []net.Listener, error) {
 	var pcs []net.PacketConn
 	var lns []net.Listener
@@ -261,15 +266,25 @@ func Listen(addrs []string) ([]net.PacketConn, []net.Listener, error) {
 			l.Close()
 		}
 	}
+	lc := net.ListenConfig{Control: reusePort}
 	for _, a := range addrs {
-		pc, err := net.ListenPacket("udp", a)
+		pc, err := lc.ListenPacket(context.Background(), "udp", a)
 		if err != nil {
 			closeAll()
 			return nil, nil, fmt.Errorf("listen udp %s: %w", a, err)
 		}
 		pcs = append(pcs, pc)
-		// TCP on the port UDP got, so ":0" gives one port for both.
-		l, err := net.Listen("tcp", pc.LocalAddr().String())
+		// The others on the port the first got, so ":0" works too.
+		bound := pc.LocalAddr().String()
+		for range runtime.GOMAXPROCS(0) - 1 {
+			more, err := lc.ListenPacket(context.Background(), "udp", bound)
+			if err != nil {
+				closeAll()
+				return nil, nil, fmt.Errorf("listen udp %s: %w", bound, err)
+			}
+			pcs = append(pcs, more)
+		}
+		l, err := net.Listen("tcp", bound)
 		if err != nil {
 			closeAll()
 			return nil, nil, fmt.Errorf("listen tcp %s: %w", a, err)
@@ -279,25 +294,50 @@ func Listen(addrs []string) ([]net.PacketConn, []net.Listener, error) {
 	return pcs, lns, nil
 }
 
+func reusePort(network, address string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	})
+	if err != nil {
+		return err
+	}
+	return serr
+}
+
 // Serve answers on the given sockets until ctx ends, then shuts down and
 // returns nil; a server that fails returns its error.
 func (s *Server) Serve(ctx context.Context, pcs []net.PacketConn, lns []net.Listener) error {
 	var servers []*mdns.Server
+	var udp4 []*net.UDPConn
 	for _, pc := range pcs {
+		if uc, ok := pc.(*net.UDPConn); ok && uc.LocalAddr().(*net.UDPAddr).IP.To4() != nil {
+			udp4 = append(udp4, uc)
+			continue
+		}
 		servers = append(servers, &mdns.Server{PacketConn: pc, Handler: s, MsgAcceptFunc: acceptQuery})
 	}
 	for _, l := range lns {
 		servers = append(servers, &mdns.Server{Listener: l, Handler: s, MsgAcceptFunc: acceptQuery,
 			ReadTimeout: 5 * time.Second, IdleTimeout: func() time.Duration { return 5 * time.Second }})
 	}
-	errc := make(chan error, len(servers))
+	errc := make(chan error, len(servers)+len(udp4))
 	for _, srv := range servers {
 		go func() { errc <- srv.ActivateAndServe() }()
+	}
+	stop, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for _, uc := range udp4 {
+		go func() { errc <- s.serveUDP4(stop, uc) }()
 	}
 	var err error
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
+	}
+	cancel()
+	for _, uc := range udp4 {
+		uc.Close()
 	}
 	for _, srv := range servers {
 		srv.Shutdown()
