@@ -118,6 +118,12 @@ func checkGuest(t *testing.T, res *guestResult) {
 	if v := state(res.Before, "vlan42"); v.Kind != "vlan" || v.MTU != 1400 || strings.Join(v.Addresses, " ") != "10.81.0.2/24" {
 		t.Errorf("vlan42 = %+v, want a vlan, mtu 1400, 10.81.0.2/24", v)
 	}
+	if res.ClockStepped < time.Hour-5*time.Second || res.ClockStepped > time.Hour+5*time.Second {
+		t.Errorf("guest wall clock moved by %v after SystemClock.Step(1h), want ~1h", res.ClockStepped)
+	}
+	if res.SlewPending <= 0 || res.SlewPending > 200*time.Millisecond {
+		t.Errorf("kernel offset after SystemClock.Slew(200ms) = %v, want in (0, 200ms]", res.SlewPending)
+	}
 	// About 50 echoes a second are sent on each; most must come back.
 	for _, c := range []struct {
 		name string

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"tandem/internal/nodeconfig"
+	ntime "tandem/services/time"
 )
 
 // This file is the other half of TestGuestBondVLAN: the same test binary,
@@ -63,6 +64,9 @@ type guestResult struct {
 	BondAfter    int         `json:"bond_after"` // and after the failover
 	VLANAfter    int         `json:"vlan_after"`
 	FailoverTook string      `json:"failover_took"`
+	// services/time's SystemClock on a real (guest) clock.
+	ClockStepped time.Duration `json:"clock_stepped"` // wall clock moved by Step(1h)
+	SlewPending  time.Duration `json:"slew_pending"`  // kernel offset after Slew(200ms)
 }
 
 const (
@@ -90,6 +94,9 @@ func guestRun() (res guestResult) {
 	}
 	if err := guestModules(); err != nil {
 		return fail("modules: %v", err)
+	}
+	if err := guestClock(&res); err != nil {
+		return fail("clock: %v", err)
 	}
 	if err := waitLinks(4); err != nil {
 		return fail("%v", err)
@@ -144,6 +151,28 @@ func guestRun() (res guestResult) {
 	res.BondAfter, res.VLANAfter = countEcho("10.80.0.1:7", "10.81.0.1:7", time.Second)
 	res.After, _ = node.State()
 	return res
+}
+
+// guestClock steps and slews the guest's real clock through the time
+// service's SystemClock (never done on the host).
+func guestClock(res *guestResult) error {
+	before := time.Now().Round(0) // wall clock only
+	if err := (ntime.SystemClock{}).Step(time.Hour); err != nil {
+		return err
+	}
+	res.ClockStepped = time.Now().Round(0).Sub(before)
+	if err := (ntime.SystemClock{}).Slew(200 * time.Millisecond); err != nil {
+		return err
+	}
+	var tx unix.Timex
+	if _, err := unix.Adjtimex(&tx); err != nil {
+		return err
+	}
+	res.SlewPending = time.Duration(tx.Offset)
+	if tx.Status&unix.STA_NANO == 0 {
+		res.SlewPending *= time.Microsecond
+	}
+	return nil
 }
 
 func guestMounts() error {
