@@ -1,0 +1,245 @@
+// Command tandemctl administers a tandem cluster through a node's mTLS API.
+//
+// Usage:
+//
+//	tandemctl [-state DIR] [-endpoint URL] COMMAND [ARGS]
+//
+// Commands:
+//
+//	status [-json]                   cluster status, like crm_mon
+//	node standby|online NODE         keep NODE from running the group, or let it again
+//	resource move NODE               planned move of the group to NODE
+//	resource cleanup [RESOURCE] [-node NODE]  reset fail counts
+//	maintenance on|off               stop or resume managing resources
+//	cluster create -config FILE      create a cluster on this node; prints a pairing code
+//	cluster join -config FILE -peer URL -code CODE   join a cluster
+//	cluster code                     make another one-time pairing code
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"tandem/services/cluster"
+)
+
+// errUsage marks bad arguments (exit status 2).
+var errUsage = errors.New("usage")
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "tandemctl:", err)
+		if errors.Is(err, errUsage) || errors.Is(err, flag.ErrHelp) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+const usage = `Usage: tandemctl [-state DIR] [-endpoint URL] COMMAND [ARGS]
+
+Commands:
+  status [-json]                     cluster status, like crm_mon
+  node standby|online NODE           keep NODE from running the group, or let it again
+  resource move NODE                 planned move of the group to NODE
+  resource cleanup [RESOURCE] [-node NODE]
+                                     reset fail counts
+  maintenance on|off                 stop or resume managing resources
+  cluster create -config FILE        create a cluster on this node; prints a pairing code
+  cluster join -config FILE -peer URL -code CODE
+                                     join a cluster with a one-time pairing code
+  cluster code                       make another one-time pairing code
+
+Flags:
+`
+
+type cli struct {
+	state    cluster.State
+	endpoint string
+	stdout   io.Writer
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("tandemctl", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	state := fs.String("state", envOr("TANDEM_STATE", "/perm/tandem/cluster"), "state directory of this node (its certificate authenticates the client)")
+	endpoint := fs.String("endpoint", envOr("TANDEM_ENDPOINT", "https://127.0.0.1:7443"), "API of a cluster node")
+	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	c := &cli{state: cluster.State{Dir: *state}, endpoint: *endpoint, stdout: stdout}
+	a := fs.Args()
+	if len(a) == 0 {
+		fs.Usage()
+		return fmt.Errorf("%w: no command", errUsage)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	switch a[0] {
+	case "status":
+		return c.status(ctx, a[1:], stderr)
+	case "node":
+		return c.node(ctx, a[1:])
+	case "resource":
+		return c.resource(ctx, a[1:], stderr)
+	case "maintenance":
+		if len(a) != 2 || (a[1] != "on" && a[1] != "off") {
+			return fmt.Errorf("%w: maintenance on|off", errUsage)
+		}
+		return c.post(ctx, "/v1/maintenance", cluster.Request{On: a[1] == "on"})
+	case "cluster":
+		return c.cluster(ctx, a[1:], stderr)
+	}
+	fs.Usage()
+	return fmt.Errorf("%w: unknown command %q", errUsage, a[0])
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func (c *cli) client() (*cluster.Client, error) {
+	return cluster.NewClient(c.state, c.endpoint)
+}
+
+func (c *cli) post(ctx context.Context, path string, req cluster.Request) error {
+	cl, err := c.client()
+	if err != nil {
+		return err
+	}
+	if err := cl.Post(ctx, path, req); err != nil {
+		return err
+	}
+	fmt.Fprintln(c.stdout, "ok")
+	return nil
+}
+
+func (c *cli) status(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: status takes no arguments", errUsage)
+	}
+	cl, err := c.client()
+	if err != nil {
+		return err
+	}
+	s, err := cl.Status(ctx)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		e := json.NewEncoder(c.stdout)
+		e.SetIndent("", "  ")
+		return e.Encode(s)
+	}
+	cluster.FormatStatus(c.stdout, *s)
+	return nil
+}
+
+func (c *cli) node(ctx context.Context, a []string) error {
+	if len(a) != 2 || (a[0] != "standby" && a[0] != "online") {
+		return fmt.Errorf("%w: node standby|online NODE", errUsage)
+	}
+	return c.post(ctx, "/v1/node/"+a[0], cluster.Request{Node: a[1]})
+}
+
+func (c *cli) resource(ctx context.Context, a []string, stderr io.Writer) error {
+	if len(a) == 0 {
+		return fmt.Errorf("%w: resource move|cleanup", errUsage)
+	}
+	switch a[0] {
+	case "move":
+		if len(a) != 2 {
+			return fmt.Errorf("%w: resource move NODE", errUsage)
+		}
+		return c.post(ctx, "/v1/resource/move", cluster.Request{Node: a[1]})
+	case "cleanup":
+		fs := flag.NewFlagSet("cleanup", flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		node := fs.String("node", "", "only this node's fail counts")
+		var res string
+		rest := a[1:]
+		if len(rest) > 0 && rest[0] != "" && rest[0][0] != '-' {
+			res, rest = rest[0], rest[1:]
+		}
+		if err := fs.Parse(rest); err != nil || fs.NArg() > 0 {
+			return fmt.Errorf("%w: resource cleanup [RESOURCE] [-node NODE]", errUsage)
+		}
+		return c.post(ctx, "/v1/resource/cleanup", cluster.Request{Node: *node, Resource: res})
+	}
+	return fmt.Errorf("%w: resource move|cleanup, not %q", errUsage, a[0])
+}
+
+func (c *cli) cluster(ctx context.Context, a []string, stderr io.Writer) error {
+	if len(a) == 0 {
+		return fmt.Errorf("%w: cluster create|join|code", errUsage)
+	}
+	fs := flag.NewFlagSet("cluster "+a[0], flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "/perm/tandem/cluster.yaml", "this node's cluster configuration")
+	peer := fs.String("peer", "", "API URL of a cluster member, e.g. https://10.0.0.1:7443")
+	code := fs.String("code", "", "one-time pairing code")
+	if err := fs.Parse(a[1:]); err != nil || fs.NArg() > 0 {
+		return fmt.Errorf("%w: bad arguments to cluster %s", errUsage, a[0])
+	}
+	switch a[0] {
+	case "code":
+		cl, err := c.client()
+		if err != nil {
+			return err
+		}
+		k, err := cl.Code(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "pairing code (valid %v, once): %s\n", cluster.CodeTTL, k)
+		return nil
+	case "create", "join":
+	default:
+		return fmt.Errorf("%w: cluster create|join|code, not %q", errUsage, a[0])
+	}
+	f, err := os.Open(*cfgPath)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	cfg, err := cluster.LoadConfig(f, *cfgPath)
+	f.Close()
+	if err != nil {
+		return err
+	}
+	if a[0] == "create" {
+		k, err := cluster.Create(cfg, c.state)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "cluster %s created on %s\npairing code (valid %v, once): %s\n", cfg.Cluster, cfg.Node, cluster.CreateCodeTTL, k)
+		return nil
+	}
+	if *peer == "" || *code == "" {
+		return fmt.Errorf("%w: cluster join needs -peer URL and -code CODE", errUsage)
+	}
+	if err := cluster.Join(ctx, cfg, c.state, *peer, *code); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "%s joined cluster %s; start tandem-cluster\n", cfg.Node, cfg.Cluster)
+	return nil
+}

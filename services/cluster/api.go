@@ -1,0 +1,304 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// The API: HTTPS on api_port (node address and loopback). Every endpoint
+// but /v1/pair requires a client certificate signed by the cluster CA.
+//
+//	GET  /v1/status                      Status
+//	POST /v1/node/standby   {"node"}     node may not run the group
+//	POST /v1/node/online    {"node"}     undo standby
+//	POST /v1/resource/move  {"node"}     planned move of the group
+//	POST /v1/resource/cleanup {"node","resource"}  reset fail counts
+//	POST /v1/maintenance    {"on"}       stop managing resources
+//	POST /v1/pairing/code                a new one-time pairing code
+//	POST /v1/pair                        pairing (authenticated by the code)
+
+// Request is the body of the POST endpoints.
+type Request struct {
+	Node     string `json:"node,omitempty"`
+	Resource string `json:"resource,omitempty"`
+	On       bool   `json:"on,omitempty"`
+}
+
+type apiError struct {
+	Error string `json:"error"`
+}
+
+func (d *Daemon) serveAPI() error {
+	srvTLS, _, err := d.st.TLS(false)
+	if err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/pair", d.handlePair)
+	mux.Handle("GET /v1/status", d.auth(func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, d.status()) }))
+	mux.Handle("POST /v1/node/standby", d.auth(d.handleNode(true)))
+	mux.Handle("POST /v1/node/online", d.auth(d.handleNode(false)))
+	mux.Handle("POST /v1/resource/move", d.auth(d.handleMove))
+	mux.Handle("POST /v1/resource/cleanup", d.auth(d.handleCleanup))
+	mux.Handle("POST /v1/maintenance", d.auth(d.handleMaintenance))
+	mux.Handle("POST /v1/pairing/code", d.auth(d.handleCode))
+	d.api = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, TLSConfig: srvTLS}
+	for _, host := range []string{d.cfg.Address, "127.0.0.1"} {
+		ln, err := net.Listen("tcp", hostPort(host, d.cfg.APIPort))
+		if err != nil {
+			return fmt.Errorf("api listen: %w", err)
+		}
+		go d.api.Serve(tls.NewListener(ln, srvTLS))
+	}
+	return nil
+}
+
+func (d *Daemon) auth(h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
+			writeJSON(w, http.StatusUnauthorized, apiError{"a client certificate of the cluster CA is required"})
+			return
+		}
+		h(w, r)
+	})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}
+
+func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		writeJSON(w, http.StatusBadRequest, apiError{"bad request body: " + err.Error()})
+		return false
+	}
+	return true
+}
+
+// write runs an etcd change; without quorum it answers 503.
+func (d *Daemon) write(w http.ResponseWriter, r *http.Request, what string, ops ...clientv3.Op) {
+	c, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+	defer cancel()
+	if _, err := d.cli.Txn(c).Then(ops...).Commit(); err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, apiError{fmt.Sprintf("%s: cluster state not writable (no quorum?): %v", what, err)})
+		return
+	}
+	d.log.Info("api", "change", what, "client", r.TLS.PeerCertificates[0].Subject.CommonName)
+	writeJSON(w, 200, map[string]string{"ok": what})
+}
+
+// node looks a node up in the registered members.
+func (d *Daemon) node(ctx context.Context, name string, wantData bool) error {
+	ms, err := d.members(ctx)
+	if err != nil {
+		return err
+	}
+	for _, m := range ms {
+		if m.Name == name {
+			if wantData && m.Role != "data" {
+				return fmt.Errorf("node %s is an arbitrator: it never runs resources", name)
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("no node named %q in the cluster", name)
+}
+
+func (d *Daemon) checkNode(w http.ResponseWriter, r *http.Request, name string, wantData bool) bool {
+	c, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+	defer cancel()
+	if err := d.node(c, name, wantData); err != nil {
+		code := http.StatusBadRequest
+		if !strings.Contains(err.Error(), "node") {
+			code = http.StatusServiceUnavailable
+		}
+		writeJSON(w, code, apiError{err.Error()})
+		return false
+	}
+	return true
+}
+
+func (d *Daemon) handleNode(standby bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req Request
+		if !decode(w, r, &req) || !d.checkNode(w, r, req.Node, false) {
+			return
+		}
+		if standby {
+			d.write(w, r, "standby "+req.Node, clientv3.OpPut(prefixStandby+req.Node, "1"))
+		} else {
+			d.write(w, r, "online "+req.Node, clientv3.OpDelete(prefixStandby+req.Node))
+		}
+	}
+}
+
+func (d *Daemon) handleMove(w http.ResponseWriter, r *http.Request) {
+	var req Request
+	if !decode(w, r, &req) || !d.checkNode(w, r, req.Node, true) {
+		return
+	}
+	d.write(w, r, "move group to "+req.Node, clientv3.OpPut(keyMove, req.Node))
+}
+
+func (d *Daemon) handleCleanup(w http.ResponseWriter, r *http.Request) {
+	var req Request
+	if !decode(w, r, &req) {
+		return
+	}
+	if req.Node != "" && !d.checkNode(w, r, req.Node, true) {
+		return
+	}
+	key, opts := prefixFail, []clientv3.OpOption{clientv3.WithPrefix()}
+	switch {
+	case req.Node != "" && req.Resource != "":
+		key, opts = prefixFail+req.Node+"/"+req.Resource, nil
+	case req.Node != "":
+		key = prefixFail + req.Node + "/"
+	}
+	ops := []clientv3.Op{clientv3.OpDelete(key, opts...)}
+	if req.Node == "" && req.Resource != "" {
+		ops = nil
+		c, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+		ms, err := d.members(c)
+		cancel()
+		if err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, apiError{err.Error()})
+			return
+		}
+		for _, m := range ms {
+			ops = append(ops, clientv3.OpDelete(prefixFail+m.Name+"/"+req.Resource))
+		}
+	}
+	d.write(w, r, "cleanup "+strings.TrimSpace(req.Resource+" "+req.Node), ops...)
+}
+
+func (d *Daemon) handleMaintenance(w http.ResponseWriter, r *http.Request) {
+	var req Request
+	if !decode(w, r, &req) {
+		return
+	}
+	if req.On {
+		d.write(w, r, "maintenance on", clientv3.OpPut(keyMaintenance, "1"))
+	} else {
+		d.write(w, r, "maintenance off", clientv3.OpDelete(keyMaintenance))
+	}
+}
+
+func (d *Daemon) handleCode(w http.ResponseWriter, r *http.Request) {
+	c, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+	defer cancel()
+	code, err := d.MintCode(c, CodeTTL)
+	if err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, apiError{err.Error()})
+		return
+	}
+	d.log.Info("pairing code made", "id", code[:4], "client", r.TLS.PeerCertificates[0].Subject.CommonName)
+	writeJSON(w, 200, map[string]string{"code": code})
+}
+
+func (d *Daemon) handlePair(w http.ResponseWriter, r *http.Request) {
+	var req pairRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	c, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	defer cancel()
+	resp, err := d.pair(c, req)
+	var ref *refusal
+	switch {
+	case errors.As(err, &ref):
+		d.log.Warn("pairing refused", "from", r.RemoteAddr, "node", req.Member.Name, "code_id", req.CodeID, "reason", ref.reason)
+		http.Error(w, "pairing refused: "+ref.reason, http.StatusForbidden)
+	case errors.Is(err, ErrBusy):
+		http.Error(w, err.Error(), http.StatusConflict)
+	case err != nil:
+		d.log.Error("pairing failed", "from", r.RemoteAddr, "node", req.Member.Name, "err", err)
+		http.Error(w, "pairing failed: "+err.Error(), http.StatusServiceUnavailable)
+	default:
+		d.log.Info("node paired", "node", req.Member.Name, "role", req.Member.Role, "from", r.RemoteAddr)
+		writeJSON(w, 200, resp)
+	}
+}
+
+// ErrUnreachable says the API could not be reached at all.
+var ErrUnreachable = errors.New("cannot reach the cluster API")
+
+// Client talks to a node's API with the node's certificate.
+type Client struct {
+	Endpoint string
+	hc       *http.Client
+}
+
+// NewClient builds a client from a state directory's certificate.
+func NewClient(st State, endpoint string) (*Client, error) {
+	_, tlsc, err := st.TLS(false)
+	if err != nil {
+		return nil, err
+	}
+	return &Client{Endpoint: strings.TrimSuffix(endpoint, "/"),
+		hc: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsc}}}, nil
+}
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, _ := json.Marshal(in)
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.Endpoint+path, body)
+	if err != nil {
+		return err
+	}
+	r, err := c.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("%w at %s: %w (is tandem-cluster running there?)", ErrUnreachable, c.Endpoint, err)
+	}
+	defer r.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(r.Body, 4<<20))
+	if r.StatusCode != 200 {
+		var e apiError
+		if json.Unmarshal(b, &e) == nil && e.Error != "" {
+			return fmt.Errorf("%s %s: %s", method, path, e.Error)
+		}
+		return fmt.Errorf("%s %s: %s: %s", method, path, r.Status, strings.TrimSpace(string(b)))
+	}
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			return fmt.Errorf("%s %s: answer: %w", method, path, err)
+		}
+	}
+	return nil
+}
+
+// Status fetches the node's status.
+func (c *Client) Status(ctx context.Context) (*Status, error) {
+	var s Status
+	return &s, c.do(ctx, http.MethodGet, "/v1/status", nil, &s)
+}
+
+// Post calls a POST endpoint.
+func (c *Client) Post(ctx context.Context, path string, req Request) error {
+	return c.do(ctx, http.MethodPost, path, req, nil)
+}
+
+// Code asks for a new pairing code.
+func (c *Client) Code(ctx context.Context) (string, error) {
+	var out map[string]string
+	err := c.do(ctx, http.MethodPost, "/v1/pairing/code", struct{}{}, &out)
+	return out["code"], err
+}

@@ -1,0 +1,269 @@
+// Package cluster is the cluster daemon of a tandem node: embedded etcd on
+// the three members (two data nodes and the arbitrator) under mutual TLS
+// with a cluster CA, pairing with one-time codes, the group's lease with a
+// fencing token, the resources (VIP, OCF agents) run in order under the
+// decision core (package core), and the mTLS API tandemctl talks to.
+package cluster
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"regexp"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"tandem/services/cluster/core"
+	"tandem/services/cluster/ocf"
+)
+
+// Config is a node's cluster configuration file (YAML, decoded strictly).
+type Config struct {
+	// Cluster names the cluster; nodes of different clusters never join.
+	Cluster string `yaml:"cluster"`
+	// Node is this node's name, unique in the cluster.
+	Node string `yaml:"node"`
+	// Role is "data" or "arbitrator"; an arbitrator never runs resources.
+	Role core.Role `yaml:"role"`
+	// Address is the IPv4 address the other members reach this node on.
+	Address string `yaml:"address"`
+	// PeerPort is etcd's peer port (default 2380).
+	PeerPort int `yaml:"peer_port"`
+	// ClientPort is etcd's client port (default 2379).
+	ClientPort int `yaml:"client_port"`
+	// APIPort is the mTLS API and pairing port (default 7443).
+	APIPort int `yaml:"api_port"`
+	// Watchdog is a device path (default /dev/watchdog), record:PATH
+	// (tests) or none (arbitrator only).
+	Watchdog string `yaml:"watchdog"`
+	// Timing holds the lease timings; see core.Timing.Validate.
+	Timing TimingConfig `yaml:"timing"`
+	// Policy holds the Pacemaker-style policies.
+	Policy PolicyConfig `yaml:"policy"`
+	// Group is the resource group, in start order (data nodes only).
+	Group []ResourceConfig `yaml:"group"`
+}
+
+// TimingConfig is the YAML form of core.Timing; zero fields get defaults.
+type TimingConfig struct {
+	LeaseTTL        time.Duration  `yaml:"lease_ttl"`
+	RenewInterval   time.Duration  `yaml:"renew_interval"`
+	RenewRetries    *int           `yaml:"renew_retries"`
+	StopMargin      time.Duration  `yaml:"stop_margin"`
+	WatchdogTimeout time.Duration  `yaml:"watchdog_timeout"`
+	TakeoverMargin  *time.Duration `yaml:"takeover_margin"`
+	// PollInterval is how often the cluster state is read (default 200ms).
+	PollInterval time.Duration `yaml:"poll_interval"`
+}
+
+// PolicyConfig holds the group's policies.
+type PolicyConfig struct {
+	// MigrationThreshold: failures of a resource on a node before the
+	// group leaves it (default 3; 0 means never).
+	MigrationThreshold *int `yaml:"migration_threshold"`
+	// ResourceStickiness is how much the group prefers to stay (default 100).
+	ResourceStickiness *int `yaml:"resource_stickiness"`
+	// PreferredNode and PreferredScore: the group moves back to the
+	// preferred node only if its score beats the stickiness.
+	PreferredNode  string `yaml:"preferred_node"`
+	PreferredScore int    `yaml:"preferred_score"`
+}
+
+// ResourceConfig is one resource of the group.
+type ResourceConfig struct {
+	// Name is the resource's name (OCF_RESOURCE_INSTANCE).
+	Name string `yaml:"name"`
+	// Agent is "vip" or "ocf:PROVIDER:TYPE".
+	Agent string `yaml:"agent"`
+	// Params are the agent's parameters (vip: address, interface).
+	Params map[string]string `yaml:"params"`
+	// Timeouts per action (start, stop, monitor); OCF meta-data fills gaps.
+	Timeouts map[string]time.Duration `yaml:"timeouts"`
+	// MonitorInterval is how often monitor runs (default 2s).
+	MonitorInterval time.Duration `yaml:"monitor_interval"`
+	// OCFRoot overrides OCF_ROOT for this resource.
+	OCFRoot string `yaml:"ocf_root"`
+}
+
+// Defaults for the fields of Config; all defaults come from here.
+const (
+	DefaultPeerPort        = 2380
+	DefaultClientPort      = 2379
+	DefaultAPIPort         = 7443
+	DefaultWatchdog        = "/dev/watchdog"
+	DefaultPollInterval    = 200 * time.Millisecond
+	DefaultMonitorInterval = 2 * time.Second
+	DefaultMigration       = 3
+	DefaultStickiness      = 100
+)
+
+var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$`)
+
+// ErrConfig marks configuration errors.
+var ErrConfig = errors.New("invalid cluster configuration")
+
+// LoadConfig decodes a config strictly (unknown fields are errors), fills
+// defaults and validates; errors name file and field.
+func LoadConfig(r io.Reader, file string) (*Config, error) {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("%s: read: %w", file, err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	var c Config
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("%s: %w: %w", file, ErrConfig, err)
+	}
+	c.defaults()
+	if err := c.validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w: %w", file, ErrConfig, err)
+	}
+	return &c, nil
+}
+
+func (c *Config) defaults() {
+	setInt := func(p *int, v int) {
+		if *p == 0 {
+			*p = v
+		}
+	}
+	setInt(&c.PeerPort, DefaultPeerPort)
+	setInt(&c.ClientPort, DefaultClientPort)
+	setInt(&c.APIPort, DefaultAPIPort)
+	if c.Watchdog == "" {
+		c.Watchdog = DefaultWatchdog
+		if c.Role == core.RoleArbitrator {
+			c.Watchdog = "none"
+		}
+	}
+	if c.Timing.PollInterval == 0 {
+		c.Timing.PollInterval = DefaultPollInterval
+	}
+	for i := range c.Group {
+		if c.Group[i].MonitorInterval == 0 {
+			c.Group[i].MonitorInterval = DefaultMonitorInterval
+		}
+	}
+}
+
+// CoreTiming returns the timings with defaults filled in.
+func (c *Config) CoreTiming() core.Timing {
+	t := core.DefaultTiming()
+	if c.Timing.LeaseTTL != 0 {
+		t.LeaseTTL = c.Timing.LeaseTTL
+	}
+	if c.Timing.RenewInterval != 0 {
+		t.RenewInterval = c.Timing.RenewInterval
+	}
+	if c.Timing.RenewRetries != nil {
+		t.RenewRetries = *c.Timing.RenewRetries
+	}
+	if c.Timing.StopMargin != 0 {
+		t.StopMargin = c.Timing.StopMargin
+	}
+	if c.Timing.WatchdogTimeout != 0 {
+		t.WatchdogTimeout = c.Timing.WatchdogTimeout
+	}
+	if c.Timing.TakeoverMargin != nil {
+		t.TakeoverMargin = *c.Timing.TakeoverMargin
+	}
+	return t
+}
+
+// CoreConfig returns the decision core's configuration.
+func (c *Config) CoreConfig() core.Config {
+	cc := core.Config{
+		Node: c.Node, Role: c.Role, Timing: c.CoreTiming(),
+		MigrationThreshold: DefaultMigration, Stickiness: DefaultStickiness,
+		Preferred: c.Policy.PreferredNode, PreferredScore: c.Policy.PreferredScore,
+	}
+	if p := c.Policy.MigrationThreshold; p != nil {
+		cc.MigrationThreshold = *p
+	}
+	if p := c.Policy.ResourceStickiness; p != nil {
+		cc.Stickiness = *p
+	}
+	for _, r := range c.Group {
+		cc.Resources = append(cc.Resources, r.Name)
+	}
+	return cc
+}
+
+func (c *Config) validate() error {
+	switch {
+	case !nameRE.MatchString(c.Cluster):
+		return fmt.Errorf("cluster %q: want a lower-case name of letters, digits and dashes", c.Cluster)
+	case !nameRE.MatchString(c.Node):
+		return fmt.Errorf("node %q: want a lower-case name of letters, digits and dashes", c.Node)
+	case c.Role != core.RoleData && c.Role != core.RoleArbitrator:
+		return fmt.Errorf("role %q: want data or arbitrator", c.Role)
+	}
+	if a, err := netip.ParseAddr(c.Address); err != nil || !a.Is4() {
+		return fmt.Errorf("address %q: want an IPv4 address", c.Address)
+	}
+	for _, p := range []struct {
+		name string
+		v    int
+	}{{"peer_port", c.PeerPort}, {"client_port", c.ClientPort}, {"api_port", c.APIPort}} {
+		if p.v < 1 || p.v > 65535 {
+			return fmt.Errorf("%s %d: out of range", p.name, p.v)
+		}
+	}
+	t := c.CoreTiming()
+	if t.LeaseTTL%time.Second != 0 {
+		return fmt.Errorf("timing.lease_ttl %v: etcd leases count whole seconds", t.LeaseTTL)
+	}
+	if err := t.Validate(); err != nil {
+		return fmt.Errorf("timing.%w", err)
+	}
+	if c.Timing.PollInterval <= 0 || c.Timing.PollInterval >= t.LeaseTTL/2 {
+		return fmt.Errorf("timing.poll_interval %v: must be positive and under half of lease_ttl", c.Timing.PollInterval)
+	}
+	if c.Role == core.RoleArbitrator && len(c.Group) > 0 {
+		return errors.New("group: an arbitrator never runs resources; remove its group")
+	}
+	if c.Role == core.RoleData && c.Watchdog == "none" {
+		return errors.New("watchdog none: a data node needs a watchdog")
+	}
+	if m := c.Policy.MigrationThreshold; m != nil && *m < 0 {
+		return fmt.Errorf("policy.migration_threshold %d: must not be negative", *m)
+	}
+	return c.validateGroup()
+}
+
+func (c *Config) validateGroup() error {
+	seen := map[string]bool{}
+	for i, r := range c.Group {
+		field := fmt.Sprintf("group[%d]", i)
+		if !nameRE.MatchString(r.Name) {
+			return fmt.Errorf("%s.name %q: want a lower-case name", field, r.Name)
+		}
+		if seen[r.Name] {
+			return fmt.Errorf("%s.name %q: used twice", field, r.Name)
+		}
+		seen[r.Name] = true
+		if r.Agent == "vip" {
+			if _, err := netip.ParsePrefix(r.Params["address"]); err != nil {
+				return fmt.Errorf("%s.params.address %q: want ADDR/LEN", field, r.Params["address"])
+			}
+			if r.Params["interface"] == "" {
+				return fmt.Errorf("%s.params.interface: required for a vip", field)
+			}
+		} else if _, _, err := ocf.Parse(r.Agent); err != nil {
+			return fmt.Errorf("%s.agent: %w (or vip)", field, err)
+		}
+		for a, d := range r.Timeouts {
+			if d <= 0 {
+				return fmt.Errorf("%s.timeouts.%s %v: must be positive", field, a, d)
+			}
+		}
+		if r.MonitorInterval < 100*time.Millisecond {
+			return fmt.Errorf("%s.monitor_interval %v: at least 100ms", field, r.MonitorInterval)
+		}
+	}
+	return nil
+}

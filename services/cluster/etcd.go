@@ -1,0 +1,129 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"go.etcd.io/etcd/client/pkg/v3/transport"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+)
+
+// The keys of the cluster state in etcd.
+const (
+	keyOwner       = "/tandem/group/owner"
+	keyMove        = "/tandem/move"
+	keyMaintenance = "/tandem/maintenance"
+	prefixStandby  = "/tandem/standby/"
+	prefixFail     = "/tandem/fail/"
+	prefixNodes    = "/tandem/nodes/"
+	prefixAlive    = "/tandem/alive/"
+	prefixPairing  = "/tandem/pairing/"
+	prefixRState   = "/tandem/rstate/"
+	keyCAKey       = "/tandem/ca/key"
+)
+
+func mustURL(s string) url.URL {
+	u, err := url.Parse(s)
+	if err != nil {
+		panic(err)
+	}
+	return *u
+}
+
+// startEtcd starts the embedded etcd member; it does not wait for quorum.
+func startEtcd(cfg *Config, st State, cf *ClusterFile) (*embed.Etcd, error) {
+	self := MemberOf(cfg)
+	ec := embed.NewConfig()
+	ec.Name = cfg.Node
+	ec.Dir = st.Path("etcd")
+	ec.ListenPeerUrls = []url.URL{mustURL(self.PeerURL())}
+	ec.AdvertisePeerUrls = ec.ListenPeerUrls
+	ec.ListenClientUrls = []url.URL{mustURL(self.ClientURL()), mustURL("https://" + hostPort("127.0.0.1", cfg.ClientPort))}
+	ec.AdvertiseClientUrls = []url.URL{mustURL(self.ClientURL())}
+	ec.InitialCluster = cf.InitialCluster()
+	ec.ClusterState = cf.Bootstrap
+	ec.InitialClusterToken = cf.Cluster
+	ti := transport.TLSInfo{
+		CertFile: st.Path("node.crt"), KeyFile: st.Path("node.key"), TrustedCAFile: st.Path("ca.crt"),
+		ClientCertAuth: true,
+		// Peers are authenticated by the cluster CA; their source
+		// address need not match the certificate (multi-homed nodes).
+		SkipClientSANVerify: true,
+	}
+	ec.PeerTLSInfo, ec.ClientTLSInfo = ti, ti
+	zc := zap.NewProductionConfig()
+	zc.Level = zap.NewAtomicLevelAt(zap.ErrorLevel)
+	zc.DisableStacktrace = true
+	zc.OutputPaths, zc.ErrorOutputPaths = []string{"stderr"}, []string{"stderr"}
+	zl, err := zc.Build(zap.Fields(zap.String("component", "etcd")))
+	if err != nil {
+		return nil, fmt.Errorf("etcd logger: %w", err)
+	}
+	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zl)
+	ec.LogLevel = "error"
+	e, err := embed.StartEtcd(ec)
+	if err != nil {
+		return nil, fmt.Errorf("start etcd member %s: %w", cfg.Node, err)
+	}
+	return e, nil
+}
+
+func newClient(endpoints []string, st State) (*clientv3.Client, error) {
+	_, tlsc, err := st.TLS(false)
+	if err != nil {
+		return nil, err
+	}
+	c, err := clientv3.New(clientv3.Config{
+		Endpoints: endpoints, TLS: tlsc, DialTimeout: 2 * time.Second,
+		DialKeepAliveTime: 2 * time.Second, DialKeepAliveTimeout: 1 * time.Second,
+		Logger: zap.NewNop(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("etcd client %v: %w", endpoints, err)
+	}
+	return c, nil
+}
+
+// promote turns this member from learner into voter once it has caught
+// up; the leader refuses until then, so it retries.
+func promote(ctx context.Context, e *embed.Etcd, cf *ClusterFile, self string, st State, log *slog.Logger) {
+	var eps []string
+	for _, m := range cf.Members {
+		if m.Name != self {
+			eps = append(eps, m.ClientURL())
+		}
+	}
+	if len(eps) == 0 {
+		return
+	}
+	cli, err := newClient(eps, st)
+	if err != nil {
+		log.Error("promote: no client", "err", err)
+		return
+	}
+	defer cli.Close()
+	id := uint64(e.Server.MemberID())
+	for i := 0; ctx.Err() == nil; i++ {
+		c, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := cli.MemberPromote(c, id)
+		cancel()
+		if err == nil || errors.Is(err, rpctypes.ErrMemberNotLearner) {
+			log.Info("promoted from learner to voting member")
+			return
+		}
+		if i%10 == 9 {
+			log.Info("promote: not yet", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+}

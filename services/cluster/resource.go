@@ -1,0 +1,91 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"tandem/services/cluster/ocf"
+	"tandem/services/cluster/vip"
+)
+
+// Resource is what the daemon runs: start, stop, monitor, each bounded by
+// its timeout. Monitor returns an error matching ErrNotRunning when the
+// resource is cleanly stopped.
+type Resource interface {
+	Start(ctx context.Context) error
+	Stop(ctx context.Context) error
+	Monitor(ctx context.Context) error
+}
+
+// ErrNotRunning is a monitor's "cleanly stopped".
+var ErrNotRunning = errors.New("not running")
+
+type resource struct {
+	cfg ResourceConfig
+	r   Resource
+}
+
+func (r *resource) timeout(action string) time.Duration {
+	if d, ok := r.cfg.Timeouts[action]; ok {
+		return d
+	}
+	return 20 * time.Second
+}
+
+// newResource builds the agent of a resource; OCF agents get their
+// meta-data read, default timeouts filled and validate-all run.
+func newResource(ctx context.Context, rc ResourceConfig) (*resource, error) {
+	if rc.Agent == "vip" {
+		v, err := vip.Parse(rc.Params["address"], rc.Params["interface"])
+		if err != nil {
+			return nil, fmt.Errorf("resource %s: %w", rc.Name, err)
+		}
+		return &resource{cfg: rc, r: vipResource{v}}, nil
+	}
+	prov, typ, err := ocf.Parse(rc.Agent)
+	if err != nil {
+		return nil, fmt.Errorf("resource %s: %w", rc.Name, err)
+	}
+	a := &ocf.Agent{Instance: rc.Name, Root: rc.OCFRoot, Provider: prov, Type: typ, Params: rc.Params, Timeouts: map[string]time.Duration{}}
+	for k, v := range rc.Timeouts {
+		a.Timeouts[k] = v
+	}
+	md, err := a.MetaData(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("resource %s: %w", rc.Name, err)
+	}
+	if err := a.LoadDefaults(md); err != nil {
+		return nil, fmt.Errorf("resource %s: %w", rc.Name, err)
+	}
+	if err := a.Validate(ctx); err != nil {
+		return nil, fmt.Errorf("resource %s: validate-all: %w", rc.Name, err)
+	}
+	rc.Timeouts = a.Timeouts
+	return &resource{cfg: rc, r: ocfResource{a}}, nil
+}
+
+type vipResource struct{ v *vip.VIP }
+
+func (v vipResource) Start(ctx context.Context) error { return v.v.Start(ctx) }
+func (v vipResource) Stop(ctx context.Context) error  { return v.v.Stop(ctx) }
+func (v vipResource) Monitor(ctx context.Context) error {
+	if err := v.v.Monitor(ctx); errors.Is(err, vip.ErrNotRunning) {
+		return fmt.Errorf("%w: %w", ErrNotRunning, err)
+	} else {
+		return err
+	}
+}
+
+type ocfResource struct{ a *ocf.Agent }
+
+func (o ocfResource) Start(ctx context.Context) error { return o.a.Start(ctx) }
+func (o ocfResource) Stop(ctx context.Context) error  { return o.a.Stop(ctx) }
+func (o ocfResource) Monitor(ctx context.Context) error {
+	if err := o.a.Monitor(ctx); errors.Is(err, ocf.ErrNotRunning) {
+		return fmt.Errorf("%w: %w", ErrNotRunning, err)
+	} else {
+		return err
+	}
+}
