@@ -66,6 +66,7 @@ func TestAuthoritative(t *testing.T) {
 			answer: "mail.example.org. IN SOA mail-a.mail.example.org. hostmaster.mail.example.org. " + strconv.FormatUint(uint64(serial), 10) + " 3600 600 86400 60"},
 		{name: "node A", q: query("mail-a.mail.example.org.", mdns.TypeA), answer: "mail-a.mail.example.org. IN A 192.0.2.11"},
 		{name: "node AAAA", q: query("mail-b.mail.example.org.", mdns.TypeAAAA), answer: "mail-b.mail.example.org. IN AAAA 2001:db8::12"},
+		{name: "ANY is one RRset", q: query("mail.example.org.", mdns.TypeANY), answer: "mail.example.org. IN NS mail-a.mail.example.org.\nmail.example.org. IN NS mail-b.mail.example.org."},
 		{name: "NODATA", q: query("mail-a.mail.example.org.", mdns.TypeAAAA), ns: "SOA"},
 		{name: "NXDOMAIN", q: query("nope.mail.example.org.", mdns.TypeA), rcode: mdns.RcodeNameError, ns: "SOA"},
 		{name: "allowed network", from: "10.1.2.3", q: query("mail.mail.example.org.", mdns.TypeA), answer: "mail.mail.example.org. IN A 192.0.2.10"},

@@ -105,11 +105,18 @@ func (z *zone) answer(m *mdns.Msg, q mdns.Question) {
 		m.Ns = []mdns.RR{z.soa}
 		return
 	}
-	for t, list := range rrs {
-		if t == q.Qtype || q.Qtype == mdns.TypeANY {
-			m.Answer = append(m.Answer, list...)
+	if q.Qtype == mdns.TypeANY {
+		// RFC 8482: one RRset, not everything (no amplification).
+		var first uint16
+		for t := range rrs {
+			if first == 0 || t < first {
+				first = t
+			}
 		}
+		m.Answer = append(m.Answer, rrs[first]...)
+		return
 	}
+	m.Answer = append(m.Answer, rrs[q.Qtype]...)
 	if len(m.Answer) == 0 {
 		m.Ns = []mdns.RR{z.soa} // NODATA
 	}
