@@ -65,6 +65,7 @@ func freePort(t *testing.T) int {
 
 func TestRunServesAndReloads(t *testing.T) {
 	notes := notifySocket(t)
+	t.Setenv("WATCHDOG_USEC", "100000") // pings every 50ms
 	dir := t.TempDir()
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	cfg := filepath.Join(dir, "node.yaml")
@@ -111,6 +112,7 @@ dns:
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	waitMsg(t, notes, "WATCHDOG=1")
 	// A broken view keeps the last zone serving.
 	os.WriteFile(view, []byte(`{"vip":`), 0o644)
 	waitMsg(t, notes, "reload failed")
@@ -118,6 +120,7 @@ dns:
 		t.Errorf("service A with a broken view = %s, want the last good 192.0.2.99", got)
 	}
 	cancel()
+	waitMsg(t, notes, "STOPPING=1")
 	if err := <-done; err != nil {
 		t.Errorf("run after cancel = %v, want nil", err)
 	}

@@ -139,8 +139,12 @@ func loop(ctx context.Context, svc *network.Service, n notifier, f flags, waitin
 			n.ready(report(svc, f.status, n))
 		}
 	}
+	stopping := ctx.Done()
 	for {
 		select {
+		case <-stopping:
+			n.send("STOPPING=1") // Run now releases the leases
+			stopping = nil
 		case err := <-done:
 			// Run returns after ctx ends (leases released) or on an
 			// Apply error.
@@ -163,8 +167,6 @@ func loop(ctx context.Context, svc *network.Service, n notifier, f flags, waitin
 				readyTimer = time.After(f.dhcpWait)
 			case network.EventLease:
 				delete(waiting, e.Iface)
-			case network.EventReleased:
-				n.send("STOPPING=1")
 			}
 			if applied && len(waiting) == 0 {
 				markReady()
