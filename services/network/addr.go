@@ -175,8 +175,12 @@ func (s *Service) hasRoute(r route, oif uint32) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("list routes: %w", err)
 	}
+	metric := r.metric
+	if metric == 0 && r.dst.Addr().Is6() {
+		metric = 1024 // the kernel's metric for IPv6 routes given none
+	}
 	for _, m := range msgs {
-		if m.Table != unix.RT_TABLE_MAIN || int(m.DstLength) != r.dst.Bits() || m.Attributes.Priority != r.metric {
+		if m.Table != unix.RT_TABLE_MAIN || int(m.DstLength) != r.dst.Bits() || m.Attributes.Priority != metric {
 			continue
 		}
 		if oif != 0 && m.Attributes.OutIface != oif {

@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -118,12 +119,25 @@ func helper(t testing.TB, n *netnstest.Net, ns, mode, config string) (*exec.Cmd,
 	return cmd, dir, bufio.NewScanner(out)
 }
 
-// testWriter logs the child's stderr.
-type testWriter struct{ t testing.TB }
+// testWriter logs the child's stderr and keeps it.
+type testWriter struct {
+	t   testing.TB
+	mu  sync.Mutex
+	buf strings.Builder
+}
 
 func (w *testWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	w.buf.Write(p)
+	w.mu.Unlock()
 	w.t.Logf("child: %s", strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+func (w *testWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
 }
 
 // nextEvent reads events until one of kind arrives, or fails after d.

@@ -36,6 +36,7 @@ network:
     - {to: 10.71.0.0/16, via: 10.70.0.1}
     - {to: 0.0.0.0/0, via: 10.70.0.1, metric: 50}
     - {to: 10.72.0.0/16, dev: lan0}
+    - {to: "fd71::/64", via: "fd70::1"}
   nameservers: [10.70.0.1]
   search: [mail.example.org]
 `
@@ -69,7 +70,7 @@ func TestStaticApply(t *testing.T) {
 		return strings.Join(s, "\n")
 	}
 	for _, want := range []string{"lan0: renamed from eth0", "lan0: mtu 1500 -> 1400", "lan0: up", "lan0: address 10.70.0.2/24",
-		"lan0: address fd70::2/64", "route 10.71.0.0/16 via 10.70.0.1", "route 0.0.0.0/0 via 10.70.0.1", "route 10.72.0.0/16 dev lan0",
+		"lan0: address fd70::2/64", "route 10.71.0.0/16 via 10.70.0.1", "route 0.0.0.0/0 via 10.70.0.1", "route 10.72.0.0/16 dev lan0", "route fd71::/64 via fd70::1",
 		"hostname  -> mail-a", "wrote " + filepath.Join(dir, "hosts")} {
 		if !strings.Contains(joined(rep.First), want) {
 			t.Errorf("first Apply changes =\n%s\nwant a line with %q", joined(rep.First), want)
@@ -95,6 +96,9 @@ func TestStaticApply(t *testing.T) {
 			t.Errorf("ip route =\n%s\nwant %q", routes, want)
 		}
 	}
+	if out := n.Run(node, "ip", "-6", "route"); !strings.Contains(out, "fd71::/64 via fd70::1 dev lan0 proto static") {
+		t.Errorf("ip -6 route =\n%s\nwant fd71::/64 via fd70::1", out)
+	}
 	if out := n.Run(node, "ping", "-c", "1", "-W", "2", "10.70.0.1"); !strings.Contains(out, "1 received") {
 		t.Errorf("ping peer = %q, want 1 received", out)
 	}
@@ -115,6 +119,18 @@ func TestStaticApply(t *testing.T) {
 
 	for _, f := range []string{"hosts", "resolv.conf", "hostname", "kernel-hostname"} {
 		golden(t, filepath.Join(dir, f), filepath.Join("testdata", "static."+f))
+	}
+}
+
+// A config naming a link the node does not have fails, naming it.
+func TestApplyMissingLink(t *testing.T) {
+	n := netnstest.New(t)
+	node := n.Host("node")
+	cmd, _, _ := helper(t, n, node, "apply", "hostname: a\nnetwork:\n  links: [{name: nope0, addresses: [10.9.0.1/24]}]\n")
+	err := cmd.Wait()
+	stderr := cmd.Stderr.(*testWriter).String()
+	if err == nil || !strings.Contains(stderr, "apply match links: nope0: no such link") {
+		t.Errorf("apply with a missing link = %v, stderr %q; want a failure naming nope0", err, stderr)
 	}
 }
 
