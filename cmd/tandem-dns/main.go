@@ -1,7 +1,8 @@
 // Command tandem-dns is the node's split DNS server: authoritative for the
 // cluster domain, a caching forwarder for the allowed networks, REFUSED
 // for everyone else. It reloads the zone on SIGHUP and whenever the node
-// config or the cluster view file changes, without dropping queries.
+// config or the cluster view file changes, without dropping queries; the
+// allowed networks and forwarders reload too.
 package main
 
 import (
@@ -26,7 +27,8 @@ Serves the cluster domain of the node config (SOA, NS, the service name's
 A record -> VIP, MX -> the service name, one record per member) on
 dns.listen, forwards other names to dns.forwarders with caching, for
 loopback and dns.allow only. Speaks sd_notify (READY, WATCHDOG, STATUS).
-Reloads the zone on SIGHUP and when -config or -cluster change.
+Reloads the zone, dns.allow and dns.forwarders on SIGHUP and when -config
+or -cluster change (dns.listen needs a restart).
 
 `
 
@@ -158,12 +160,13 @@ func (d *dnsd) loop(ctx context.Context, srv *dns.Server, n notifier, watch time
 
 // reload swaps in the new zone; a broken file keeps the old zone serving.
 func (d *dnsd) reload(srv *dns.Server, n notifier) {
-	_, zone, err := d.load()
+	cfg, zone, err := d.load()
 	if err != nil {
 		d.log.Error("reload: keeping the old zone", "err", err)
 		n.status("reload failed, old zone serving: " + err.Error())
 		return
 	}
+	srv.SetPolicy(cfg.DNS.AllowedNets(), cfg.DNS.ForwarderAddrs())
 	srv.SetZone(zone)
 	n.status(d.status(srv))
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"slices"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -39,6 +40,7 @@ type Config struct {
 type Server struct {
 	cfg    Config
 	log    *slog.Logger
+	policy atomic.Pointer[policy]
 	zone   atomic.Pointer[zone]
 	cache  *cache
 	udp    *mdns.Client
@@ -72,8 +74,21 @@ func New(cfg Config, z Zone) *Server {
 		udp:   &mdns.Client{Net: "udp", Timeout: cfg.Timeout, UDPSize: ednsSize},
 		tcp:   &mdns.Client{Net: "tcp", Timeout: cfg.Timeout},
 	}
+	s.SetPolicy(cfg.Allow, cfg.Forwarders)
 	s.SetZone(z)
 	return s
+}
+
+// policy is who is answered and where other names go.
+type policy struct {
+	allow      []netip.Prefix
+	forwarders []netip.AddrPort
+}
+
+// SetPolicy replaces the allowed networks and the upstreams atomically
+// (Config.Allow and Config.Forwarders at New).
+func (s *Server) SetPolicy(allow []netip.Prefix, forwarders []netip.AddrPort) {
+	s.policy.Store(&policy{allow: slices.Clone(allow), forwarders: slices.Clone(forwarders)})
 }
 
 // SetZone replaces the zone atomically; queries in flight finish with the
@@ -145,7 +160,7 @@ func (s *Server) Handle(ctx context.Context, from netip.Addr, udp bool, r *mdns.
 		z.answer(m, q)
 		return fit(m, r, udp)
 	}
-	if len(s.cfg.Forwarders) == 0 || !r.RecursionDesired {
+	if len(s.policy.Load().forwarders) == 0 || !r.RecursionDesired {
 		return rcode(m, mdns.RcodeRefused)
 	}
 	return fit(s.forward(ctx, r), r, udp)
@@ -186,7 +201,7 @@ func (s *Server) allowed(a netip.Addr) bool {
 	if a.IsLoopback() {
 		return true
 	}
-	for _, p := range s.cfg.Allow {
+	for _, p := range s.policy.Load().allow {
 		if p.Contains(a) {
 			return true
 		}
@@ -207,7 +222,7 @@ func (s *Server) forward(ctx context.Context, r *mdns.Msg) *mdns.Msg {
 	if q.IsEdns0() == nil {
 		q.SetEdns0(ednsSize, false)
 	}
-	for _, up := range s.cfg.Forwarders {
+	for _, up := range s.policy.Load().forwarders {
 		resp, err := s.exchange(ctx, q, up.String())
 		if err != nil {
 			s.log.Warn("forward", "upstream", up, "name", q.Question[0].Name, "err", err)

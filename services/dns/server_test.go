@@ -213,3 +213,16 @@ func TestTruncatesToClientSize(t *testing.T) {
 		t.Errorf("over TCP: Truncated = %v, %d answers; want false, 62", m.Truncated, len(m.Answer))
 	}
 }
+
+func TestSetPolicy(t *testing.T) {
+	s := New(Config{}, testZone())
+	from := netip.MustParseAddr("10.1.1.1")
+	q := query("mail.mail.example.org.", mdns.TypeA)
+	if m := s.Handle(context.Background(), from, true, q); m.Rcode != mdns.RcodeRefused {
+		t.Fatalf("before SetPolicy: rcode %s, want REFUSED", mdns.RcodeToString[m.Rcode])
+	}
+	s.SetPolicy([]netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, nil)
+	if m := s.Handle(context.Background(), from, true, q); m.Rcode != mdns.RcodeSuccess || len(m.Answer) != 1 {
+		t.Errorf("after allowing 10/8: %v, want the A record", m)
+	}
+}

@@ -115,7 +115,7 @@ func (s *Server) handlePacket(raw []byte, from netip.Addr) ([]byte, *mdns.Msg) {
 // needsUpstream reports whether r is a query Handle would forward and
 // the cache cannot answer.
 func (s *Server) needsUpstream(from netip.Addr, r *mdns.Msg) bool {
-	if len(s.cfg.Forwarders) == 0 || !r.RecursionDesired || len(r.Question) != 1 || !s.allowed(from) {
+	if len(s.policy.Load().forwarders) == 0 || !r.RecursionDesired || len(r.Question) != 1 || !s.allowed(from) {
 		return false
 	}
 	if s.zone.Load().contains(r.Question[0].Name) {
