@@ -198,8 +198,12 @@ func (a *Archive) Fetch(ctx context.Context, p Package) (string, error) {
 	if data, err := os.ReadFile(dst); err == nil && sha256Hex(data) == p.SHA256 {
 		return dst, nil
 	}
-	a.logf("debian: downloading %s %s (%d MiB)", p.Name, p.Version, p.Size>>20)
-	data, err := a.get(ctx, p.Filename, &progress{logf: a.logf, name: p.Name, total: p.Size})
+	a.logf("debian: downloading %s %s (%.1f MiB)", p.Name, p.Version, float64(p.Size)/(1<<20))
+	var w io.Writer = io.Discard
+	if p.Size > progressMin {
+		w = &progress{logf: a.logf, name: p.Name, total: p.Size}
+	}
+	data, err := a.get(ctx, p.Filename, w)
 	if err != nil {
 		return "", err
 	}
@@ -232,6 +236,9 @@ func (a *Archive) get(ctx context.Context, rel string, w io.Writer) ([]byte, err
 	}
 	return buf.Bytes(), nil
 }
+
+// progressMin is the size above which a download reports its progress.
+const progressMin = 4 << 20
 
 // progress logs a download's progress every 10%.
 type progress struct {

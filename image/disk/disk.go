@@ -82,26 +82,7 @@ func Write(ctx context.Context, path string, im Image) error {
 		return fmt.Errorf("boot partition of %d MiB is too small for GRUB and two slots (%d MiB): raise disk.boot_mib", im.BootMiB, need/mib+1)
 	}
 	os.Remove(path)
-	d, err := diskfs.Create(path, total, diskfs.SectorSize512)
-	if err != nil {
-		return fmt.Errorf("create %s: %w", path, err)
-	}
-	defer d.Close()
-	table := &gpt.Table{
-		GUID: guid(im.Seed, "disk"), ProtectiveMBR: true, LogicalSectorSize: sector, PhysicalSectorSize: sector,
-		Partitions: []*gpt.Partition{
-			{Start: biosStart, End: bootStart - 1, Type: gpt.BIOSBoot, Name: nodeimage.PartBIOS, GUID: guid(im.Seed, nodeimage.PartBIOS)},
-			{Start: bootStart, End: permStart - 1, Type: gpt.EFISystemPartition, Name: nodeimage.PartBoot, GUID: guid(im.Seed, nodeimage.PartBoot)},
-			{Start: permStart, End: permStart + permSectors - 1, Type: gpt.LinuxFilesystem, Name: nodeimage.PartPerm, GUID: guid(im.Seed, nodeimage.PartPerm)},
-		},
-	}
-	if err := d.Partition(table); err != nil {
-		return fmt.Errorf("%s: partition: %w", path, err)
-	}
-	if err := writeBoot(d, int64(bootStart)*sector, im); err != nil {
-		return fmt.Errorf("%s: boot partition: %w", path, err)
-	}
-	if err := d.Close(); err != nil {
+	if err := writeTable(path, total, bootStart, permStart, permSectors, im); err != nil {
 		return err
 	}
 	if im.BootImg != nil {
@@ -110,6 +91,31 @@ func Write(ctx context.Context, path string, im Image) error {
 		}
 	}
 	return mkfsPerm(ctx, path, int64(permStart)*sector, im)
+}
+
+// writeTable creates the disk file with its partition table and fills the
+// boot partition.
+func writeTable(path string, total int64, bootStart, permStart, permSectors uint64, im Image) error {
+	d, err := diskfs.Create(path, total, diskfs.SectorSize512)
+	if err != nil {
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	defer d.Close()
+	table := &gpt.Table{
+		GUID: guid(im.Seed, "disk"), ProtectiveMBR: true, LogicalSectorSize: sector, PhysicalSectorSize: sector,
+		Partitions: []*gpt.Partition{
+			{Index: 1, Start: biosStart, End: bootStart - 1, Type: gpt.BIOSBoot, Name: nodeimage.PartBIOS, GUID: guid(im.Seed, nodeimage.PartBIOS)},
+			{Index: 2, Start: bootStart, End: permStart - 1, Type: gpt.EFISystemPartition, Name: nodeimage.PartBoot, GUID: guid(im.Seed, nodeimage.PartBoot)},
+			{Index: 3, Start: permStart, End: permStart + permSectors - 1, Type: gpt.LinuxFilesystem, Name: nodeimage.PartPerm, GUID: guid(im.Seed, nodeimage.PartPerm)},
+		},
+	}
+	if err := d.Partition(table); err != nil {
+		return fmt.Errorf("%s: partition: %w", path, err)
+	}
+	if err := writeBoot(d, int64(bootStart)*sector, im); err != nil {
+		return fmt.Errorf("%s: boot partition: %w", path, err)
+	}
+	return nil
 }
 
 // writeBoot makes the FAT32 boot partition and fills it.

@@ -17,10 +17,10 @@ import (
 // RescueCommands are u-root's core commands built into every node (as one
 // busybox-style binary under /bbin) for a rescue shell.
 var RescueCommands = []string{
-	"gosh", "ls", "cat", "cp", "mv", "rm", "ln", "mkdir", "rmdir", "chmod",
-	"mount", "umount", "dmesg", "ps", "kill", "ip", "ping", "df", "free",
+	"gosh", "ls", "cat", "cp", "mv", "rm", "ln", "mkdir", "chmod", "mount",
+	"umount", "dmesg", "ps", "pidof", "kill", "ip", "ping", "df", "free",
 	"uname", "hostname", "date", "sleep", "echo", "grep", "find", "more",
-	"dd", "sync", "lsmod", "hexdump", "wget", "shutdown", "uptime", "pwd",
+	"tail", "dd", "sync", "lsmod", "hexdump", "wget", "uptime", "pwd", "gpt",
 }
 
 // Options say what goes into the archive.

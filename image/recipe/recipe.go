@@ -74,6 +74,9 @@ type Service struct {
 	// Notify says the service reports readiness with sd_notify READY=1;
 	// otherwise it counts as ready once started.
 	Notify bool `yaml:"notify"`
+	// WatchdogSec, if set, is the interval within which the service must
+	// send WATCHDOG=1, or PID 1 kills and restarts it.
+	WatchdogSec int `yaml:"watchdog_sec"`
 }
 
 // Disk sizes the image's partitions in MiB.
@@ -221,6 +224,9 @@ func (r *Recipe) validate() error {
 		seen[s.Name] = true
 		if s.Command == "" {
 			return fieldErr(f+".command", "missing")
+		}
+		if s.WatchdogSec < 0 || s.WatchdogSec > 3600 {
+			return fieldErr(f+".watchdog_sec", "%d is outside 0..3600", s.WatchdogSec)
 		}
 	}
 	for k := range r.Settings {

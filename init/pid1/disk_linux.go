@@ -67,11 +67,12 @@ func scanDisks() *bootDisk {
 		if !strings.HasPrefix(name, "tandem-") {
 			continue
 		}
-		parent, err := filepath.EvalSymlinks(filepath.Join("/sys/class/block", e.Name(), ".."))
+		// The partition's sysfs directory sits inside its disk's.
+		real, err := filepath.EvalSymlinks(filepath.Join("/sys/class/block", e.Name()))
 		if err != nil {
 			continue
 		}
-		disk := "/dev/" + filepath.Base(parent)
+		disk := "/dev/" + filepath.Base(filepath.Dir(real))
 		if byDisk[disk] == nil {
 			byDisk[disk] = map[string]string{}
 		}
@@ -158,7 +159,7 @@ func addDataPartition(dev string) error {
 			dev, (sectors-start)*512>>20, minDataSectors*512>>20)
 	}
 	t.Partitions = append(t.Partitions, &gpt.Partition{
-		Start: start, End: end - 1, Type: gpt.LinuxFilesystem, Name: nodeimage.PartData,
+		Index: len(t.Partitions) + 1, Start: start, End: end - 1, Type: gpt.LinuxFilesystem, Name: nodeimage.PartData,
 	})
 	if err := d.Partition(t); err != nil {
 		return fmt.Errorf("%s: write partition table: %w", dev, err)

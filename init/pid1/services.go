@@ -24,7 +24,7 @@ func (in *Init) startServices(ctx context.Context) error {
 	}
 	if in.settings.GetOr("rescue", "") == "1" {
 		in.log.Logf("rescue shell on the console (tandem.rescue=1)")
-		specs = append(specs, supervise.Spec{Name: "rescue-shell", Path: "/bin/gosh", Env: []string{"PATH=/bbin:/bin:/usr/sbin:/usr/bin:/sbin"}, Console: true})
+		specs = append(specs, supervise.Spec{Name: "rescue-shell", Path: "/bin/sh", Env: []string{"PATH=/bbin:/bin:/usr/sbin:/usr/bin:/sbin"}, Console: true})
 	}
 	sup, err := supervise.New(specs, supervise.Options{NotifyDir: "/run/tandem/notify", Logf: in.log.Logf, Output: os.Stdout})
 	if err != nil {
