@@ -63,7 +63,7 @@ func (b *builder) fetch(ctx context.Context) error {
 	}
 	for _, g := range []struct {
 		boot, pkg, dir string
-		into       *string
+		into           *string
 	}{
 		{"bios", "grub-pc-bin", "i386-pc", &b.grubDirs.I386PC},
 		{"uefi", "grub-efi-amd64-bin", "x86_64-efi", &b.grubDirs.X86_64EFI},
