@@ -26,7 +26,7 @@ var bins struct {
 	dir, err, out string
 }
 
-func buildBinaries(t *testing.T) (daemon, ctl string) {
+func buildBinaries(t testing.TB) (daemon, ctl string) {
 	t.Helper()
 	bins.once.Do(func() {
 		dir, err := os.MkdirTemp("", "tandem-cluster-bin")
@@ -71,7 +71,7 @@ func (n *node) config() string { return filepath.Join(n.dir, "cluster.yaml") }
 // lab is three nodes (a, b data; c arbitrator) in namespaces joined by
 // pairwise links that can be cut one by one, plus a LAN bridge for the VIP.
 type lab struct {
-	t          *testing.T
+	t          testing.TB
 	net        *netnstest.Net
 	daemon     string
 	ctl        string
@@ -79,11 +79,12 @@ type lab struct {
 	links      map[[2]string][2]string // node pair -> interface names
 	obs        *observer
 	daemonArgs []string
+	client     string // namespace of the LAN client
 }
 
 var addrs = map[string]string{"a": "10.77.0.1", "b": "10.77.0.2", "c": "10.77.0.3"}
 
-func newLab(t *testing.T) *lab {
+func newLab(t testing.TB) *lab {
 	testenv.RequireRoot(t)
 	testenv.RequireTool(t, "ip", "go")
 	if _, err := os.Stat("/usr/lib/ocf/resource.d/heartbeat/Dummy"); err != nil {
@@ -111,6 +112,7 @@ func newLab(t *testing.T) *lab {
 	l.net.Run(lan, "ip", "link", "add", "br0", "type", "bridge")
 	l.net.Run(lan, "ip", "link", "set", "br0", "up")
 	obsNS := l.net.Host("cl")
+	l.client = obsNS
 	for i, ns := range []string{l.nodes["a"].ns, l.nodes["b"].ns, obsNS} {
 		port := fmt.Sprintf("p%d", i)
 		addr := fmt.Sprintf("10.78.0.%d/24", []int{1, 2, 10}[i])
@@ -422,7 +424,7 @@ func (l *lab) steady(d time.Duration, want string) {
 
 // bootstrap creates the cluster on a, checks that bad and reused codes are
 // refused with nothing half-joined, joins b and c, and waits for health.
-func (l *lab) bootstrap(t *testing.T) {
+func (l *lab) bootstrap(t testing.TB) {
 	n := l.nodes["a"]
 	out := l.run0("a", "-state", n.state(), "cluster", "create", "-config", n.config())
 	code := codeFrom(t, out)
@@ -468,7 +470,7 @@ func (l *lab) bootstrap(t *testing.T) {
 	l.waitFor(60*time.Second, "three members online with quorum", func() bool { return l.healthy("a") && l.healthy("c") })
 }
 
-func codeFrom(t *testing.T, out string) string {
+func codeFrom(t testing.TB, out string) string {
 	t.Helper()
 	i := strings.LastIndex(out, ": ")
 	if i < 0 {
@@ -495,7 +497,7 @@ func (l *lab) run0(name string, args ...string) string {
 	return out
 }
 
-func (l *lab) noDoubles(t *testing.T) {
+func (l *lab) noDoubles(t testing.TB) {
 	t.Helper()
 	if d := l.obs.doubles(); len(d) > 0 {
 		t.Fatalf("two owners at once:\n%s", strings.Join(d, "\n"))

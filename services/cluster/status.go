@@ -177,6 +177,8 @@ func FormatStatus(w io.Writer, s Status) {
 		fmt.Fprintf(w, "  * Quorum: NO (this node cannot reach a majority of the cluster; what follows may be stale)\n")
 	}
 	switch {
+	case s.Owner != "" && !s.Quorum:
+		fmt.Fprintf(w, "  * Group owner: %s (last known, fencing token %d)\n", s.Owner, s.OwnerToken)
 	case s.Owner != "":
 		fmt.Fprintf(w, "  * Group owner: %s (fencing token %d)\n", s.Owner, s.OwnerToken)
 	default:

@@ -1,0 +1,93 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const cfg = `cluster: lab
+node: a
+role: data
+address: 127.0.0.1
+api_port: 1
+watchdog: record:/dev/null
+`
+
+func ctl(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	var out bytes.Buffer
+	err := run(context.Background(), args, &out, &out)
+	return out.String(), err
+}
+
+func TestBadArguments(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{nil, "no command"},
+		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
+		{[]string{"node", "standby"}, "node standby|online NODE"},
+		{[]string{"node", "sleep", "a"}, "node standby|online NODE"},
+		{[]string{"resource", "move"}, "resource move NODE"},
+		{[]string{"resource", "restart", "x"}, `not "restart"`},
+		{[]string{"resource", "cleanup", "app", "extra"}, "resource cleanup [RESOURCE] [-node NODE]"},
+		{[]string{"maintenance", "maybe"}, "maintenance on|off"},
+		{[]string{"status", "now"}, "status takes no arguments"},
+		{[]string{"cluster"}, "cluster create|join|code"},
+		{[]string{"cluster", "split"}, `not "split"`},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, "_"), func(t *testing.T) {
+			_, err := ctl(t, append([]string{"-state", t.TempDir()}, tt.args...)...)
+			if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("run(%q) = %v, want a usage error containing %q", tt.args, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestCreateThenUnreachable(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "cluster.yaml")
+	if err := os.WriteFile(conf, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(dir, "state")
+	out, err := ctl(t, "-state", state, "cluster", "create", "-config", conf)
+	if err != nil || !strings.Contains(out, "pairing code") {
+		t.Fatalf("cluster create = %v, %q; want a pairing code", err, out)
+	}
+	if _, err := ctl(t, "-state", state, "cluster", "create", "-config", conf); err == nil || !strings.Contains(err.Error(), "already part of a cluster") {
+		t.Errorf("second create = %v, want already part of a cluster", err)
+	}
+	// Nothing listens on port 1.
+	_, err = ctl(t, "-state", state, "-endpoint", "https://127.0.0.1:1", "status")
+	if err == nil || !strings.Contains(err.Error(), "cannot reach the cluster API at https://127.0.0.1:1") {
+		t.Errorf("status against nothing = %v, want a clear unreachable error", err)
+	}
+	_, err = ctl(t, "-state", filepath.Join(dir, "nostate"), "status")
+	if err == nil || !strings.Contains(err.Error(), "ca.crt") {
+		t.Errorf("status without a state dir = %v, want an error naming the missing certificate", err)
+	}
+	_, err = ctl(t, "-state", filepath.Join(dir, "joiner"), "cluster", "join", "-config", conf, "-peer", "https://127.0.0.1:1", "-code", "nonsense")
+	if err == nil || !strings.Contains(err.Error(), "pairing code") {
+		t.Errorf("join with a malformed code = %v, want a pairing code error", err)
+	}
+	_, err = ctl(t, "-state", filepath.Join(dir, "joiner"), "cluster", "join", "-config", conf)
+	if !errors.Is(err, errUsage) {
+		t.Errorf("join without -peer/-code = %v, want a usage error", err)
+	}
+}
+
+func TestMissingConfig(t *testing.T) {
+	_, err := ctl(t, "-state", t.TempDir(), "cluster", "create", "-config", "/nonexistent/cluster.yaml")
+	if err == nil || !strings.Contains(err.Error(), "/nonexistent/cluster.yaml") {
+		t.Errorf("create with a missing config = %v, want an error naming the file", err)
+	}
+}

@@ -1,0 +1,94 @@
+package cluster
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+const goodData = `cluster: mail
+node: a
+role: data
+address: 10.0.0.1
+watchdog: /dev/watchdog
+group:
+  - name: vip
+    agent: vip
+    params: {address: 10.0.0.100/24, interface: eth0}
+  - name: app
+    agent: ocf:heartbeat:Dummy
+`
+
+func TestLoadConfigDefaults(t *testing.T) {
+	c, err := LoadConfig(strings.NewReader(goodData), "cluster.yaml")
+	if err != nil {
+		t.Fatalf("LoadConfig = %v", err)
+	}
+	if c.PeerPort != 2380 || c.ClientPort != 2379 || c.APIPort != 7443 {
+		t.Errorf("ports = %d %d %d, want the defaults 2380 2379 7443", c.PeerPort, c.ClientPort, c.APIPort)
+	}
+	cc := c.CoreConfig()
+	if cc.MigrationThreshold != DefaultMigration || cc.Stickiness != DefaultStickiness {
+		t.Errorf("policy = %d/%d, want defaults", cc.MigrationThreshold, cc.Stickiness)
+	}
+	if got := strings.Join(cc.Resources, ","); got != "vip,app" {
+		t.Errorf("resources = %s, want vip,app (config order)", got)
+	}
+	if c.Group[0].MonitorInterval != DefaultMonitorInterval {
+		t.Errorf("monitor_interval = %v, want the default", c.Group[0].MonitorInterval)
+	}
+	arb, err := LoadConfig(strings.NewReader("cluster: mail\nnode: c\nrole: arbitrator\naddress: 10.0.0.3\n"), "c.yaml")
+	if err != nil {
+		t.Fatalf("arbitrator config: %v", err)
+	}
+	if arb.Watchdog != "none" {
+		t.Errorf("arbitrator watchdog = %q, want none by default", arb.Watchdog)
+	}
+}
+
+func TestLoadConfigErrors(t *testing.T) {
+	tests := []struct {
+		name, yaml, want string
+	}{
+		{"unknown field", goodData + "colour: blue\n", "field colour not found"},
+		{"typo in group", strings.Replace(goodData, "agent: vip", "agnet: vip", 1), "field agnet not found"},
+		{"bad role", strings.Replace(goodData, "role: data", "role: boss", 1), `role "boss"`},
+		{"bad address", strings.Replace(goodData, "address: 10.0.0.1", "address: nowhere", 1), `address "nowhere"`},
+		{"bad node name", strings.Replace(goodData, "node: a", "node: A_1", 1), `node "A_1"`},
+		{"renewals exceed ttl", goodData + "timing: {lease_ttl: 3s, renew_interval: 1s, renew_retries: 3}\n", "timing.renew_interval"},
+		{"watchdog not below ttl", goodData + "timing: {watchdog_timeout: 5s}\n", "timing.watchdog_timeout"},
+		{"fractional ttl", goodData + "timing: {lease_ttl: 3500ms}\n", "timing.lease_ttl"},
+		{"poll too slow", goodData + "timing: {poll_interval: 2s}\n", "timing.poll_interval"},
+		{"vip without interface", strings.Replace(goodData, ", interface: eth0", "", 1), "group[0].params.interface"},
+		{"vip bad address", strings.Replace(goodData, "10.0.0.100/24", "10.0.0.100", 1), "group[0].params.address"},
+		{"bad agent", strings.Replace(goodData, "ocf:heartbeat:Dummy", "lsb:postfix", 1), "group[1].agent"},
+		{"duplicate name", strings.Replace(goodData, "name: app", "name: vip", 1), `group[1].name "vip": used twice`},
+		{"arbitrator with group", strings.Replace(goodData, "role: data", "role: arbitrator", 1), "an arbitrator never runs resources"},
+		{"data without watchdog", strings.Replace(goodData, "/dev/watchdog", "none", 1), "a data node needs a watchdog"},
+		{"negative threshold", goodData + "policy: {migration_threshold: -1}\n", "policy.migration_threshold"},
+		{"bad timeout", goodData + "    timeouts: {start: 0s}\n", "group[1].timeouts.start"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := LoadConfig(strings.NewReader(tt.yaml), "node.yaml")
+			if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.HasPrefix(err.Error(), "node.yaml: ") {
+				t.Fatalf("LoadConfig = %v, want an error starting with the file and containing %q", err, tt.want)
+			}
+			if !errors.Is(err, ErrConfig) {
+				t.Errorf("errors.Is(%v, ErrConfig) = false", err)
+			}
+		})
+	}
+}
+
+func TestCoreTimingOverrides(t *testing.T) {
+	c, err := LoadConfig(strings.NewReader(goodData+"timing: {lease_ttl: 6s, renew_interval: 1s, renew_retries: 2, stop_margin: 2s, watchdog_timeout: 4s, takeover_margin: 0s}\n"), "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := c.CoreTiming()
+	if got.LeaseTTL != 6*time.Second || got.RenewRetries != 2 || got.TakeoverMargin != 0 || got.WatchdogTimeout != 4*time.Second {
+		t.Errorf("CoreTiming() = %+v, want the configured values (takeover_margin 0 kept)", got)
+	}
+}

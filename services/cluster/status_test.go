@@ -1,0 +1,57 @@
+package cluster
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+func TestFormatStatus(t *testing.T) {
+	nodes := []NodeStatus{
+		{Name: "a", Role: "data", Online: true},
+		{Name: "b", Role: "data", Online: true, Standby: true},
+		{Name: "c", Role: "arbitrator", Online: true},
+	}
+	group := []ResourceStatus{
+		{Name: "fs", Agent: "ocf:heartbeat:Filesystem", States: map[string]string{"a": "started", "b": "stopped"}},
+		{Name: "vip", Agent: "vip", States: map[string]string{"a": "started"}, FailCounts: map[string]int{"b": 2}},
+	}
+	tests := []struct {
+		name string
+		s    Status
+	}{
+		{"healthy", Status{Cluster: "mail", Node: "a", Role: "data", Quorum: true, Phase: "running", Held: true, Token: 42,
+			Owner: "a", OwnerToken: 42, Nodes: nodes, Group: group}},
+		{"no-quorum", Status{Cluster: "mail", Node: "b", Role: "data", Phase: "idle", Owner: "a", OwnerToken: 42,
+			Reason: "no quorum: this node cannot reach a majority of the cluster; resources stay stopped",
+			Nodes:  []NodeStatus{{Name: "a", Role: "data"}, {Name: "b", Role: "data", Online: true}, {Name: "c", Role: "arbitrator"}},
+			Group:  []ResourceStatus{{Name: "vip", Agent: "vip", States: map[string]string{"b": "stopped"}}}}},
+		{"maintenance-moving", Status{Cluster: "mail", Node: "c", Role: "arbitrator", Quorum: true, Phase: "idle",
+			Reason: "arbitrator: never runs resources", Maintenance: true, MoveTo: "b", Nodes: nodes,
+			Group: []ResourceStatus{{Name: "vip", Agent: "vip", States: map[string]string{"a": "stopping"}}}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var b bytes.Buffer
+			FormatStatus(&b, tt.s)
+			golden := filepath.Join("testdata", "status-"+tt.name+".golden")
+			if *update {
+				if err := os.WriteFile(golden, b.Bytes(), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("read golden (run with -update): %v", err)
+			}
+			if b.String() != string(want) {
+				t.Errorf("FormatStatus(%s) =\n%s\nwant:\n%s", tt.name, b.String(), want)
+			}
+		})
+	}
+}
