@@ -143,15 +143,16 @@ func loop(ctx context.Context, svc *network.Service, n notifier, f flags, waitin
 	for {
 		select {
 		case <-stopping:
-			n.send("STOPPING=1") // Run now releases the leases
+			n.log.Info("stopping: releasing leases")
+			n.send("STOPPING=1")
 			stopping = nil
 		case err := <-done:
 			// Run returns after ctx ends (leases released) or on an
 			// Apply error.
-			if err != nil {
-				return err
+			if stopping != nil && ctx.Err() != nil {
+				n.send("STOPPING=1") // done won the race with ctx.Done
 			}
-			return nil
+			return err
 		case <-wd:
 			n.send("WATCHDOG=1")
 		case <-readyTimer:
