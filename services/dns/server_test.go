@@ -168,6 +168,7 @@ func TestReloadDropsNoQueries(t *testing.T) {
 			z := testZone()
 			z.VIP = netip.AddrFrom4([4]byte{192, 0, 2, byte(100 + i%50)})
 			s.SetZone(z)
+			time.Sleep(100 * time.Microsecond)
 		}
 	}()
 	c := &mdns.Client{Timeout: 2 * time.Second}

@@ -138,7 +138,7 @@ func guestRun() (res guestResult) {
 		return fail("no echo over bond0 or vlan42 before the failover")
 	}
 	res.Before, _ = node.State()
-	res.BondBefore, res.VLANBefore = countEcho("10.80.0.1:7", "10.81.0.1:7", time.Second)
+	res.BondBefore, res.VLANBefore = countEcho("10.80.0.1:7", "10.81.0.1:7", 2*time.Second)
 
 	fmt.Printf("\n%s\n", guestMarkPull) // the host sets nic0 and nic2 down
 	start := time.Now()
@@ -148,7 +148,7 @@ func guestRun() (res guestResult) {
 	}
 	res.FailoverTook = time.Since(start).Round(time.Millisecond).String()
 	waitEcho("10.80.0.1:7", 5*time.Second)
-	res.BondAfter, res.VLANAfter = countEcho("10.80.0.1:7", "10.81.0.1:7", time.Second)
+	res.BondAfter, res.VLANAfter = countEcho("10.80.0.1:7", "10.81.0.1:7", 2*time.Second)
 	res.After, _ = node.State()
 	return res
 }

@@ -127,7 +127,7 @@ func TestMedianOfServers(t *testing.T) {
 		Servers: []string{fakeServer(t, 2*time.Second, 2), fakeServer(t, 2200*time.Millisecond, 3),
 			fakeServer(t, 50*time.Second, 1), fakeServer(t, 0, 16), dead.LocalAddr().String()},
 		StepThreshold: time.Second, PollInterval: time.Minute, MaxOffset: 100 * time.Millisecond,
-		Clock: clk, Timeout: 300 * time.Millisecond,
+		Clock: clk, Timeout: time.Second,
 	})
 	st, err := s.Poll(context.Background())
 	if err != nil {
