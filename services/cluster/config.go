@@ -45,6 +45,24 @@ type Config struct {
 	Policy PolicyConfig `yaml:"policy"`
 	// Group is the resource group, in start order (data nodes only).
 	Group []ResourceConfig `yaml:"group"`
+	// Fencing says, per peer data node, how to power it off (STONITH).
+	// With it, a node whose owner stopped answering fences it and takes
+	// over without waiting for the takeover margin.
+	Fencing map[string]FenceConfig `yaml:"fencing"`
+}
+
+// FenceConfig is one peer's fencing device.
+type FenceConfig struct {
+	// Agent is "ipmi" (ipmitool over LAN, e.g. an iDRAC).
+	Agent string `yaml:"agent"`
+	// Address and Port (default 623) of the BMC.
+	Address string `yaml:"address"`
+	Port    int    `yaml:"port"`
+	// User and PasswordFile (0600, on perm) to log in with.
+	User         string `yaml:"user"`
+	PasswordFile string `yaml:"password_file"`
+	// CipherSuite for IPMI 2.0 lanplus (default 3).
+	CipherSuite int `yaml:"cipher_suite"`
 }
 
 // TimingConfig is the YAML form of core.Timing; zero fields get defaults.
@@ -180,6 +198,7 @@ func (c *Config) CoreConfig() core.Config {
 		Node: c.Node, Role: c.Role, Timing: c.CoreTiming(),
 		MigrationThreshold: DefaultMigration, Stickiness: DefaultStickiness,
 		Preferred: c.Policy.PreferredNode, PreferredScore: c.Policy.PreferredScore,
+		Fencing: len(c.Fencing) > 0,
 	}
 	if p := c.Policy.MigrationThreshold; p != nil {
 		cc.MigrationThreshold = *p
@@ -228,6 +247,21 @@ func (c *Config) validate() error {
 	}
 	if c.Role == core.RoleData && c.Watchdog == "none" {
 		return errors.New("watchdog none: a data node needs a watchdog")
+	}
+	for node, f := range c.Fencing {
+		field := "fencing." + node
+		switch {
+		case c.Role != core.RoleData:
+			return fmt.Errorf("%s: only data nodes fence", field)
+		case node == c.Node:
+			return fmt.Errorf("%s: a node cannot fence itself", field)
+		case f.Agent != "ipmi":
+			return fmt.Errorf("%s.agent %q: want ipmi", field, f.Agent)
+		case f.Address == "":
+			return fmt.Errorf("%s.address: required", field)
+		case f.User == "" || f.PasswordFile == "":
+			return fmt.Errorf("%s: user and password_file are required", field)
+		}
 	}
 	if m := c.Policy.MigrationThreshold; m != nil && *m < 0 {
 		return fmt.Errorf("policy.migration_threshold %d: must not be negative", *m)

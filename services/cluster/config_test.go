@@ -68,6 +68,9 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"data without watchdog", strings.Replace(goodData, "/dev/watchdog", "none", 1), "a data node needs a watchdog"},
 		{"negative threshold", goodData + "policy: {migration_threshold: -1}\n", "policy.migration_threshold"},
 		{"bad timeout", goodData + "    timeouts: {start: 0s}\n", "group[1].timeouts.start"},
+		{"fence self", goodData + "fencing: {a: {agent: ipmi, address: 10.0.0.9, user: u, password_file: /p}}\n", "fencing.a: a node cannot fence itself"},
+		{"fence agent", goodData + "fencing: {b: {agent: ssh, address: 10.0.0.9, user: u, password_file: /p}}\n", `fencing.b.agent "ssh"`},
+		{"fence no password", goodData + "fencing: {b: {agent: ipmi, address: 10.0.0.9, user: u}}\n", "fencing.b: user and password_file"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

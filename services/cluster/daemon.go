@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,6 +17,7 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 
 	"tandem/services/cluster/core"
+	"tandem/services/cluster/fence"
 	"tandem/services/cluster/watchdog"
 )
 
@@ -30,6 +32,7 @@ type Daemon struct {
 	cli  *clientv3.Client
 	wd   watchdog.Watchdog
 	api  *http.Server
+	fen  fence.Agents
 
 	core   *core.Core
 	events chan core.Event
@@ -101,6 +104,9 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 		core:   core.New(o.Config.CoreConfig()),
 		events: make(chan core.Event, 256), jobs: make(chan job, 64), monDone: make(chan struct{}, 1),
 		res: map[string]*resource{}, nextMonitor: map[string]time.Time{},
+	}
+	if d.fen, err = fencers(o.Config); err != nil {
+		return nil, err
 	}
 	for _, rc := range o.Config.Group {
 		r, err := newResource(ctx, rc)
@@ -208,9 +214,35 @@ func (d *Daemon) do(ctx context.Context, a core.Action) {
 	case core.Watchdog:
 		d.watchdog(a.Op)
 	case core.Fence:
-		d.log.Warn("no fencing agent configured", "node", a.Node)
-		go d.send(ctx, core.Fenced{Node: a.Node, OK: false})
+		go d.fence(ctx, a.Node)
 	}
+}
+
+func fencers(c *Config) (fence.Agents, error) {
+	a := fence.Agents{}
+	for node, f := range c.Fencing {
+		pw, err := os.ReadFile(f.PasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("fencing.%s.password_file: %w", node, err)
+		}
+		a[node] = &fence.IPMI{Host: f.Address, Port: f.Port, User: f.User, Password: strings.TrimSpace(string(pw)), CipherSuite: f.CipherSuite}
+	}
+	return a, nil
+}
+
+// fence powers node off; only a confirmed power-off lets the core take
+// over early.
+func (d *Daemon) fence(ctx context.Context, node string) {
+	d.log.Warn("fencing", "node", node)
+	c, cancel := context.WithTimeout(ctx, 60*time.Second)
+	err := d.fen.Fence(c, node)
+	cancel()
+	if err != nil {
+		d.log.Error("fencing failed: waiting for the lease to expire instead", "node", node, "err", err)
+	} else {
+		d.log.Warn("fenced: power off confirmed", "node", node)
+	}
+	d.send(ctx, core.Fenced{Node: node, OK: err == nil})
 }
 
 func (d *Daemon) watchdog(op string) {
