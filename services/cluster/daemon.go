@@ -603,7 +603,14 @@ type mvccKV struct {
 // aliveLoop keeps /tandem/alive/NODE under its own lease, so others see
 // this node online.
 func (d *Daemon) aliveLoop(ctx context.Context) {
-	ttl := int64(d.cfg.CoreTiming().LeaseTTL / time.Second)
+	// Shorter than the group's lease (but at least etcd's 2s minimum):
+	// a dead owner shows offline before its lease expires, so a
+	// configured fencing agent can power it off and the peer take over
+	// early.
+	ttl := int64(d.cfg.CoreTiming().LeaseTTL/time.Second) - 1
+	if ttl < 2 {
+		ttl = 2
+	}
 	for ctx.Err() == nil {
 		c, cancel := context.WithTimeout(ctx, 2*time.Second)
 		lg, err := d.cli.Grant(c, ttl)

@@ -79,7 +79,8 @@ type lab struct {
 	links      map[[2]string][2]string // node pair -> interface names
 	obs        *observer
 	daemonArgs []string
-	client     string // namespace of the LAN client
+	client     string            // namespace of the LAN client
+	extra      map[string]string // more config per node
 }
 
 var addrs = map[string]string{"a": "10.77.0.1", "b": "10.77.0.2", "c": "10.77.0.3"}
@@ -178,6 +179,7 @@ group:
     monitor_interval: 1s
 `, filepath.Join(n.dir, "watchdog.log"), filepath.Join(n.dir, "app.state"), vipAddr)
 	}
+	cfg += l.extra[n.name]
 	if err := os.WriteFile(n.config(), []byte(cfg), 0o644); err != nil {
 		l.t.Fatal(err)
 	}
@@ -197,6 +199,7 @@ func (l *lab) start(name string) {
 	n.cmd.Stdout, n.cmd.Stderr = f, f
 	l.net.Start(n.cmd)
 	n.alive.Store(true)
+	os.WriteFile(filepath.Join(n.dir, "daemon.pid"), []byte(fmt.Sprint(n.cmd.Process.Pid)), 0o644)
 }
 
 // kill sends sig to a node's daemon and waits for it to end.

@@ -1,0 +1,110 @@
+package cluster_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"tandem/internal/testenv"
+)
+
+// TestFencing gives each data node an IPMI BMC for its peer (Debian's
+// ipmi_sim in the fencing node's namespace; "power off" kills the
+// target's daemon by PID and takes its VIP away, as a real power-off
+// would). When the owner dies, the peer fences it, and only after the
+// BMC confirms power off takes over without waiting for the lease.
+func TestFencing(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireTool(t, "ipmi_sim", "ipmitool")
+	l := newLab(t)
+	l.extra = map[string]string{}
+	for _, pair := range [][2]string{{"a", "b"}, {"b", "a"}} {
+		fencer, target := pair[0], pair[1]
+		port := l.startBMC(fencer, target)
+		pw := filepath.Join(l.nodes[fencer].dir, "bmc-"+target+".pass")
+		os.WriteFile(pw, []byte("s3cret\n"), 0o600)
+		l.extra[fencer] = fmt.Sprintf("fencing:\n  %s: {agent: ipmi, address: 127.0.0.1, port: %d, user: fence, password_file: %s}\n", target, port, pw)
+		l.writeConfig(l.nodes[fencer])
+	}
+	l.observe()
+	defer func() {
+		if t.Failed() {
+			for _, n := range []string{"a", "b"} {
+				t.Logf("--- %s daemon log (tail) ---\n%s", n, tail(l.logOf(n), 4000))
+			}
+		}
+	}()
+	l.bootstrap(t)
+	owner := l.settle(30 * time.Second)
+	peer := other(owner)
+	began := time.Now()
+	t.Logf("killing %s at %s", owner, began.Format("15:04:05.000"))
+	l.kill(owner, syscall.SIGKILL) // the VIP stays until the BMC powers the node off
+	l.waitFor(20*time.Second, peer+" to take over after fencing "+owner, func() bool { return l.obs.owner() == peer })
+	t.Logf("takeover with fencing took %v", time.Since(began).Round(10*time.Millisecond))
+	log := l.logOf(peer)
+	for _, line := range strings.Split(log, "\n") {
+		if strings.Contains(line, "fenc") || strings.Contains(line, "acquired") || strings.Contains(line, "leadership") {
+			t.Log(line)
+		}
+	}
+	if !strings.Contains(log, "fenced: power off confirmed") {
+		t.Errorf("%s took over without a confirmed power off of %s", peer, owner)
+	}
+	if p, _ := os.ReadFile(filepath.Join(l.nodes[peer].dir, "bmc-"+owner, "power")); strings.TrimSpace(string(p)) != "0" {
+		t.Errorf("%s's BMC power = %q, want 0", owner, p)
+	}
+	l.noDoubles(t)
+}
+
+// startBMC runs ipmi_sim for target in fencer's namespace and returns its
+// UDP port on that namespace's loopback.
+func (l *lab) startBMC(fencer, target string) int {
+	dir := filepath.Join(l.nodes[fencer].dir, "bmc-"+target)
+	os.MkdirAll(filepath.Join(dir, "state"), 0o755)
+	power := filepath.Join(dir, "power")
+	os.WriteFile(power, []byte("1\n"), 0o644)
+	tn := l.nodes[target]
+	script := fmt.Sprintf(`#!/bin/sh
+# ipmi_sim chassis_control for %[1]s: "get power" or "set power VALUE".
+if [ "$2" = get ]; then echo "power:$(cat %[2]s)"; exit 0; fi
+if [ "$2" = set ] && [ "$3" = power ]; then
+	v=$(echo "$4" | tr -d '"')
+	echo "$v" > %[2]s
+	if [ "$v" = 0 ]; then
+		kill -9 "$(cat %[3]s)" 2>/dev/null
+		ip netns exec %[4]s ip addr del %[5]s/24 dev lan0 2>/dev/null
+	fi
+fi
+exit 0
+`, target, power, filepath.Join(tn.dir, "daemon.pid"), tn.ns, vipAddr)
+	ctl := filepath.Join(dir, "chassis")
+	os.WriteFile(ctl, []byte(script), 0o755)
+	port := 19600 + int(target[0]-'a')
+	conf := fmt.Sprintf(`name "bmc%s"
+set_working_mc 0x20
+  startlan 1
+    addr 127.0.0.1 %d
+    priv_limit admin
+    allowed_auths_callback md5
+    allowed_auths_user md5
+    allowed_auths_operator md5
+    allowed_auths_admin md5
+    guid a123456789abcdefa123456789abcdef
+  endlan
+  chassis_control "%s 0x20"
+  user 2 true "fence" "s3cret" admin 10 md5
+`, target, port, ctl)
+	os.WriteFile(filepath.Join(dir, "lan.conf"), []byte(conf), 0o644)
+	os.WriteFile(filepath.Join(dir, "sim.emu"), []byte("mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02\nmc_enable 0x20\n"), 0o644)
+	cmd := l.net.Cmd(context.Background(), l.nodes[fencer].ns, "ipmi_sim", "-c", filepath.Join(dir, "lan.conf"),
+		"-f", filepath.Join(dir, "sim.emu"), "-s", filepath.Join(dir, "state"), "-n")
+	cmd.Dir = dir
+	l.net.Start(cmd)
+	return port
+}
