@@ -233,6 +233,11 @@ func (b *builder) addDescription(t *initramfs.Tree) error {
 		return err
 	}
 	t.AddData(nodeimage.Path, append(j, '\n'), 0o644)
+	if b.r.NodeConfig != "" {
+		if err := t.AddHost(strings.TrimPrefix(nodeimage.NodeConfigPath, "/"), b.r.NodeConfig); err != nil {
+			return err
+		}
+	}
 	if len(b.r.Settings) > 0 {
 		y, err := yaml.Marshal(b.r.Settings)
 		if err != nil {
@@ -263,7 +268,7 @@ func (b *builder) buildInitramfs(ctx context.Context) error {
 	}
 	img, err := initramfs.Build(ctx, initramfs.Options{
 		ModuleDir: b.o.ModuleDir, Commands: b.commands(), Rescue: initramfs.RescueCommands,
-		Files: b.tree, Logf: b.logf,
+		Files: b.tree, CacheDir: b.o.CacheDir, Logf: b.logf,
 	})
 	if err != nil {
 		return err

@@ -6,7 +6,9 @@
 package initramfs
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"path"
 	"path/filepath"
@@ -85,6 +87,35 @@ func (t *Tree) AddHost(p, src string) error {
 	return nil
 }
 
+// addArchive adds the records of the cpio archive at path: files,
+// directories and symlinks.
+func (t *Tree) addArchive(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	recs, err := cpio.ReadAllRecords(cpio.Newc.Reader(f))
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	for _, r := range recs {
+		if r.Name == "." || r.Name == "" || r.Name == cpio.Trailer {
+			continue
+		}
+		var data []byte
+		if r.ReaderAt != nil {
+			data, err = io.ReadAll(io.NewSectionReader(r.ReaderAt, 0, int64(r.FileSize)))
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %s: %w", path, r.Name, err)
+		}
+		r.ReaderAt = bytes.NewReader(data)
+		t.add(r)
+	}
+	return nil
+}
+
 // Has reports whether p is in the tree.
 func (t *Tree) Has(p string) bool {
 	_, ok := t.recs[strings.TrimPrefix(path.Clean("/"+p), "/")]
@@ -103,6 +134,30 @@ func (t *Tree) Archive() (*cpio.Archive, error) {
 		recs[i] = t.recs[n]
 	}
 	return cpio.ArchiveFromRecords(recs)
+}
+
+// WriteCPIO writes the tree as a newc cpio archive, records sorted and
+// stripped of times and owners.
+func (t *Tree) WriteCPIO(w io.Writer) error {
+	a, err := t.Archive()
+	if err != nil {
+		return err
+	}
+	cw := cpio.Newc.Writer(w)
+	r := a.Reader()
+	for {
+		rec, err := r.ReadRecord()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		if err := cw.WriteRecord(cpio.MakeReproducible(rec)); err != nil {
+			return err
+		}
+	}
+	return cpio.WriteTrailer(cw)
 }
 
 // Walk calls fn for every file and symlink below root, with its path

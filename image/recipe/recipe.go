@@ -13,6 +13,8 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+
+	"tandem/internal/nodeconfig"
 )
 
 // Recipe says what to build: which hardware, which role, which outputs.
@@ -42,6 +44,10 @@ type Recipe struct {
 	// NICs whose firmware Debian ships only in non-free-firmware). Relative
 	// paths are relative to the recipe file.
 	FirmwareDir string `yaml:"firmware_dir"`
+	// NodeConfig is the node configuration file (docs/node-config.md)
+	// baked into the image as its default; a node's own copy on perm
+	// overrides it. Relative paths are relative to the recipe file.
+	NodeConfig string `yaml:"node_config"`
 	// Settings are node settings baked into the image, the last place PID 1
 	// looks (after the kernel command line and the perm partition).
 	Settings map[string]string `yaml:"settings"`
@@ -127,6 +133,20 @@ func Load(path, hardwareDir string) (*Recipe, error) {
 	}
 	if r.FirmwareDir != "" && !filepath.IsAbs(r.FirmwareDir) {
 		r.FirmwareDir = filepath.Join(filepath.Dir(path), r.FirmwareDir)
+	}
+	if r.NodeConfig != "" {
+		if !filepath.IsAbs(r.NodeConfig) {
+			r.NodeConfig = filepath.Join(filepath.Dir(path), r.NodeConfig)
+		}
+		f, err := os.Open(r.NodeConfig)
+		if err != nil {
+			return nil, fmt.Errorf("%s: node_config: %w", path, err)
+		}
+		_, err = nodeconfig.Load(f, r.NodeConfig)
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("%s: node_config: %w", path, err)
+		}
 	}
 	if err := r.checkFirmware(); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)

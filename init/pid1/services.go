@@ -8,17 +8,27 @@ import (
 	"time"
 
 	"tandem/init/supervise"
+	"tandem/internal/nodeimage"
 )
 
 // readyTimeout bounds the wait for every service's READY=1.
 const readyTimeout = 3 * time.Minute
 
 func (in *Init) startServices(ctx context.Context) error {
-	env := append(in.settings.Env(), "TANDEM_SLOT="+in.slot, "TANDEM_ROLE="+in.image.Role)
+	env := append(in.settings.Env(), "TANDEM_SLOT="+in.slot, "TANDEM_ROLE="+in.image.Role, "TANDEM_NODE_CONFIG="+in.nodeConfig())
+	vars := map[string]string{}
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		vars[k] = v
+	}
 	var specs []supervise.Spec
 	for _, s := range in.image.Services {
+		args := make([]string, len(s.Args))
+		for i, a := range s.Args {
+			args[i] = os.Expand(a, func(k string) string { return vars[k] })
+		}
 		specs = append(specs, supervise.Spec{
-			Name: s.Name, Path: s.Path, Args: s.Args, Env: env, Notify: s.Notify,
+			Name: s.Name, Path: s.Path, Args: args, Env: env, Notify: s.Notify,
 			Watchdog: time.Duration(s.WatchdogSec) * time.Second,
 		})
 	}
@@ -32,6 +42,19 @@ func (in *Init) startServices(ctx context.Context) error {
 	}
 	in.sup = sup
 	return sup.Start(ctx)
+}
+
+// nodeConfig is the node configuration file the services read: the
+// setting "config" if given (kernel command line first), else the one on
+// perm, else the image's.
+func (in *Init) nodeConfig() string {
+	if p, ok := in.settings.Get("config"); ok {
+		return p
+	}
+	if _, err := os.Stat(nodeimage.NodeConfigPerm); err == nil {
+		return nodeimage.NodeConfigPerm
+	}
+	return nodeimage.NodeConfigPath
 }
 
 func (in *Init) waitServices(ctx context.Context) error {

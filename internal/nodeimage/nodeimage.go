@@ -12,6 +12,13 @@ import (
 // Path is where the description lives inside the initramfs.
 const Path = "/etc/tandem/image.json"
 
+// Where PID 1 looks for the node configuration file (docs/node-config.md)
+// unless the setting "config" names one: perm first, then the image.
+const (
+	NodeConfigPerm = "/perm/tandem/node.yaml"
+	NodeConfigPath = "/etc/tandem/node.yaml"
+)
+
 // Partition names (GPT partition labels) on a tandem disk.
 const (
 	PartBIOS = "tandem-bios"

@@ -1,0 +1,280 @@
+// Package qemu boots tandem images in QEMU for tests, benchmarks and
+// `tandem boot`: software emulation only (TCG; KVM is not used), the
+// serial console captured line by line, the monitor on a socket for ACPI
+// power-off, and networking only on QEMU's own isolated user network.
+package qemu
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Firmware kinds.
+const (
+	BIOS = "bios"
+	UEFI = "uefi"
+)
+
+// OVMF files from Debian's ovmf package.
+var (
+	OVMFCode = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+	OVMFVars = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+)
+
+// Config says what to boot.
+type Config struct {
+	// Disk is a disk image (raw or qcow2) attached as virtio; the VM writes
+	// to it, so tests pass an overlay (see Overlay).
+	Disk string
+	// Firmware is BIOS (SeaBIOS) or UEFI (OVMF).
+	Firmware string
+	// Kernel, Initrd and Append boot a kernel directly (no firmware boot).
+	Kernel, Initrd, Append string
+	// TFTPDir and BootFile network-boot from QEMU's built-in DHCP/TFTP
+	// (iPXE in the NIC's option ROM).
+	TFTPDir, BootFile string
+	// Net adds a virtio NIC on QEMU's user network with restrict=on: the
+	// guest gets DHCP from QEMU and reaches nothing outside the VM.
+	Net bool
+	// MemoryMiB defaults to 1024.
+	MemoryMiB int
+	// Watchdog adds an i6300esb watchdog.
+	Watchdog bool
+	// NoReboot makes a guest reboot end QEMU instead.
+	NoReboot bool
+	// Console, if set, also receives everything the serial port prints.
+	Console io.Writer
+	// Dir holds the VM's sockets and firmware variables; default a temp dir.
+	Dir string
+}
+
+// VM is a running QEMU.
+type VM struct {
+	cmd     *exec.Cmd
+	stdin   io.WriteCloser
+	monitor string
+	dir     string
+	ownDir  bool
+
+	mu    sync.Mutex
+	lines []string
+	cond  *sync.Cond
+	done  chan struct{}
+	err   error
+}
+
+// Start boots a VM.
+func Start(ctx context.Context, c Config) (*VM, error) {
+	vm := &VM{done: make(chan struct{}), dir: c.Dir}
+	vm.cond = sync.NewCond(&vm.mu)
+	if vm.dir == "" {
+		d, err := os.MkdirTemp("", "tandem-vm-")
+		if err != nil {
+			return nil, err
+		}
+		vm.dir, vm.ownDir = d, true
+	}
+	vm.monitor = filepath.Join(vm.dir, "monitor.sock")
+	args, err := c.args(vm.dir, vm.monitor)
+	if err != nil {
+		return nil, err
+	}
+	vm.cmd = exec.CommandContext(ctx, "qemu-system-x86_64", args...)
+	vm.cmd.Stderr = os.Stderr
+	out, err := vm.cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if vm.stdin, err = vm.cmd.StdinPipe(); err != nil {
+		return nil, err
+	}
+	if err := vm.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start qemu-system-x86_64: %w (make deps installs qemu-system-x86)", err)
+	}
+	go vm.read(out, c.Console)
+	return vm, nil
+}
+
+func (c Config) args(dir, monitor string) ([]string, error) {
+	mem := c.MemoryMiB
+	if mem == 0 {
+		mem = 1024
+	}
+	a := []string{"-accel", "tcg", "-m", fmt.Sprint(mem), "-smp", "1",
+		"-nographic", "-no-user-config", "-nodefaults", "-serial", "stdio",
+		"-monitor", "unix:" + monitor + ",server,nowait"}
+	if c.Firmware == UEFI {
+		vars := filepath.Join(dir, "OVMF_VARS.fd")
+		b, err := os.ReadFile(OVMFVars)
+		if err != nil {
+			return nil, fmt.Errorf("OVMF: %w (make deps installs ovmf)", err)
+		}
+		if err := os.WriteFile(vars, b, 0o644); err != nil {
+			return nil, err
+		}
+		a = append(a, "-machine", "q35",
+			"-drive", "if=pflash,format=raw,readonly=on,file="+OVMFCode,
+			"-drive", "if=pflash,format=raw,file="+vars)
+	}
+	if c.Disk != "" {
+		format := "raw"
+		if strings.HasSuffix(c.Disk, ".qcow2") {
+			format = "qcow2"
+		}
+		a = append(a, "-drive", "file="+c.Disk+",if=virtio,format="+format+",cache=unsafe")
+	}
+	if c.Kernel != "" {
+		a = append(a, "-kernel", c.Kernel, "-initrd", c.Initrd, "-append", c.Append)
+	}
+	if c.Net && c.TFTPDir == "" {
+		a = append(a, "-netdev", "user,id=n0,restrict=on", "-device", "virtio-net-pci,netdev=n0")
+	}
+	if c.TFTPDir != "" {
+		a = append(a, "-netdev", "user,id=n0,restrict=on,tftp="+c.TFTPDir+",bootfile="+c.BootFile,
+			"-device", "virtio-net-pci,netdev=n0", "-boot", "n")
+	}
+	if c.Watchdog {
+		a = append(a, "-device", "i6300esb", "-action", "watchdog=reset")
+	}
+	if c.NoReboot {
+		a = append(a, "-no-reboot")
+	}
+	return a, nil
+}
+
+func (vm *VM) read(r io.Reader, console io.Writer) {
+	br := bufio.NewReader(r)
+	for {
+		line, err := br.ReadString('\n')
+		if line != "" {
+			if console != nil {
+				io.WriteString(console, line)
+			}
+			vm.mu.Lock()
+			vm.lines = append(vm.lines, strings.TrimRight(line, "\r\n"))
+			vm.cond.Broadcast()
+			vm.mu.Unlock()
+		}
+		if err != nil {
+			break
+		}
+	}
+	err := vm.cmd.Wait()
+	vm.mu.Lock()
+	vm.err = err
+	close(vm.done)
+	vm.cond.Broadcast()
+	vm.mu.Unlock()
+}
+
+// ErrExited is returned by WaitFor when QEMU ends before the line shows.
+var ErrExited = errors.New("qemu exited")
+
+// WaitFor waits until a console line at or after index from contains want
+// and returns its index; from lets a caller wait for the next occurrence.
+func (vm *VM) WaitFor(ctx context.Context, from int, want string) (int, error) {
+	stop := context.AfterFunc(ctx, func() {
+		vm.mu.Lock()
+		vm.cond.Broadcast()
+		vm.mu.Unlock()
+	})
+	defer stop()
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	for i := from; ; {
+		for ; i < len(vm.lines); i++ {
+			if strings.Contains(vm.lines[i], want) {
+				return i, nil
+			}
+		}
+		select {
+		case <-vm.done:
+			return -1, fmt.Errorf("waiting for %q: %w", want, ErrExited)
+		default:
+		}
+		if ctx.Err() != nil {
+			return -1, fmt.Errorf("waiting for %q: %w", want, ctx.Err())
+		}
+		vm.cond.Wait()
+	}
+}
+
+// Lines returns the console lines so far.
+func (vm *VM) Lines() []string {
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	return append([]string(nil), vm.lines...)
+}
+
+// Line returns console line i.
+func (vm *VM) Line(i int) string {
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	return vm.lines[i]
+}
+
+// Send types s on the serial console.
+func (vm *VM) Send(s string) error {
+	_, err := io.WriteString(vm.stdin, s)
+	return err
+}
+
+// Monitor runs one HMP command (e.g. "system_powerdown").
+func (vm *VM) Monitor(cmd string) error {
+	c, err := net.DialTimeout("unix", vm.monitor, 5*time.Second)
+	if err != nil {
+		return fmt.Errorf("qemu monitor: %w", err)
+	}
+	defer c.Close()
+	_, err = fmt.Fprintf(c, "%s\n", cmd)
+	time.Sleep(200 * time.Millisecond) // let QEMU read it before the socket closes
+	return err
+}
+
+// Wait waits for QEMU to exit.
+func (vm *VM) Wait(ctx context.Context) error {
+	select {
+	case <-vm.done:
+		return vm.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Kill stops QEMU at once (by its PID) and removes its directory.
+func (vm *VM) Kill() {
+	if vm.cmd.Process != nil {
+		vm.cmd.Process.Kill()
+	}
+	<-vm.done
+	if vm.ownDir {
+		os.RemoveAll(vm.dir)
+	}
+}
+
+// Overlay creates a qcow2 overlay at path over base, sized sizeMiB (0:
+// base's size), so a VM can write without touching the built image.
+func Overlay(path, base string, sizeMiB int) error {
+	format := "raw"
+	if strings.HasSuffix(base, ".qcow2") {
+		format = "qcow2"
+	}
+	args := []string{"create", "-q", "-f", "qcow2", "-b", base, "-F", format, path}
+	if sizeMiB > 0 {
+		args = append(args, fmt.Sprintf("%dM", sizeMiB))
+	}
+	if out, err := exec.Command("qemu-img", args...).CombinedOutput(); err != nil {
+		return fmt.Errorf("qemu-img create overlay: %w: %s", err, out)
+	}
+	return nil
+}
