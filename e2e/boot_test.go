@@ -20,7 +20,6 @@ const (
 	stepLimit = 90 * time.Second
 )
 
-
 // TestBIOSBootPowerOffReboot boots the raw image with SeaBIOS on a disk
 // larger than the image: first boot creates the data partition and reaches
 // ready; ACPI power-off stops services and unmounts before powering off;
