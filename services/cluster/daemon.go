@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -42,7 +41,8 @@ type Daemon struct {
 
 	mu        sync.Mutex
 	lease     leaseState
-	view      view // last poll, for status
+	view      view        // last poll, for status
+	coreView  core.Status // the core's status after the last step
 	statusRaw []byte
 
 	nextMonitor map[string]time.Time
@@ -51,30 +51,6 @@ type Daemon struct {
 	rstatePut   string // resource states last published
 	rstateAt    time.Time
 	booted      atomic.Bool // bootstrap moved codes and CA key into etcd
-}
-
-type leaseState struct {
-	id     clientv3.LeaseID
-	token  int64
-	cancel context.CancelFunc
-}
-
-// view is what the last successful poll saw, beyond the core's state.
-type view struct {
-	ok      bool
-	at      time.Time
-	state   core.ClusterState
-	members []Member
-	rstates map[string]map[string]string // node -> resource -> state
-	failAt  time.Time
-}
-
-// job is one resource operation or monitor, run one at a time.
-type job struct {
-	op      core.Op // start, stop or "monitor"
-	res     string
-	token   int64
-	monitor bool
 }
 
 // Options are the daemon's inputs besides its config.
@@ -122,6 +98,7 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 // Run runs the daemon until ctx ends, then stops the group (if it runs
 // here), releases the lease and stops etcd.
 func (d *Daemon) Run(ctx context.Context, ready func()) error {
+	d.coreView = d.core.Status()
 	d.writeStatusFile() // replace what a previous process left
 	e, err := startEtcd(d.cfg, d.st, d.cf)
 	if err != nil {
@@ -185,10 +162,16 @@ func (d *Daemon) loop(ctx context.Context) error {
 
 func (d *Daemon) step(ctx context.Context, ev core.Event) {
 	acts := d.core.Step(time.Now(), ev)
+	if e, ok := ev.(core.Done); ok && e.Op == core.OpStart && e.Err == "" {
+		d.nextMonitor[e.Resource] = time.Now().Add(d.res[e.Resource].cfg.MonitorInterval)
+	}
 	for _, a := range acts {
 		d.log.Debug("action", "action", a.String())
 		d.do(ctx, a)
 	}
+	d.mu.Lock()
+	d.coreView = d.core.Status()
+	d.mu.Unlock()
 	d.writeStatus()
 }
 
@@ -260,375 +243,6 @@ func (d *Daemon) watchdog(op string) {
 	}
 	if err != nil {
 		d.log.Error("watchdog", "op", op, "err", err)
-	}
-}
-
-func (d *Daemon) timeout() time.Duration { return d.cfg.CoreTiming().RenewInterval * 2 }
-
-// acquire creates the owner key under a fresh lease if the key is absent
-// or released; the txn's revision is the fencing token.
-func (d *Daemon) acquire(ctx context.Context) {
-	t := d.cfg.CoreTiming()
-	sent := time.Now()
-	c, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	lg, err := d.cli.Grant(c, int64(t.LeaseTTL/time.Second))
-	if err != nil {
-		d.send(ctx, core.AcquireFailed{Err: err.Error()})
-		return
-	}
-	put := clientv3.OpPut(keyOwner, d.cfg.Node, clientv3.WithLease(lg.ID))
-	r, err := d.cli.Txn(c).If(clientv3.Compare(clientv3.CreateRevision(keyOwner), "=", 0)).Then(put).
-		Else(clientv3.OpTxn([]clientv3.Cmp{clientv3.Compare(clientv3.Value(keyOwner), "=", "")}, []clientv3.Op{put}, nil)).Commit()
-	ok := err == nil && (r.Succeeded || r.Responses[0].GetResponseTxn().Succeeded)
-	if !ok {
-		go d.cli.Revoke(context.Background(), lg.ID)
-		msg := "the group has an owner"
-		if err != nil {
-			msg = err.Error()
-		}
-		d.send(ctx, core.AcquireFailed{Err: msg})
-		return
-	}
-	token := r.Header.Revision
-	lctx, lcancel := context.WithCancel(ctx)
-	d.mu.Lock()
-	d.lease = leaseState{id: lg.ID, token: token, cancel: lcancel}
-	d.mu.Unlock()
-	d.log.Info("acquired the group's lease", "token", token, "lease", fmt.Sprintf("%x", lg.ID))
-	d.send(ctx, core.Acquired{Token: token, SentAt: sent})
-	go d.renew(lctx, lg.ID)
-}
-
-func (d *Daemon) renew(ctx context.Context, id clientv3.LeaseID) {
-	t := d.cfg.CoreTiming()
-	tick := time.NewTicker(t.RenewInterval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		sent := time.Now()
-		c, cancel := context.WithTimeout(ctx, t.RenewInterval)
-		_, err := d.cli.KeepAliveOnce(c, id)
-		cancel()
-		if err == nil {
-			d.send(ctx, core.Renewed{SentAt: sent})
-		} else if ctx.Err() == nil {
-			d.log.Warn("lease renewal failed", "err", err)
-		}
-	}
-}
-
-// tokenValid reports whether this node still holds the lease with token,
-// checked locally and then in etcd (the owner key's revision).
-func (d *Daemon) tokenValid(ctx context.Context, token int64) error {
-	d.mu.Lock()
-	held := d.lease.token
-	d.mu.Unlock()
-	if held == 0 || held != token {
-		return fmt.Errorf("fencing token %d is not held (holding %d)", token, held)
-	}
-	c, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	r, err := d.cli.Txn(c).If(
-		clientv3.Compare(clientv3.ModRevision(keyOwner), "=", token),
-		clientv3.Compare(clientv3.Value(keyOwner), "=", d.cfg.Node)).Commit()
-	if err != nil {
-		return fmt.Errorf("check fencing token %d: %w", token, err)
-	}
-	if !r.Succeeded {
-		return fmt.Errorf("fencing token %d is stale", token)
-	}
-	return nil
-}
-
-func (d *Daemon) takeLease(token int64) (leaseState, bool) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	l := d.lease
-	if l.token == 0 || (token != 0 && l.token != token) {
-		return l, false
-	}
-	if l.cancel != nil {
-		l.cancel()
-	}
-	d.lease = leaseState{}
-	return l, true
-}
-
-func (d *Daemon) release(ctx context.Context, token int64) {
-	l, ok := d.takeLease(token)
-	if ok {
-		c, cancel := context.WithTimeout(ctx, 2*time.Second)
-		_, err := d.cli.Txn(c).If(clientv3.Compare(clientv3.ModRevision(keyOwner), "=", token)).
-			Then(clientv3.OpPut(keyOwner, "")).Commit()
-		if err == nil {
-			_, err = d.cli.Revoke(c, l.id)
-		}
-		cancel()
-		if err != nil {
-			d.log.Warn("release: the lease will expire instead", "err", err)
-		}
-	}
-	d.send(ctx, core.Released{})
-}
-
-func (d *Daemon) dropLease(token int64) {
-	if l, ok := d.takeLease(token); ok {
-		go func() {
-			c, cancel := context.WithTimeout(context.Background(), time.Second)
-			defer cancel()
-			d.cli.Revoke(c, l.id)
-		}()
-	}
-}
-
-func (d *Daemon) revokeOwner(ctx context.Context, node string, token int64) {
-	c, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	_, err := d.cli.Txn(c).If(clientv3.Compare(clientv3.ModRevision(keyOwner), "=", token)).Then(clientv3.OpDelete(keyOwner)).Commit()
-	if err != nil {
-		d.log.Error("revoke fenced owner", "node", node, "err", err)
-	}
-}
-
-func (d *Daemon) incFail(ctx context.Context, res string) {
-	k := prefixFail + d.cfg.Node + "/" + res
-	for i := 0; i < 10 && ctx.Err() == nil; i++ {
-		c, cancel := context.WithTimeout(ctx, 2*time.Second)
-		r, err := d.cli.Get(c, k)
-		if err == nil {
-			n, rev := 0, int64(0)
-			if len(r.Kvs) > 0 {
-				n, _ = strconv.Atoi(string(r.Kvs[0].Value))
-				rev = r.Kvs[0].ModRevision
-			}
-			var tr *clientv3.TxnResponse
-			tr, err = d.cli.Txn(c).If(clientv3.Compare(clientv3.ModRevision(k), "=", rev)).Then(clientv3.OpPut(k, strconv.Itoa(n+1))).Commit()
-			if err == nil && tr.Succeeded {
-				cancel()
-				d.log.Warn("fail count raised", "resource", res, "count", n+1)
-				return
-			}
-		}
-		cancel()
-		time.Sleep(200 * time.Millisecond)
-	}
-	d.log.Error("could not raise fail count", "resource", res)
-}
-
-func (d *Daemon) clearMove(ctx context.Context) {
-	c, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	d.cli.Txn(c).If(clientv3.Compare(clientv3.Value(keyMove), "=", d.cfg.Node)).Then(clientv3.OpDelete(keyMove)).Commit()
-}
-
-// execLoop runs resource operations and monitors one at a time.
-func (d *Daemon) execLoop(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case j := <-d.jobs:
-			d.run(ctx, j)
-		}
-	}
-}
-
-func (d *Daemon) run(ctx context.Context, j job) {
-	r := d.res[j.res]
-	if j.monitor {
-		c, cancel := context.WithTimeout(ctx, r.timeout("monitor"))
-		err := r.r.Monitor(c)
-		cancel()
-		if err != nil && ctx.Err() == nil {
-			d.log.Warn("monitor failed", "resource", j.res, "err", err)
-			d.send(ctx, core.MonitorFailed{Resource: j.res, Err: err.Error()})
-		}
-		if j.token != 0 {
-			select {
-			case d.monDone <- struct{}{}:
-			case <-ctx.Done():
-			}
-		}
-		return
-	}
-	var err error
-	switch j.op {
-	case core.OpStart:
-		if err = d.tokenValid(ctx, j.token); err == nil {
-			c, cancel := context.WithTimeout(ctx, r.timeout("start"))
-			err = r.r.Start(c)
-			cancel()
-		}
-	case core.OpStop:
-		c, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.timeout("stop"))
-		err = r.r.Stop(c)
-		cancel()
-	}
-	ev := core.Done{Op: j.op, Resource: j.res}
-	if err != nil {
-		ev.Err = err.Error()
-		d.log.Error("resource action failed", "op", j.op, "resource", j.res, "err", err)
-	} else {
-		d.log.Info("resource action done", "op", j.op, "resource", j.res)
-	}
-	d.send(ctx, ev)
-	if j.op == core.OpStart {
-		d.nextMonitor[j.res] = time.Now().Add(d.res[j.res].cfg.MonitorInterval)
-	}
-}
-
-// scheduleMonitors queues due monitors while the group runs here.
-func (d *Daemon) scheduleMonitors(ctx context.Context) {
-	if !d.core.Monitoring() || d.monPending || len(d.jobs) > 0 {
-		return
-	}
-	now := time.Now()
-	var due []string
-	for _, n := range d.order {
-		if now.After(d.nextMonitor[n]) {
-			due = append(due, n)
-			d.nextMonitor[n] = now.Add(d.res[n].cfg.MonitorInterval)
-		}
-	}
-	for i, n := range due {
-		j := job{res: n, monitor: true}
-		if i == len(due)-1 {
-			j.token = d.core.Token()
-			d.monPending = true
-		}
-		d.jobs <- j
-	}
-}
-
-// pollLoop reads the cluster state with one linearizable transaction per
-// interval; a failure means no quorum (or no etcd).
-func (d *Daemon) pollLoop(ctx context.Context) {
-	t := time.NewTicker(d.cfg.Timing.PollInterval)
-	defer t.Stop()
-	for {
-		ev := d.poll(ctx)
-		d.send(ctx, ev)
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
-func (d *Daemon) poll(ctx context.Context) core.Poll {
-	c, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	ops := []clientv3.Op{
-		clientv3.OpGet(keyOwner), clientv3.OpGet(keyMove), clientv3.OpGet(keyMaintenance),
-		clientv3.OpGet(prefixStandby, clientv3.WithPrefix()), clientv3.OpGet(prefixFail, clientv3.WithPrefix()),
-		clientv3.OpGet(prefixAlive, clientv3.WithPrefix()), clientv3.OpGet(prefixNodes, clientv3.WithPrefix()),
-		clientv3.OpGet(prefixRState, clientv3.WithPrefix()),
-	}
-	r, err := d.cli.Txn(c).Then(ops...).Commit()
-	if err != nil {
-		d.mu.Lock()
-		if d.view.ok || d.view.failAt.IsZero() {
-			d.log.Warn("cluster state unreadable (no quorum?)", "err", err)
-			d.view.failAt = time.Now()
-		}
-		d.view.ok = false
-		d.mu.Unlock()
-		return core.Poll{OK: false}
-	}
-	kvs := func(i int) []*mvccKV {
-		var out []*mvccKV
-		for _, kv := range r.Responses[i].GetResponseRange().Kvs {
-			out = append(out, &mvccKV{string(kv.Key), string(kv.Value), kv.ModRevision})
-		}
-		return out
-	}
-	s := core.ClusterState{Standby: map[string]bool{}, FailCounts: map[string]map[string]int{}, Online: map[string]bool{}}
-	if o := kvs(0); len(o) > 0 {
-		s.Owner, s.Token, s.Released = o[0].v, o[0].rev, o[0].v == ""
-	}
-	if m := kvs(1); len(m) > 0 {
-		s.MoveTo = m[0].v
-	}
-	s.Maintenance = len(kvs(2)) > 0
-	for _, kv := range kvs(3) {
-		s.Standby[strings.TrimPrefix(kv.k, prefixStandby)] = true
-	}
-	for _, kv := range kvs(4) {
-		nr := strings.SplitN(strings.TrimPrefix(kv.k, prefixFail), "/", 2)
-		if len(nr) == 2 {
-			if s.FailCounts[nr[0]] == nil {
-				s.FailCounts[nr[0]] = map[string]int{}
-			}
-			s.FailCounts[nr[0]][nr[1]], _ = strconv.Atoi(kv.v)
-		}
-	}
-	var members []Member
-	for _, kv := range kvs(6) {
-		var m Member
-		if json.Unmarshal([]byte(kv.v), &m) == nil {
-			members = append(members, m)
-			s.Online[m.Name] = false
-		}
-	}
-	for _, kv := range kvs(5) {
-		s.Online[strings.TrimPrefix(kv.k, prefixAlive)] = true
-	}
-	rstates := map[string]map[string]string{}
-	for _, kv := range kvs(7) {
-		var m map[string]string
-		if json.Unmarshal([]byte(kv.v), &m) == nil {
-			rstates[strings.TrimPrefix(kv.k, prefixRState)] = m
-		}
-	}
-	d.mu.Lock()
-	if !d.view.ok {
-		d.log.Info("cluster state readable (quorum)")
-	}
-	d.view = view{ok: true, at: time.Now(), state: s, members: members, rstates: rstates}
-	d.mu.Unlock()
-	return core.Poll{OK: true, State: s}
-}
-
-type mvccKV struct {
-	k, v string
-	rev  int64
-}
-
-// aliveLoop keeps /tandem/alive/NODE under its own lease, so others see
-// this node online.
-func (d *Daemon) aliveLoop(ctx context.Context) {
-	// Shorter than the group's lease (but at least etcd's 2s minimum):
-	// a dead owner shows offline before its lease expires, so a
-	// configured fencing agent can power it off and the peer take over
-	// early.
-	ttl := int64(d.cfg.CoreTiming().LeaseTTL/time.Second) - 1
-	if ttl < 2 {
-		ttl = 2
-	}
-	for ctx.Err() == nil {
-		c, cancel := context.WithTimeout(ctx, 2*time.Second)
-		lg, err := d.cli.Grant(c, ttl)
-		if err == nil {
-			_, err = d.cli.Put(c, prefixAlive+d.cfg.Node, "1", clientv3.WithLease(lg.ID))
-		}
-		cancel()
-		if err == nil {
-			ch, kerr := d.cli.KeepAlive(ctx, lg.ID)
-			if kerr == nil {
-				for range ch {
-				}
-			}
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(500 * time.Millisecond):
-		}
 	}
 }
 

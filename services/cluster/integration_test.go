@@ -35,7 +35,11 @@ func buildBinaries(t testing.TB) (daemon, ctl string) {
 			return
 		}
 		bins.dir = dir
-		cmd := exec.Command("go", "build", "-o", dir+"/", "tandem/cmd/tandem-cluster", "tandem/cmd/tandemctl")
+		args := []string{"build", "-o", dir + "/"}
+		if os.Getenv("TANDEM_RACE") != "" {
+			args = append(args, "-race") // daemons log races to their logs
+		}
+		cmd := exec.Command("go", append(args, "tandem/cmd/tandem-cluster", "tandem/cmd/tandemctl")...)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			bins.err = fmt.Sprintf("go build: %v\n%s", err, out)
 		}
@@ -92,8 +96,10 @@ func newLab(t testing.TB) *lab {
 		testenv.Unavailable(t, "needs Debian's resource-agents package")
 	}
 	d, c := buildBinaries(t)
-	l := &lab{t: t, net: netnstest.New(t), daemon: d, ctl: c, nodes: map[string]*node{}, links: map[[2]string][2]string{}}
+	// TempDir first: cleanups run last-in first-out, so the daemons
+	// (killed by netnstest's cleanup) are gone before their files go.
 	base := t.TempDir()
+	l := &lab{t: t, net: netnstest.New(t), daemon: d, ctl: c, nodes: map[string]*node{}, links: map[[2]string][2]string{}}
 	for _, name := range []string{"a", "b", "c"} {
 		n := &node{name: name, ns: l.net.Host(name), addr: addrs[name], dir: filepath.Join(base, name)}
 		os.MkdirAll(n.dir, 0o755)
@@ -513,6 +519,11 @@ func TestCluster(t *testing.T) {
 	l := newLab(t)
 	l.observe()
 	defer func() {
+		for _, n := range []string{"a", "b", "c"} {
+			if strings.Contains(l.logOf(n), "WARNING: DATA RACE") {
+				t.Errorf("the race detector fired in %s's daemon", n)
+			}
+		}
 		if t.Failed() {
 			for _, n := range []string{"a", "b", "c"} {
 				t.Logf("--- %s daemon log (tail) ---\n%s", n, tail(l.logOf(n), 8000))

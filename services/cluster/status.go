@@ -57,9 +57,8 @@ type ResourceStatus struct {
 
 // status assembles this node's view.
 func (d *Daemon) status() Status {
-	cs := d.core.Status()
 	d.mu.Lock()
-	v := d.view
+	v, cs := d.view, d.coreView
 	d.mu.Unlock()
 	s := Status{
 		Cluster: d.cf.Cluster, Node: d.cfg.Node, Role: string(d.cfg.Role), Quorum: cs.Quorum,
@@ -136,7 +135,7 @@ func (d *Daemon) writeStatus() {
 	if d.cfg.Role != core.RoleData {
 		return
 	}
-	rb, _ := json.Marshal(d.core.Status().Resources)
+	rb, _ := json.Marshal(d.core.Status().Resources) // main loop only
 	// Publish on change, and again every few seconds in case a put was
 	// lost while there was no quorum.
 	if string(rb) != d.rstatePut || time.Since(d.rstateAt) > 3*time.Second {
