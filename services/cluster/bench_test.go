@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"sort"
 	"strings"
 	"syscall"
@@ -138,13 +139,12 @@ func (l *lab) benchMove() time.Duration {
 	return at.Sub(began)
 }
 
-// soak burns all CPU in both data nodes' namespaces for d and counts
-// owner changes.
+// soak burns all CPU (one busy loop per core, split between both data
+// nodes' namespaces) for d and counts owner changes.
 func (l *lab) soak(d time.Duration) int {
-	for _, n := range []string{"a", "b"} {
-		for i := 0; i < 2; i++ {
-			l.net.Start(l.net.Cmd(context.Background(), l.nodes[n].ns, "sh", "-c", "while :; do :; done"))
-		}
+	for i := 0; i < max(2, runtime.NumCPU()); i++ {
+		n := []string{"a", "b"}[i%2]
+		l.net.Start(l.net.Cmd(context.Background(), l.nodes[n].ns, "sh", "-c", "while :; do :; done"))
 	}
 	from := time.Now()
 	owner := l.settle(30 * time.Second)
