@@ -1,9 +1,8 @@
-# The README's two commands are `make lab` (build the images, boot them) and
-# `make test` (everything CI runs). Both install what they need first.
+# The README's two commands are `make lab` (build the images, boot a node)
+# and `make test` (everything CI runs). Both install what they need first.
 
 GO       ?= go
 OUT      ?= out
-RECIPES  := kvm-node kvm-arbitrator r710-node
 export SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 
 .PHONY: deps images lab test bench vet
@@ -11,7 +10,7 @@ export SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 
 deps:
 	bash scripts/deps.sh
 
-# Builds the images of the recipes that need no user-supplied input.
+# The recipes that need no user-supplied input (r710-node needs NIC firmware).
 images: deps
 	$(GO) run ./cmd/tandem build -o $(OUT)/kvm-node recipes/kvm-node.yaml
 	$(GO) run ./cmd/tandem build -o $(OUT)/kvm-arbitrator recipes/kvm-arbitrator.yaml
@@ -22,10 +21,12 @@ lab: images
 vet:
 	$(GO) vet ./...
 
-# CI runs this as root. Tests that need root, QEMU or a Debian daemon fail
-# (never skip) when CI=true and what they need is missing.
+# CI runs this as root with CI=true. Tests that need root, QEMU or a Debian
+# daemon fail (never skip) under CI=true when what they need is missing.
 test: deps vet
 	$(GO) test -timeout 40m ./...
 
 bench: deps
-	$(GO) run ./cmd/tandem bench
+	$(GO) run ./cmd/tandem bench recipes/kvm-node.yaml
+	@if [ -x scripts/bench-services.sh ]; then bash scripts/bench-services.sh; fi
+	@if [ -x scripts/bench-cluster.sh ]; then bash scripts/bench-cluster.sh; fi

@@ -74,15 +74,22 @@ func boot(t *testing.T, c qemu.Config) *qemu.VM {
 	return vm
 }
 
-// wait waits for a console line containing want, failing the test after
-// limit (a bound against hangs, not a performance assertion).
+// bootFailed is what PID 1 prints when a required boot step fails.
+const bootFailed = "tandem: boot failed"
+
+// wait waits for a console line containing want, failing the test at once
+// if the boot fails, and after limit (a bound against hangs, not a
+// performance assertion).
 func wait(t *testing.T, vm *qemu.VM, from int, want string, limit time.Duration) int {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
-	i, err := vm.WaitFor(ctx, from, want)
+	i, err := vm.WaitFor(ctx, from, want, bootFailed)
 	if err != nil {
 		t.Fatalf("console: %v", err)
+	}
+	if line := vm.Line(i); !strings.Contains(line, want) {
+		t.Fatalf("console: %s (while waiting for %q)", line, want)
 	}
 	return i
 }

@@ -22,16 +22,10 @@ var earlyMounts = []mount{
 	{"devpts", "/dev/pts", "devpts", unix.MS_NOSUID | unix.MS_NOEXEC, "gid=5,mode=620,ptmxmode=666"},
 	{"tmpfs", "/run", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=0755"},
 	{"tmpfs", "/tmp", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=1777"},
-	{"efivarfs", "/sys/firmware/efi/efivars", "efivarfs", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, ""},
 }
 
 func (in *Init) mountEarly(context.Context) error {
 	for _, m := range earlyMounts {
-		if m.fstype == "efivarfs" {
-			if _, err := os.Stat(m.target); err != nil {
-				continue // booted by BIOS
-			}
-		}
 		if err := doMount(m); err != nil {
 			return err
 		}

@@ -85,11 +85,10 @@ func Start(ctx context.Context, c Config) (*VM, error) {
 		vm.dir, vm.ownDir = d, true
 	}
 	vm.monitor = filepath.Join(vm.dir, "monitor.sock")
-	args, err := c.args(vm.dir, vm.monitor)
-	if err != nil {
+	var err error
+	if vm.cmd, err = Command(ctx, c, vm.dir, vm.monitor); err != nil {
 		return nil, err
 	}
-	vm.cmd = exec.CommandContext(ctx, "qemu-system-x86_64", args...)
 	vm.cmd.Stderr = os.Stderr
 	out, err := vm.cmd.StdoutPipe()
 	if err != nil {
@@ -103,6 +102,16 @@ func Start(ctx context.Context, c Config) (*VM, error) {
 	}
 	go vm.read(out, c.Console)
 	return vm, nil
+}
+
+// Command returns the QEMU command for c, its firmware variables and
+// monitor socket in dir, for a caller that wires the console itself.
+func Command(ctx context.Context, c Config, dir, monitor string) (*exec.Cmd, error) {
+	args, err := c.args(dir, monitor)
+	if err != nil {
+		return nil, err
+	}
+	return exec.CommandContext(ctx, "qemu-system-x86_64", args...), nil
 }
 
 func (c Config) args(dir, monitor string) ([]string, error) {
@@ -180,9 +189,10 @@ func (vm *VM) read(r io.Reader, console io.Writer) {
 // ErrExited is returned by WaitFor when QEMU ends before the line shows.
 var ErrExited = errors.New("qemu exited")
 
-// WaitFor waits until a console line at or after index from contains want
-// and returns its index; from lets a caller wait for the next occurrence.
-func (vm *VM) WaitFor(ctx context.Context, from int, want string) (int, error) {
+// WaitFor waits until a console line at or after index from contains one
+// of wants and returns its index; from lets a caller wait for the next
+// occurrence.
+func (vm *VM) WaitFor(ctx context.Context, from int, wants ...string) (int, error) {
 	stop := context.AfterFunc(ctx, func() {
 		vm.mu.Lock()
 		vm.cond.Broadcast()
@@ -193,17 +203,19 @@ func (vm *VM) WaitFor(ctx context.Context, from int, want string) (int, error) {
 	defer vm.mu.Unlock()
 	for i := from; ; {
 		for ; i < len(vm.lines); i++ {
-			if strings.Contains(vm.lines[i], want) {
-				return i, nil
+			for _, want := range wants {
+				if strings.Contains(vm.lines[i], want) {
+					return i, nil
+				}
 			}
 		}
 		select {
 		case <-vm.done:
-			return -1, fmt.Errorf("waiting for %q: %w", want, ErrExited)
+			return -1, fmt.Errorf("waiting for %q: %w", wants, ErrExited)
 		default:
 		}
 		if ctx.Err() != nil {
-			return -1, fmt.Errorf("waiting for %q: %w", want, ctx.Err())
+			return -1, fmt.Errorf("waiting for %q: %w", wants, ctx.Err())
 		}
 		vm.cond.Wait()
 	}
@@ -236,9 +248,29 @@ func (vm *VM) Monitor(cmd string) error {
 		return fmt.Errorf("qemu monitor: %w", err)
 	}
 	defer c.Close()
-	_, err = fmt.Fprintf(c, "%s\n", cmd)
-	time.Sleep(200 * time.Millisecond) // let QEMU read it before the socket closes
-	return err
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	// QEMU's monitor drops input sent before it has shown its prompt.
+	if err := readPrompt(c); err != nil {
+		return fmt.Errorf("qemu monitor: %w", err)
+	}
+	if _, err := fmt.Fprintf(c, "%s\n", cmd); err != nil {
+		return err
+	}
+	return readPrompt(c)
+}
+
+// readPrompt reads the monitor's output up to its "(qemu) " prompt.
+func readPrompt(r io.Reader) error {
+	var seen []byte
+	buf := make([]byte, 512)
+	for !strings.Contains(string(seen), "(qemu) ") {
+		n, err := r.Read(buf)
+		if err != nil {
+			return err
+		}
+		seen = append(seen[max(0, len(seen)-64):], buf[:n]...)
+	}
+	return nil
 }
 
 // Wait waits for QEMU to exit.
