@@ -2,16 +2,24 @@ package e2e
 
 import (
 	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/diskfs/go-diskfs"
+	"github.com/diskfs/go-diskfs/partition/gpt"
+
 	"tandem/image"
 	"tandem/image/disk"
 	"tandem/image/grub"
 	"tandem/internal/grubenv"
+	"tandem/internal/nodeimage"
 	"tandem/internal/qemu"
+	"tandem/internal/testenv"
 )
 
 // Bounds against hangs; TCG on a loaded 2-core machine is slow.
@@ -186,4 +194,83 @@ func powerOff(t *testing.T, vm *qemu.VM) {
 	if err := vm.Wait(ctx); err != nil {
 		t.Fatalf("QEMU did not exit after ACPI power-off: %v", err)
 	}
+}
+
+// TestInitRevertsFailedSlot gives slot B a trial while perm holds a
+// malformed settings file, so PID 1's boot fails after it has mounted the
+// boot partition: PID 1 itself (not GRUB's countdown) switches back to
+// slot A after B's first boot. Slot A, already good, meets the same broken
+// file and stays up for rescue instead of rebooting in a loop.
+func TestInitRevertsFailedSlot(t *testing.T) {
+	dir, m := kvmNode(t)
+	raw, _ := m.Path(dir, image.KindRaw)
+	d := copyRaw(t, raw)
+	writePermFile(t, d, "settings.yaml", "hostname: [not, a, string]\n")
+	setEnv(t, d, func(e grubenv.Env) { e.TrySlot("B", 3) })
+	vm := boot(t, qemu.Config{Disk: d, Firmware: qemu.BIOS, Net: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*bootLimit)
+	defer cancel()
+	if _, err := vm.WaitFor(ctx, 0, "init: slot A is marked good: staying up for rescue"); err != nil {
+		t.Fatalf("console: %v", err)
+	}
+	if n := count(vm, "init: slot B failed: next boot uses slot A"); n != 1 {
+		t.Errorf("PID 1 reverted slot B %d times, want once", n)
+	}
+	if n := count(vm, "Command line: BOOT_IMAGE=/slot-B/vmlinuz"); n != 1 {
+		t.Errorf("slot B was booted %d times, want once (PID 1 reverts before GRUB's tries run out)", n)
+	}
+	vm.Kill()
+	env := readEnv(t, d)
+	if env[grubenv.VarSlot] != "A" || env[grubenv.VarFailed] != "B" || env[grubenv.VarTries] != "" {
+		t.Errorf("grubenv after PID 1's revert = %v, want slot A, failed B, no tries", env)
+	}
+}
+
+// writePermFile puts a file into the perm file system of a raw image with
+// e2fsprogs' debugfs, on a copy of the partition.
+func writePermFile(t *testing.T, raw, name, content string) {
+	t.Helper()
+	testenv.RequireTool(t, "debugfs")
+	start, size := partition(t, raw, nodeimage.PartPerm)
+	img, err := os.ReadFile(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := t.TempDir()
+	part, src := filepath.Join(tmp, "perm.img"), filepath.Join(tmp, name)
+	os.WriteFile(part, img[start:start+size], 0o644)
+	os.WriteFile(src, []byte(content), 0o644)
+	if out, err := exec.Command("debugfs", "-w", "-R", "write "+src+" "+name, part).CombinedOutput(); err != nil {
+		t.Fatalf("debugfs: %v\n%s", err, out)
+	}
+	b, _ := os.ReadFile(part)
+	f, err := os.OpenFile(raw, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(b, start); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// partition returns the byte offset and size of the named GPT partition.
+func partition(t *testing.T, raw, name string) (int64, int64) {
+	t.Helper()
+	d, err := diskfs.Open(raw, diskfs.WithOpenMode(diskfs.ReadOnly))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	pt, err := d.GetPartitionTable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pt.(*gpt.Table).Partitions {
+		if p.Name == name {
+			return int64(p.Start) * 512, int64(p.End-p.Start+1) * 512
+		}
+	}
+	t.Fatalf("%s has no partition %s", raw, name)
+	return 0, 0
 }

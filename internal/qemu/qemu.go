@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -90,6 +91,8 @@ func Start(ctx context.Context, c Config) (*VM, error) {
 		return nil, err
 	}
 	vm.cmd.Stderr = os.Stderr
+	// QEMU dies with its parent, so a killed test leaves no VM behind.
+	vm.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := vm.cmd.StdoutPipe()
 	if err != nil {
 		return nil, err

@@ -1,0 +1,31 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+)
+
+func TestRunErrors(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		env  string
+		want string
+	}{
+		{nil, "", "no command"},
+		{[]string{"flash"}, "", `unknown command "flash"`},
+		{[]string{"build"}, "", "build: want one recipe file, got 0 arguments"},
+		{[]string{"build", "/nonexistent/r.yaml"}, "", "/nonexistent/r.yaml: no such file"},
+		{[]string{"build", "../../recipes/kvm-node.yaml"}, "yesterday", `SOURCE_DATE_EPOCH="yesterday": want a non-negative number of seconds`},
+		{[]string{"boot", "-firmware", "coreboot", "x"}, "", `boot: -firmware "coreboot": want bios or uefi`},
+		{[]string{"boot", t.TempDir()}, "", "manifest.json: no such file or directory (build it first with tandem build)"},
+	} {
+		t.Setenv("SOURCE_DATE_EPOCH", c.env)
+		var out, errw bytes.Buffer
+		err := run(context.Background(), c.args, &out, &errw)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("run(%q) = %v, want error containing %q", c.args, err, c.want)
+		}
+	}
+}
