@@ -36,6 +36,10 @@ func (a *Archive) Unpacked(p Package, debPath string) (string, error) {
 		return "", err
 	}
 	if err := os.Rename(tmp, dst); err != nil {
+		// Another build sharing the cache unpacked it meanwhile.
+		if _, serr := os.Stat(dst); serr == nil {
+			return dst, nil
+		}
 		return "", fmt.Errorf("unpack %s: %w", p.Name, err)
 	}
 	return dst, nil
