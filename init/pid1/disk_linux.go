@@ -86,6 +86,17 @@ func scanDisks() *bootDisk {
 	return nil
 }
 
+// partOn returns the device of the partition named name on disk dev.
+func partOn(dev, name string) string {
+	dirs, _ := filepath.Glob(filepath.Join("/sys/class/block", filepath.Base(dev), "*", "uevent"))
+	for _, ue := range dirs {
+		if b, err := os.ReadFile(ue); err == nil && ueventValue(b, "PARTNAME") == name {
+			return "/dev/" + filepath.Base(filepath.Dir(ue))
+		}
+	}
+	return ""
+}
+
 func ueventValue(ue []byte, key string) string {
 	for _, line := range bytes.Split(ue, []byte("\n")) {
 		if v, ok := bytes.CutPrefix(line, []byte(key+"=")); ok {
@@ -108,22 +119,67 @@ func (in *Init) ensureDataPartition(ctx context.Context) error {
 		in.log.Logf("data partition %s present", dev)
 		return nil
 	}
+	dev := in.disk.dev
 	if in.image.DataDisk != "" {
-		return fmt.Errorf("data disk %s: preparing a separate data disk is not implemented yet", in.image.DataDisk)
-	}
-	if err := addDataPartition(in.disk.dev); err != nil {
+		dev = in.image.DataDisk
+		for wait := time.Now().Add(diskWait); time.Now().Before(wait); time.Sleep(100 * time.Millisecond) {
+			if _, err := os.Stat(dev); err == nil {
+				break
+			}
+		}
+		if p := partOn(dev, nodeimage.PartData); p != "" {
+			in.disk.part[nodeimage.PartData] = p
+			in.log.Logf("data partition %s present", p)
+			return nil
+		}
+		if err := prepareDataDisk(dev); err != nil {
+			return err
+		}
+	} else if err := addDataPartition(dev); err != nil {
 		return err
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		if d := scanDisks(); d != nil && d.part[nodeimage.PartData] != "" {
-			in.disk = d
-			in.log.Logf("created data partition %s", d.part[nodeimage.PartData])
+		if p := partOn(dev, nodeimage.PartData); p != "" {
+			in.disk.part[nodeimage.PartData] = p
+			in.log.Logf("created data partition %s", p)
 			return nil
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	return errors.New("data partition written but the kernel shows no device for it")
+}
+
+// prepareDataDisk gives the profile's data disk a GPT with one data
+// partition, but only if the disk is blank (its first MiB all zeros): a
+// disk with anything on it is never touched.
+func prepareDataDisk(dev string) error {
+	f, err := os.Open(dev)
+	if err != nil {
+		return fmt.Errorf("data disk: %w", err)
+	}
+	head := make([]byte, 1<<20)
+	_, err = f.ReadAt(head, 0)
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("data disk %s: %w", dev, err)
+	}
+	if !bytes.Equal(head, make([]byte, len(head))) {
+		return fmt.Errorf("data disk %s is not blank and has no %s partition: not touching it", dev, nodeimage.PartData)
+	}
+	d, err := diskfs.Open(dev, diskfs.WithOpenMode(diskfs.ReadWrite))
+	if err != nil {
+		return fmt.Errorf("open %s: %w", dev, err)
+	}
+	defer d.Close()
+	end := uint64(d.Size/512) - 34
+	t := &gpt.Table{ProtectiveMBR: true, LogicalSectorSize: 512, PhysicalSectorSize: 512, Partitions: []*gpt.Partition{
+		{Index: 1, Start: 2048, End: end - 1, Type: gpt.LinuxFilesystem, Name: nodeimage.PartData},
+	}}
+	if err := d.Partition(t); err != nil {
+		return fmt.Errorf("%s: write partition table: %w", dev, err)
+	}
+	return d.ReReadPartitionTable()
 }
 
 func addDataPartition(dev string) error {
