@@ -14,7 +14,9 @@ import (
 const ControlSocket = "/run/tandem/init.sock"
 
 func (in *Init) serveControl(ctx context.Context) error {
-	os.MkdirAll("/run/tandem", 0o755)
+	if err := os.MkdirAll("/run/tandem", 0o755); err != nil {
+		return err
+	}
 	os.Remove(ControlSocket)
 	l, err := net.Listen("unix", ControlSocket)
 	if err != nil {
@@ -22,7 +24,8 @@ func (in *Init) serveControl(ctx context.Context) error {
 	}
 	os.Chmod(ControlSocket, 0o600)
 	go func() {
-		for {
+		defer l.Close()
+		for ctx.Err() == nil {
 			c, err := l.Accept()
 			if err != nil {
 				return

@@ -45,7 +45,9 @@ func (in *Init) steps() []step {
 		{name: "mount kernel file systems", do: in.mountEarly},
 		{name: "read image description", do: in.readImage},
 		{name: "read settings", do: in.readSettings},
+		{name: "open control socket", optional: true, do: in.serveControl},
 		{name: "load kernel modules", optional: true, do: in.loadModules},
+		{name: "watch power button", optional: true, do: in.watchPowerButton},
 		{name: "set host name", optional: true, do: in.setHostname},
 		{name: "find boot disk", do: in.findDisk},
 		{name: "create data partition", optional: true, do: in.ensureDataPartition},
@@ -70,7 +72,6 @@ func Main() {
 	} else {
 		in.ready()
 	}
-	in.startExtras(ctx)
 	in.powerDown(<-in.shutdown)
 }
 

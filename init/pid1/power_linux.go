@@ -3,6 +3,7 @@ package pid1
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -92,11 +93,22 @@ const (
 )
 
 // watchPowerButton powers off when an input device named "Power Button"
-// (the ACPI button driver's) reports KEY_POWER.
-func (in *Init) watchPowerButton(ctx context.Context) {
-	for _, dev := range powerButtons() {
-		go in.readButton(dev)
+// (the ACPI button driver's) reports KEY_POWER. It runs early in the boot,
+// so a press during the boot is not lost.
+func (in *Init) watchPowerButton(context.Context) error {
+	devs := powerButtons()
+	if len(devs) == 0 {
+		return errors.New("no power button input device (modules button and evdev loaded?)")
 	}
+	for _, dev := range devs {
+		f, err := os.Open(dev)
+		if err != nil {
+			return err
+		}
+		in.log.Logf("watching power button %s", dev)
+		go in.readButton(f)
+	}
+	return nil
 }
 
 func powerButtons() []string {
@@ -112,14 +124,8 @@ func powerButtons() []string {
 	return out
 }
 
-func (in *Init) readButton(dev string) {
-	f, err := os.Open(dev)
-	if err != nil {
-		in.log.Logf("power button %s: %v", dev, err)
-		return
-	}
+func (in *Init) readButton(f *os.File) {
 	defer f.Close()
-	in.log.Logf("watching power button %s", dev)
 	ev := make([]byte, 24) // struct input_event on 64-bit: timeval, type, code, value
 	for {
 		if _, err := f.Read(ev); err != nil {

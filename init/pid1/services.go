@@ -65,12 +65,3 @@ func (in *Init) waitServices(ctx context.Context) error {
 	}
 	return nil
 }
-
-// startExtras starts what runs whether or not the boot succeeded: the
-// control socket and the power button watcher.
-func (in *Init) startExtras(ctx context.Context) {
-	if err := in.serveControl(ctx); err != nil {
-		in.log.Logf("control socket: %v", err)
-	}
-	go in.watchPowerButton(ctx)
-}
