@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"tandem/internal/nodeconfig"
+	"tandem/internal/service"
 	"tandem/services/dns"
 )
 
@@ -55,7 +56,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fs.Usage()
 		return errors.New("-config is required, and no arguments are")
 	}
-	log := newLogger(stderr, "dns")
+	log := service.NewLogger(stderr, "dns")
 	d := &dnsd{configPath: *configPath, viewPath: *viewPath, log: log}
 	cfg, zone, err := d.load()
 	if err != nil {
@@ -75,8 +76,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	for _, pc := range pcs {
 		log.Info("serving", "addr", pc.LocalAddr(), "domain", zone.Domain)
 	}
-	n := notifier{log}
-	n.ready(d.status(srv))
+	n := service.Notifier{Log: log}
+	n.Ready(d.status(srv))
 	return d.loop(ctx, srv, n, *watch, done)
 }
 
@@ -132,22 +133,22 @@ func (d *dnsd) status(srv *dns.Server) string {
 	return fmt.Sprintf("serving, zone serial %d, %d queries", srv.Serial(), srv.Served())
 }
 
-func (d *dnsd) loop(ctx context.Context, srv *dns.Server, n notifier, watch time.Duration, done <-chan error) error {
+func (d *dnsd) loop(ctx context.Context, srv *dns.Server, n service.Notifier, watch time.Duration, done <-chan error) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	tick := time.NewTicker(watch)
 	defer tick.Stop()
-	wd := n.watchdog(ctx)
+	wd := n.Watchdog(ctx)
 	for {
 		select {
 		case <-ctx.Done():
-			n.send("STOPPING=1")
+			n.Send("STOPPING=1")
 			return <-done
 		case err := <-done:
 			return fmt.Errorf("serve: %w", err)
 		case <-wd:
-			n.send("WATCHDOG=1")
+			n.Send("WATCHDOG=1")
 		case <-hup:
 			d.reload(srv, n)
 		case <-tick.C:
@@ -159,14 +160,14 @@ func (d *dnsd) loop(ctx context.Context, srv *dns.Server, n notifier, watch time
 }
 
 // reload swaps in the new zone; a broken file keeps the old zone serving.
-func (d *dnsd) reload(srv *dns.Server, n notifier) {
+func (d *dnsd) reload(srv *dns.Server, n service.Notifier) {
 	cfg, zone, err := d.load()
 	if err != nil {
 		d.log.Error("reload: keeping the old zone", "err", err)
-		n.status("reload failed, old zone serving: " + err.Error())
+		n.Status("reload failed, old zone serving: " + err.Error())
 		return
 	}
 	srv.SetPolicy(cfg.DNS.AllowedNets(), cfg.DNS.ForwarderAddrs())
 	srv.SetZone(zone)
-	n.status(d.status(srv))
+	n.Status(d.status(srv))
 }

@@ -19,7 +19,9 @@ import (
 	"syscall"
 	"time"
 
+	"tandem/internal/atomicfile"
 	"tandem/internal/nodeconfig"
+	"tandem/internal/service"
 	"tandem/services/network"
 )
 
@@ -84,7 +86,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log := newLogger(stderr, "network")
+	log := service.NewLogger(stderr, "network")
 	opts := network.Options{
 		Paths:  network.Paths{Hosts: filepath.Join(f.etc, "hosts"), Resolv: filepath.Join(f.etc, "resolv.conf"), Hostname: filepath.Join(f.etc, "hostname")},
 		Logger: log,
@@ -104,7 +106,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		done <- svc.Run(ctx, cfg, func(e network.Event) { events <- e })
 		close(events)
 	}()
-	n := notifier{log}
+	n := service.Notifier{Log: log}
 	return loop(ctx, svc, n, f, dhcpIfaces(cfg), events, done)
 }
 
@@ -128,33 +130,33 @@ func dhcpIfaces(cfg *nodeconfig.Config) map[string]bool {
 	return m
 }
 
-func loop(ctx context.Context, svc *network.Service, n notifier, f flags, waiting map[string]bool,
+func loop(ctx context.Context, svc *network.Service, n service.Notifier, f flags, waiting map[string]bool,
 	events <-chan network.Event, done <-chan error) error {
 	ready, applied := false, false
-	wd := n.watchdog(ctx)
+	wd := n.Watchdog(ctx)
 	var readyTimer <-chan time.Time
 	markReady := func() {
 		if !ready {
 			ready = true
-			n.ready(report(svc, f.status, n))
+			n.Ready(report(svc, f.status, n))
 		}
 	}
 	stopping := ctx.Done()
 	for {
 		select {
 		case <-stopping:
-			n.log.Info("stopping: releasing leases")
-			n.send("STOPPING=1")
+			n.Log.Info("stopping: releasing leases")
+			n.Send("STOPPING=1")
 			stopping = nil
 		case err := <-done:
 			// Run returns after ctx ends (leases released) or on an
 			// Apply error.
 			if stopping != nil && ctx.Err() != nil {
-				n.send("STOPPING=1") // done won the race with ctx.Done
+				n.Send("STOPPING=1") // done won the race with ctx.Done
 			}
 			return err
 		case <-wd:
-			n.send("WATCHDOG=1")
+			n.Send("WATCHDOG=1")
 		case <-readyTimer:
 			markReady()
 		case e, ok := <-events:
@@ -173,7 +175,7 @@ func loop(ctx context.Context, svc *network.Service, n notifier, f flags, waitin
 				markReady()
 			}
 			if ready {
-				n.status(report(svc, f.status, n))
+				n.Status(report(svc, f.status, n))
 			}
 		}
 	}
@@ -181,16 +183,16 @@ func loop(ctx context.Context, svc *network.Service, n notifier, f flags, waitin
 
 // report writes the link states to the status file and returns a one-line
 // summary for STATUS=.
-func report(svc *network.Service, path string, n notifier) string {
+func report(svc *network.Service, path string, n service.Notifier) string {
 	states, err := svc.State()
 	if err != nil {
-		n.log.Error("link state", "err", err)
+		n.Log.Error("link state", "err", err)
 		return "link state unknown: " + err.Error()
 	}
 	b, _ := json.MarshalIndent(map[string]any{"links": states, "leases": svc.Leases()}, "", "  ")
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err == nil {
-		if err := network.WriteFileAtomic(path, append(b, '\n'), 0o644); err != nil {
-			n.log.Error("status", "err", err)
+		if err := atomicfile.Write(path, append(b, '\n'), 0o644); err != nil {
+			n.Log.Error("status", "err", err)
 		}
 	}
 	var parts []string

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"tandem/internal/nodeconfig"
+	"tandem/internal/service"
 	ntime "tandem/services/time"
 )
 
@@ -58,7 +59,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log := newLogger(stderr, "time")
+	log := service.NewLogger(stderr, "time")
 	var clock ntime.Clock = ntime.SystemClock{}
 	if !*setClock {
 		clock = measureOnly{}
@@ -70,9 +71,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(cfg.Time.Servers) == 0 {
 		log.Warn("no time.servers configured: the clock stays unsynchronised")
 	}
-	n := notifier{log}
+	n := service.Notifier{Log: log}
 	ready := false
-	wd := n.watchdog(ctx)
+	wd := n.Watchdog(ctx)
 	polls := make(chan ntime.Status)
 	go svc.Run(ctx, func(st ntime.Status) {
 		select {
@@ -83,19 +84,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	for {
 		select {
 		case <-ctx.Done():
-			n.send("STOPPING=1")
+			n.Send("STOPPING=1")
 			return nil
 		case <-wd:
-			n.send("WATCHDOG=1")
+			n.Send("WATCHDOG=1")
 		case st := <-polls:
 			if err := writeStatus(*statusPath, st); err != nil {
 				log.Error("status", "err", err)
 			}
 			if !ready {
-				n.ready(st.String())
+				n.Ready(st.String())
 				ready = true
 			} else {
-				n.status(st.String())
+				n.Status(st.String())
 			}
 		}
 	}
