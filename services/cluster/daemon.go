@@ -58,8 +58,6 @@ type Options struct {
 	Config *Config
 	State  State
 	Log    *slog.Logger
-	// Ready is called once the API serves (sd_notify READY=1).
-	Ready func()
 }
 
 // New checks the node is paired and builds its resources; Run starts it.
@@ -96,7 +94,8 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 }
 
 // Run runs the daemon until ctx ends, then stops the group (if it runs
-// here), releases the lease and stops etcd.
+// here), releases the lease and stops etcd. ready is called once the API
+// serves (the main sends sd_notify READY=1 from it).
 func (d *Daemon) Run(ctx context.Context, ready func()) error {
 	d.coreView = d.core.Status()
 	d.writeStatusFile() // replace what a previous process left
