@@ -18,6 +18,7 @@ import (
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 
+	"tandem/internal/guest"
 	"tandem/internal/nodeconfig"
 	ntime "tandem/services/time"
 )
@@ -79,9 +80,7 @@ func guestMain() {
 	res := guestRun()
 	b, _ := json.Marshal(res)
 	fmt.Printf("\n%s%s\n", guestMarkResult, b)
-	unix.Sync()
-	unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
-	select {}
+	guest.PowerOff()
 }
 
 func guestRun() (res guestResult) {
@@ -89,11 +88,8 @@ func guestRun() (res guestResult) {
 		res.Error = fmt.Sprintf(format, args...)
 		return res
 	}
-	if err := guestMounts(); err != nil {
-		return fail("mounts: %v", err)
-	}
-	if err := guestModules(); err != nil {
-		return fail("modules: %v", err)
+	if err := guest.Init(); err != nil {
+		return fail("%v", err)
 	}
 	if err := guestClock(&res); err != nil {
 		return fail("clock: %v", err)
@@ -171,39 +167,6 @@ func guestClock(res *guestResult) error {
 	res.SlewPending = time.Duration(tx.Offset)
 	if tx.Status&unix.STA_NANO == 0 {
 		res.SlewPending *= time.Microsecond
-	}
-	return nil
-}
-
-func guestMounts() error {
-	for _, m := range []struct{ src, dst, fs string }{
-		{"proc", "/proc", "proc"}, {"sysfs", "/sys", "sysfs"}, {"devtmpfs", "/dev", "devtmpfs"}, {"tmpfs", "/tmp", "tmpfs"},
-	} {
-		os.MkdirAll(m.dst, 0o755)
-		if err := unix.Mount(m.src, m.dst, m.fs, 0, ""); err != nil {
-			return fmt.Errorf("mount %s: %w", m.dst, err)
-		}
-	}
-	return nil
-}
-
-// guestModules loads /modules/*.ko in the order the host wrote to
-// /modules/order (dependencies first).
-func guestModules() error {
-	order, err := os.ReadFile("/modules/order")
-	if err != nil {
-		return err
-	}
-	for _, name := range strings.Fields(string(order)) {
-		f, err := os.Open(filepath.Join("/modules", name))
-		if err != nil {
-			return err
-		}
-		err = unix.FinitModule(int(f.Fd()), "", 0)
-		f.Close()
-		if err != nil && err != unix.EEXIST {
-			return fmt.Errorf("load %s: %w", name, err)
-		}
 	}
 	return nil
 }
