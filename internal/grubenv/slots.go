@@ -14,9 +14,6 @@ const (
 	VarFailed = "tandem_failed"
 )
 
-// DefaultTries is how many boots a newly installed slot gets.
-const DefaultTries = 3
-
 // Other returns the slot that is not s.
 func Other(s string) string {
 	if s == "A" {
