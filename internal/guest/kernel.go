@@ -35,10 +35,7 @@ func DebianKernel(t testing.TB) Kernel {
 	t.Helper()
 	cache := cacheDir(t)
 	pkg := kernelPackage(t)
-	dir := filepath.Join(cache, pkg)
-	if _, err := os.Stat(filepath.Join(dir, ".done")); err != nil {
-		unpackKernel(t, cache, pkg, dir)
-	}
+	dir := unpackPackage(t, cache, pkg)
 	vmlinuz, _ := filepath.Glob(filepath.Join(dir, "boot", "vmlinuz-*"))
 	if len(vmlinuz) != 1 {
 		t.Fatalf("vmlinuz in %s: %v", dir, vmlinuz)
@@ -46,8 +43,23 @@ func DebianKernel(t testing.TB) Kernel {
 	return Kernel{Dir: dir, Vmlinuz: vmlinuz[0]}
 }
 
-func unpackKernel(t testing.TB, cache, pkg, dir string) {
+// DebianPackage downloads Debian package pkg (the machine's apt
+// configuration picks the version) once into the cache and returns the
+// directory it is unpacked in, for a test that puts its programs (drbd-utils,
+// ...) into a guest's initramfs.
+func DebianPackage(t testing.TB, pkg string) string {
 	t.Helper()
+	return unpackPackage(t, cacheDir(t), pkg)
+}
+
+// unpackPackage downloads pkg into cache unless a .deb of it is there and
+// unpacks it into cache/pkg unless that is done.
+func unpackPackage(t testing.TB, cache, pkg string) string {
+	t.Helper()
+	dir := filepath.Join(cache, pkg)
+	if _, err := os.Stat(filepath.Join(dir, ".done")); err == nil {
+		return dir
+	}
 	debs, _ := filepath.Glob(filepath.Join(cache, pkg+"_*.deb"))
 	if len(debs) == 0 {
 		cmd := exec.Command("apt-get", "download", pkg)
@@ -67,6 +79,7 @@ func unpackKernel(t testing.TB, cache, pkg, dir string) {
 	if err := os.WriteFile(filepath.Join(dir, ".done"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return dir
 }
 
 // cacheDir is where the kernel package is kept between runs:

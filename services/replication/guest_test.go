@@ -1,0 +1,253 @@
+package replication
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"tandem/image/initramfs"
+	"tandem/internal/guest"
+	"tandem/internal/testenv"
+)
+
+func TestMain(m *testing.M) {
+	if guest.IsGuest() {
+		guestMain() // a QEMU guest of TestGuestFailover; never returns
+	}
+	if filepath.Base(os.Args[0]) == guestHandler {
+		os.Exit(guestHandlerMain(os.Args[1:])) // drbdadm runs it in a guest
+	}
+	os.Exit(m.Run())
+}
+
+// drbdPrograms are drbd-utils' programs the guests need, by their path in
+// the package (and in the guest).
+var drbdPrograms = []string{"sbin/drbdadm", "sbin/drbdsetup", "sbin/drbdmeta", "lib/drbd/drbdadm-84", "lib/drbd/drbdsetup-84"}
+
+// TestGuestFailover runs the resource for real: two QEMU guests (TCG) with
+// Debian's kernel and its DRBD 8.4 module, drbd-utils from Debian, this
+// test binary as /init (see guestinit_test.go), a 64 MiB virtio disk each
+// and one virtio NIC each, joined by a QEMU socket link on 127.0.0.1. Each
+// guest writes the config with this package, finds no metadata, creates
+// it and brings the resource up. Guest A forces the initial sync, writes
+// 4 MiB of data to /dev/drbd0 and demotes; guest B promotes and reads it
+// back. Then A's promotion while B is primary must be refused. The host
+// checks the guests' reports: metadata before and after create-md, both
+// sides UpToDate, the checksum B read equals the one A wrote, B's status
+// after promotion, and A's refused promotion.
+func TestGuestFailover(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireTool(t, guest.Tools...)
+	kernel := guest.DebianKernel(t)
+	initrd := guestInitramfs(t, kernel)
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+
+	dir := t.TempDir()
+	port := freePort(t)
+	vmA := guest.Start(ctx, t, guest.Config{Kernel: kernel, Initrd: initrd, Args: guestArgs(t, dir, "a", "listen", port)})
+	waitListening(t, port)
+	vmB := guest.Start(ctx, t, guest.Config{Kernel: kernel, Initrd: initrd, Args: guestArgs(t, dir, "b", "connect", port)})
+
+	var wg sync.WaitGroup
+	reports := make([]report, 2)
+	for i, vm := range []*guest.VM{vmA, vmB} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			reports[i] = collect(t, "ab"[i:i+1], vm)
+		}()
+	}
+	wg.Wait()
+	vmA.Wait()
+	vmB.Wait()
+	t.Logf("guests done after %.1fs", time.Since(vmA.Started).Seconds())
+	if ctx.Err() != nil {
+		t.Fatalf("guests still running after the deadline; A:\n%s\nB:\n%s", vmA.Serial(), vmB.Serial())
+	}
+	if *update {
+		writeEvents(t, reports[0].events, reports[1].events)
+	}
+	checkReports(t, reports[0].marks, reports[1].marks, vmA.Serial(), vmB.Serial())
+}
+
+// writeEvents saves the events2 output the guests captured as
+// testdata/events2-LABEL.txt for TestParseEvents2.
+func writeEvents(t *testing.T, all ...map[string][]string) {
+	t.Helper()
+	for _, events := range all {
+		for label, lines := range events {
+			p := filepath.Join("testdata", "events2-"+label+".txt")
+			if err := os.WriteFile(p, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+func checkReports(t *testing.T, a, b map[string]string, serialA, serialB string) {
+	t.Helper()
+	for name, r := range map[string]map[string]string{"A": a, "B": b} {
+		if e, ok := r[markError]; ok {
+			t.Fatalf("guest %s failed: %s\nA:\n%s\nB:\n%s", name, e, serialA, serialB)
+		}
+		if r[markMetaBefore] != "none" || r[markMetaAfter] != "v08" || r[markCreated] != "true" {
+			t.Errorf("guest %s: metadata before %q, created %q, after %q; want none, true, v08", name, r[markMetaBefore], r[markCreated], r[markMetaAfter])
+		}
+	}
+	if a[markSynced] == "" {
+		t.Errorf("guest A never reported the initial sync done; console:\n%s", serialA)
+	}
+	if a[markWrote] == "" || a[markWrote] != b[markRead] {
+		t.Errorf("guest A wrote sha256 %q, guest B read %q; want the same", a[markWrote], b[markRead])
+	}
+	if want := "role=Primary disk=UpToDate connection=Connected peer-role=Secondary peer-disk=UpToDate"; b[markPromoted] != want {
+		t.Errorf("guest B status after promotion: %q, want %q", b[markPromoted], want)
+	}
+	if a[markRefused] == "" {
+		t.Errorf("guest A: no refused promotion reported while B was primary (A said %v)", a)
+	}
+	if want := "role=Secondary peer-role=Primary"; a[markStillSecondary] != want {
+		t.Errorf("guest A after the refused promotion: %q, want %q", a[markStillSecondary], want)
+	}
+	checkFence(t, a, b)
+}
+
+// checkFence checks the link cut: B (primary) ran the fence-peer handler
+// once, which outdated A through the (stand-in) cluster, so DRBD marked
+// A Outdated and B's I/O goes on.
+func checkFence(t *testing.T, a, b map[string]string) {
+	t.Helper()
+	if !strings.HasPrefix(a[markCut], "role=Secondary connection=") || strings.Contains(a[markCut], "connection=Connected") {
+		t.Errorf("guest A after the cut: %q, want Secondary and not connected", a[markCut])
+	}
+	if a["down"] != "up=false" {
+		t.Errorf("guest A status after down: %q, want up=false", a["down"])
+	}
+	if want := "role=Primary suspended=no peer-disk=Outdated"; !strings.HasPrefix(b[markFenced], want) {
+		t.Errorf("guest B after the cut: %q, want %q", b[markFenced], want)
+	}
+	if want := "clear data tandem-b outdate data tandem-a"; b[markHandler] != want {
+		t.Errorf("guest B's fence-peer handler log: %q, want %q (after-resync-target once after the initial sync, then fence-peer once for the peer)", b[markHandler], want)
+	}
+	if b[markWroteFenced] != "ok" {
+		t.Errorf("guest B's write after fencing: %q, want ok (I/O not frozen)", b[markWroteFenced])
+	}
+}
+
+// report is what a guest said: the last value of each mark, and the
+// events2 lines it captured by label.
+type report struct {
+	marks  map[string]string
+	events map[string][]string
+}
+
+// collect reads a guest's console until QEMU exits.
+func collect(t *testing.T, name string, vm *guest.VM) report {
+	r := report{marks: map[string]string{}, events: map[string][]string{}}
+	for line := range vm.Lines() {
+		i := strings.Index(line, guestMark)
+		if i < 0 {
+			continue
+		}
+		mark, val, _ := strings.Cut(line[i+len(guestMark):], " ")
+		if mark == markEvents {
+			label, l, _ := strings.Cut(val, "|")
+			r.events[label] = append(r.events[label], l)
+			continue
+		}
+		r.marks[mark] = val
+		t.Logf("%s at %5.1fs: %s %s", name, time.Since(vm.Started).Seconds(), mark, val)
+	}
+	return r
+}
+
+func guestArgs(t *testing.T, dir, name, mode string, port int) []string {
+	t.Helper()
+	disk := filepath.Join(dir, name+".img")
+	if err := os.WriteFile(disk, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(disk, guestDiskSize); err != nil {
+		t.Fatal(err)
+	}
+	mac := guestMACA
+	if name == "b" {
+		mac = guestMACB
+	}
+	return []string{
+		"-drive", "file=" + disk + ",format=raw,if=virtio,cache=unsafe",
+		"-netdev", fmt.Sprintf("socket,id=n0,%s=127.0.0.1:%d", mode, port),
+		"-device", "virtio-net-pci,netdev=n0,mac=" + mac,
+	}
+}
+
+// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// waitListening waits until something listens on 127.0.0.1:port (QEMU's
+// socket netdev), reading /proc/net/tcp: a probing connection would be
+// the one QEMU accepts.
+func waitListening(t *testing.T, port int) {
+	t.Helper()
+	want := fmt.Sprintf("0100007F:%04X 00000000:0000 0A", port)
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		b, _ := os.ReadFile("/proc/net/tcp")
+		if bytes.Contains(b, []byte(want)) {
+			return
+		}
+	}
+	t.Fatalf("QEMU does not listen on 127.0.0.1:%d", port)
+}
+
+// guestInitramfs is internal/guest's initramfs (this test binary, the
+// modules) followed by a second archive with drbd-utils' programs and the
+// libraries they need (from the host, Debian like the guest's kernel).
+// crc32c_generic goes first: libcrc32c asks the crypto API for crc32c
+// when it loads, and the guest has no modprobe to load it on demand.
+func guestInitramfs(t *testing.T, k guest.Kernel) string {
+	t.Helper()
+	base := guest.Initramfs(t, k, "crc32c_generic", "drbd", "virtio_pci", "virtio_blk", "virtio_net")
+	utils := guest.DebianPackage(t, "drbd-utils")
+	tree := initramfs.NewTree()
+	for _, p := range drbdPrograms {
+		if err := tree.AddHost(p, filepath.Join(utils, p)); err != nil {
+			t.Fatalf("initramfs: %v", err)
+		}
+	}
+	// drbdadm runs handlers with /bin/sh -c: the host's dash.
+	if err := tree.AddHost("bin/sh", "/bin/dash"); err != nil {
+		t.Fatalf("initramfs: %v", err)
+	}
+	if err := tree.Libraries([]string{utils, "/"}); err != nil {
+		t.Fatalf("initramfs libraries: %v", err)
+	}
+	b, err := os.ReadFile(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := bytes.NewBuffer(b)
+	if err := tree.WriteCPIO(buf); err != nil {
+		t.Fatalf("initramfs: %v", err)
+	}
+	path := filepath.Join(t.TempDir(), "initramfs.cpio")
+	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
