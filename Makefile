@@ -1,4 +1,4 @@
-# The README's two commands are `make lab` (build the images, boot a node)
+# The README's two commands are `make lab` (build the images, boot the lab)
 # and `make test` (everything CI runs). Both install what they need first.
 
 GO       ?= go
@@ -15,8 +15,9 @@ images: deps
 	$(GO) run ./cmd/tandem build -o $(OUT)/kvm-node recipes/kvm-node.yaml
 	$(GO) run ./cmd/tandem build -o $(OUT)/kvm-arbitrator recipes/kvm-arbitrator.yaml
 
+# The three-VM lab in the foreground until Ctrl-C (docs/lab.md); needs root.
 lab: images
-	$(GO) run ./cmd/tandem boot $(OUT)/kvm-node
+	$(GO) run ./cmd/tandem lab up -images $(OUT) -dir $(OUT)/lab
 
 vet:
 	$(GO) vet ./...

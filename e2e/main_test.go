@@ -18,44 +18,72 @@ import (
 )
 
 var (
-	buildOnce sync.Once
-	built     string // output directory of the kvm-node build
-	buildErr  error
+	buildMu   sync.Mutex
+	builtRoot string               // one directory per recipe built in this run
+	builds    = map[string]error{} // recipe name -> its build's error
 )
 
 // kvmNode builds recipes/kvm-node.yaml once for all tests of the run.
 func kvmNode(t *testing.T) (dir string, m *image.Manifest) {
 	t.Helper()
+	return build(t, "kvm-node")
+}
+
+// build builds recipes/NAME.yaml once for all tests of the run into
+// DIR/NAME, DIR being the same for every recipe (see images), and returns
+// that directory and its manifest.
+func build(t *testing.T, name string) (dir string, m *image.Manifest) {
+	t.Helper()
 	testenv.RequireTool(t, "qemu-system-x86_64", "qemu-img", "grub-mkimage", "mke2fs")
-	buildOnce.Do(func() {
-		built, buildErr = os.MkdirTemp("", "tandem-e2e-")
-		if buildErr != nil {
-			return
-		}
-		r, err := recipe.Load("../recipes/kvm-node.yaml", "")
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if builtRoot == "" {
+		d, err := os.MkdirTemp("", "tandem-e2e-")
 		if err != nil {
-			buildErr = err
-			return
+			t.Fatal(err)
 		}
-		_, buildErr = image.Build(context.Background(), r, image.Options{
-			OutDir: built, Epoch: 1700000000,
-			Logf: func(f string, a ...any) { fmt.Fprintf(os.Stderr, "build: "+f+"\n", a...) },
-		})
-	})
-	if buildErr != nil {
-		t.Fatalf("build kvm-node: %v", buildErr)
+		builtRoot = d
 	}
-	m, err := image.ReadManifest(built)
+	dir = filepath.Join(builtRoot, name)
+	err, done := builds[name]
+	if !done {
+		err = buildRecipe(name, dir)
+		builds[name] = err
+	}
+	if err != nil {
+		t.Fatalf("build %s: %v", name, err)
+	}
+	m, err = image.ReadManifest(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return built, m
+	return dir, m
+}
+
+// images returns the directory holding the builds made so far, one
+// subdirectory per recipe name.
+func images() string {
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	return builtRoot
+}
+
+func buildRecipe(name, dir string) error {
+	r, err := recipe.Load("../recipes/"+name+".yaml", "")
+	if err != nil {
+		return err
+	}
+	_, err = image.Build(context.Background(), r, image.Options{
+		OutDir: dir, Epoch: 1700000000,
+		Logf: func(f string, a ...any) { fmt.Fprintf(os.Stderr, "build %s: "+f+"\n", append([]any{name}, a...)...) },
+	})
+	return err
 }
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if built != "" {
-		os.RemoveAll(built)
+	if builtRoot != "" {
+		os.RemoveAll(builtRoot)
 	}
 	os.Exit(code)
 }

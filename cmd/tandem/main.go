@@ -3,6 +3,7 @@
 //	tandem build [-o DIR] [-cache DIR] [-refresh] RECIPE.yaml
 //	tandem boot [-firmware bios|uefi] [-pxe] [-mem MiB] DIR
 //	tandem bench [-runs N] [-o DIR] RECIPE.yaml
+//	tandem lab up|status|kill NODE|partition NODE...|heal|down [-dir DIR]
 package main
 
 import (
@@ -33,6 +34,7 @@ commands:
   build RECIPE.yaml   build the artifacts a recipe asks for (raw, qcow2, PXE) and manifest.json
   boot DIR            boot a built image under QEMU with the serial console on this terminal
   bench RECIPE.yaml   measure build time, sizes and boot-to-ready time
+  lab COMMAND         the three-VM lab: up, status, kill NODE, partition NODE..., heal, down
 
 run "tandem COMMAND -h" for a command's flags.
 `
@@ -49,6 +51,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		"build": runBuild,
 		"boot":  runBoot,
 		"bench": runBench,
+		"lab":   runLab,
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {

@@ -1,7 +1,8 @@
 // Package qemu boots tandem images in QEMU for tests, benchmarks and
 // `tandem boot`: software emulation only (TCG; KVM is not used), the
 // serial console captured line by line, the monitor on a socket for ACPI
-// power-off, and networking only on QEMU's own isolated user network.
+// power-off, and networking only on QEMU's own isolated user network or
+// on a UDP link over loopback to a switch in the host process (Link).
 package qemu
 
 import (
@@ -11,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -47,6 +49,10 @@ type Config struct {
 	// Net adds a virtio NIC on QEMU's user network with restrict=on: the
 	// guest gets DHCP from QEMU and reaches nothing outside the VM.
 	Net bool
+	// Link, if set, connects a virtio NIC to a UDP socket on loopback
+	// instead (QEMU's dgram netdev): every Ethernet frame goes to and comes
+	// from Link.Remote, where a switch such as tandem/internal/lab's runs.
+	Link *Link
 	// MemoryMiB defaults to 1024.
 	MemoryMiB int
 	// Watchdog adds an i6300esb watchdog.
@@ -57,6 +63,29 @@ type Config struct {
 	Console io.Writer
 	// Dir holds the VM's sockets and firmware variables; default a temp dir.
 	Dir string
+}
+
+// Link is a NIC whose frames travel as UDP datagrams between QEMU and a
+// switch on loopback. QEMU binds an ephemeral port on 127.0.0.1; the
+// switch learns it from the first frame the guest sends.
+type Link struct {
+	// Remote is the switch's port for this VM; it must be a loopback
+	// address, so no frame can leave the machine.
+	Remote netip.AddrPort
+	// MAC is the NIC's address, e.g. 52:54:00:77:00:11.
+	MAC string
+}
+
+func (l *Link) args() ([]string, error) {
+	if !l.Remote.Addr().Is4() || !l.Remote.Addr().IsLoopback() {
+		return nil, fmt.Errorf("qemu link: remote %s: want an IPv4 loopback address", l.Remote)
+	}
+	if _, err := net.ParseMAC(l.MAC); err != nil {
+		return nil, fmt.Errorf("qemu link: mac %q: %w", l.MAC, err)
+	}
+	nd := fmt.Sprintf("dgram,id=n0,local.type=inet,local.host=127.0.0.1,local.port=0,"+
+		"remote.type=inet,remote.host=%s,remote.port=%d", l.Remote.Addr(), l.Remote.Port())
+	return []string{"-netdev", nd, "-device", "virtio-net-pci,netdev=n0,mac=" + l.MAC}, nil
 }
 
 // VM is a running QEMU.
@@ -147,6 +176,16 @@ func (c Config) args(dir, monitor string) ([]string, error) {
 	}
 	if c.Kernel != "" {
 		a = append(a, "-kernel", c.Kernel, "-initrd", c.Initrd, "-append", c.Append)
+	}
+	if c.Link != nil {
+		if c.Net || c.TFTPDir != "" {
+			return nil, errors.New("qemu: Link excludes Net and TFTPDir")
+		}
+		la, err := c.Link.args()
+		if err != nil {
+			return nil, err
+		}
+		a = append(a, la...)
 	}
 	if c.Net && c.TFTPDir == "" {
 		a = append(a, "-netdev", "user,id=n0,restrict=on", "-device", "virtio-net-pci,netdev=n0")
@@ -283,6 +322,19 @@ func (vm *VM) Wait(ctx context.Context) error {
 		return vm.err
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// PID returns QEMU's process ID.
+func (vm *VM) PID() int { return vm.cmd.Process.Pid }
+
+// Exited reports whether QEMU has ended.
+func (vm *VM) Exited() bool {
+	select {
+	case <-vm.done:
+		return true
+	default:
+		return false
 	}
 }
 

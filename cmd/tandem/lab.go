@@ -1,0 +1,145 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"tandem/internal/lab"
+)
+
+const labUsage = `usage: tandem lab COMMAND [-dir DIR] [ARGS]
+
+Boots two data nodes and an arbitrator from built images under QEMU (TCG) on
+a private switched network (docs/lab.md). Needs root.
+
+commands:
+  up [-images DIR]     boot the lab, wait for every node to be ready, print the
+                       addresses, and run until Ctrl-C or "tandem lab down"
+  status               each VM up or down, and the partition
+  kill NODE            SIGKILL a node's QEMU (a power cut)
+  partition NODE...    cut the named nodes (and "host", if named) off from the rest
+  heal                 remove the partition
+  down                 stop the VMs and remove the lab's network namespace
+`
+
+func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		fmt.Fprint(stderr, labUsage)
+		if len(args) == 0 {
+			return errors.New("lab: no command")
+		}
+		return flag.ErrHelp
+	}
+	fs := flag.NewFlagSet("lab "+args[0], flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, labUsage); fs.PrintDefaults() }
+	dir := fs.String("dir", "out/lab", "the lab's directory: overlays, serial logs NODE.log, lab.json, control socket")
+	images := fs.String("images", "out", "directory holding the builds kvm-node/ and kvm-arbitrator/ (up)")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	rest := fs.Args()
+	switch args[0] {
+	case "up":
+		return labUp(ctx, *dir, *images, stdout, stderr)
+	case "status":
+		return labStatus(*dir, stdout)
+	case "kill":
+		if len(rest) != 1 {
+			return errors.New("lab kill: want one NODE")
+		}
+		return lab.KillNode(*dir, rest[0])
+	case "partition":
+		if len(rest) == 0 {
+			return errors.New("lab partition: want at least one NODE")
+		}
+		return labControl(*dir, "partition", rest, stdout)
+	case "heal":
+		return labControl(*dir, "heal", nil, stdout)
+	case "down":
+		return lab.Down(*dir)
+	}
+	fmt.Fprint(stderr, labUsage)
+	return fmt.Errorf("lab: unknown command %q", args[0])
+}
+
+// labUp runs the lab in the foreground until ctx ends (Ctrl-C) or
+// `tandem lab down` stops it.
+func labUp(ctx context.Context, dir, images string, stdout, stderr io.Writer) error {
+	logf := func(f string, a ...any) { fmt.Fprintf(stderr, f+"\n", a...) }
+	l, err := lab.Start(ctx, lab.Options{Dir: dir, Images: images, Logf: logf})
+	if err != nil {
+		return err
+	}
+	defer l.Stop()
+	ready := make(chan error, 1)
+	go func() { ready <- l.WaitReady(ctx) }()
+	select {
+	case err := <-ready:
+		if err != nil {
+			return err
+		}
+	case <-l.Done():
+		return errors.New("lab: stopped before every node was ready")
+	}
+	printState(stdout, l.Status())
+	fmt.Fprintf(stdout, "\nreach the nodes with: ip netns exec %s ping %s\nCtrl-C or \"tandem lab down -dir %s\" stops the lab\n",
+		l.Netns(), lab.Nodes[0].Addr, dir)
+	select {
+	case <-ctx.Done():
+	case <-l.Done():
+	}
+	return l.Stop()
+}
+
+func labStatus(dir string, stdout io.Writer) error {
+	s, err := lab.Control(dir, "status")
+	if errors.Is(err, lab.ErrNotRunning) {
+		if s, err = lab.ReadState(dir); err == nil {
+			fmt.Fprintf(stdout, "lab process %d is not running; last state:\n", s.PID)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	printState(stdout, *s)
+	return nil
+}
+
+func labControl(dir, op string, nodes []string, stdout io.Writer) error {
+	s, err := lab.Control(dir, op, nodes...)
+	if err != nil {
+		return err
+	}
+	printState(stdout, *s)
+	return nil
+}
+
+func printState(w io.Writer, s lab.State) {
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tADDRESS\tSTATE\tQEMU PID\tSERIAL LOG")
+	for _, n := range s.Nodes {
+		st := "down"
+		if n.Up {
+			st = "up"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", n.Name, n.Addr, st, n.PID, n.Log)
+	}
+	fmt.Fprintf(tw, "host\t%s\t(netns %s)\t\t\n", s.Host, s.Netns)
+	tw.Flush()
+	part := "none"
+	if len(s.Partitioned) > 0 {
+		part = strings.Join(s.Partitioned, " ") + " cut off from the rest"
+	}
+	fmt.Fprintf(w, "VIP %s (reserved); partition: %s\n", s.VIP, part)
+	var ports []string
+	for _, p := range s.Ports {
+		ports = append(ports, fmt.Sprintf("%s %d/%d/%d", p.Name, p.Received, p.Sent, p.Drops))
+	}
+	fmt.Fprintf(w, "frames received/sent/dropped by partition: %s\n", strings.Join(ports, ", "))
+}

@@ -1,0 +1,104 @@
+package lab
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// The host's port: a TAP device inside a network namespace that the lab
+// creates and removes. A test reaches the nodes with `ip netns exec NS
+// ...`; the host's own namespace gets no device, address or route.
+
+// ip runs the ip tool.
+func ip(args ...string) error {
+	out, err := exec.Command("ip", args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// hostPort creates namespace ns with a TAP device ifname holding addr
+// (CIDR) and returns the TAP's file: one Ethernet frame per read or write.
+// Closing it removes the device.
+func hostPort(ns, ifname, addr string) (*os.File, error) {
+	if err := ip("netns", "add", ns); err != nil {
+		return nil, err
+	}
+	tap, err := openTapIn(ns, ifname)
+	if err != nil {
+		ip("netns", "del", ns)
+		return nil, err
+	}
+	for _, args := range [][]string{
+		{"-n", ns, "link", "set", "lo", "up"},
+		{"-n", ns, "addr", "add", addr, "dev", ifname},
+		{"-n", ns, "link", "set", ifname, "up"},
+	} {
+		if err := ip(args...); err != nil {
+			tap.Close()
+			ip("netns", "del", ns)
+			return nil, err
+		}
+	}
+	return tap, nil
+}
+
+// openTapIn creates a TAP device in namespace ns, from an OS thread that
+// enters ns and then dies with its goroutine, so no other goroutine ever
+// runs there.
+func openTapIn(ns, ifname string) (*os.File, error) {
+	type result struct {
+		f   *os.File
+		err error
+	}
+	c := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread exits with us
+		f, err := enterAndOpen(ns, ifname)
+		c <- result{f, err}
+	}()
+	r := <-c
+	return r.f, r.err
+}
+
+func enterAndOpen(ns, ifname string) (*os.File, error) {
+	nsf, err := os.Open("/run/netns/" + ns)
+	if err != nil {
+		return nil, fmt.Errorf("open netns %s: %w", ns, err)
+	}
+	defer nsf.Close()
+	if err := unix.Setns(int(nsf.Fd()), unix.CLONE_NEWNET); err != nil {
+		return nil, fmt.Errorf("enter netns %s: %w", ns, err)
+	}
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open /dev/net/tun: %w", err)
+	}
+	ifr, err := unix.NewIfreq(ifname)
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("tap %s: %w", ifname, err)
+	}
+	ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI)
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("create tap %s in %s: %w", ifname, ns, err)
+	}
+	// Non-blocking, so reads go through the runtime poller and Close
+	// unblocks them.
+	return os.NewFile(uintptr(fd), "/dev/net/tun:"+ifname), nil
+}
+
+// removeNetns deletes namespace ns if it exists.
+func removeNetns(ns string) error {
+	if _, err := os.Stat("/run/netns/" + ns); os.IsNotExist(err) {
+		return nil
+	}
+	return ip("netns", "del", ns)
+}
