@@ -51,10 +51,11 @@ func TestGuestFailover(t *testing.T) {
 	defer cancel()
 
 	dir := t.TempDir()
-	port := freePort(t)
-	vmA := guest.Start(ctx, t, guest.Config{Kernel: kernel, Initrd: initrd, Args: guestArgs(t, dir, "a", "listen", port)})
-	waitListening(t, port)
-	vmB := guest.Start(ctx, t, guest.Config{Kernel: kernel, Initrd: initrd, Args: guestArgs(t, dir, "b", "connect", port)})
+	ports := [2]int{freePort(t), freePort(t)}
+	vmA := guest.Start(ctx, t, guest.Config{Kernel: kernel, Initrd: initrd, Args: guestArgs(t, dir, "a", "listen", ports)})
+	waitListening(t, ports[0])
+	waitListening(t, ports[1])
+	vmB := guest.Start(ctx, t, guest.Config{Kernel: kernel, Initrd: initrd, Args: guestArgs(t, dir, "b", "connect", ports)})
 
 	var wg sync.WaitGroup
 	reports := make([]report, 2)
@@ -134,11 +135,41 @@ func checkFence(t *testing.T, a, b map[string]string) {
 	if want := "role=Primary suspended=no peer-disk=Outdated"; !strings.HasPrefix(b[markFenced], want) {
 		t.Errorf("guest B after the cut: %q, want %q", b[markFenced], want)
 	}
-	if want := "clear data tandem-b outdate data tandem-a"; b[markHandler] != want {
-		t.Errorf("guest B's fence-peer handler log: %q, want %q (after-resync-target once after the initial sync, then fence-peer once for the peer)", b[markHandler], want)
+	if want := "clear data tandem-b; outdate data tandem-a"; b[markHandler] != want {
+		t.Errorf("guest B's handler log: %q, want %q (after-resync-target once after the initial sync, then fence-peer once for the peer)", b[markHandler], want)
 	}
 	if b[markWroteFenced] != "ok" {
 		t.Errorf("guest B's write after fencing: %q, want ok (I/O not frozen)", b[markWroteFenced])
+	}
+	checkHeal(t, a, b)
+}
+
+// checkHeal checks the heal and the second cut: A reconnects and resyncs
+// from B as the target (its after-resync-target handler clears its
+// record), with no split brain; then the cluster has no quorum, so B's
+// handler fails, B's I/O stays frozen until resume-io.
+func checkHeal(t *testing.T, a, b map[string]string) {
+	t.Helper()
+	if want := "role=Secondary disk=UpToDate peer-role=Primary"; !strings.HasPrefix(a[markHealed], want) {
+		t.Errorf("guest A after the heal: %q, want %q", a[markHealed], want)
+	}
+	if want := "clear data tandem-a"; a[markHandler] != want {
+		t.Errorf("guest A's handler log after the heal: %q, want %q (after-resync-target once, as the resync target)", a[markHandler], want)
+	}
+	if want := "role=Primary connection=Connected peer-disk=UpToDate"; b[markHealed] != want {
+		t.Errorf("guest B after the heal: %q, want %q (no split brain)", b[markHealed], want)
+	}
+	if !strings.HasPrefix(b[markSuspended], "role=Primary suspended=") {
+		t.Errorf("guest B after the second cut: %q, want Primary and suspended", b[markSuspended])
+	}
+	if b[markFrozen] != "yes" {
+		t.Errorf("guest B's write with the handler failing: frozen %q, want yes", b[markFrozen])
+	}
+	if b[markResumed] != "ok" {
+		t.Errorf("guest B's write after resume-io: %q, want ok", b[markResumed])
+	}
+	if want := "clear data tandem-b; outdate data tandem-a; no-quorum data tandem-a"; b[markHandlerEnd] != want {
+		t.Errorf("guest B's handler log at the end: %q, want %q", b[markHandlerEnd], want)
 	}
 }
 
@@ -169,7 +200,10 @@ func collect(t *testing.T, name string, vm *guest.VM) report {
 	return r
 }
 
-func guestArgs(t *testing.T, dir, name, mode string, port int) []string {
+// guestArgs are a guest's disk and NICs: eth0 the replication link (the
+// one the guests cut), eth1 their control link, both QEMU socket links on
+// 127.0.0.1 (A listens, B connects).
+func guestArgs(t *testing.T, dir, name, mode string, ports [2]int) []string {
 	t.Helper()
 	disk := filepath.Join(dir, name+".img")
 	if err := os.WriteFile(disk, nil, 0o644); err != nil {
@@ -178,14 +212,16 @@ func guestArgs(t *testing.T, dir, name, mode string, port int) []string {
 	if err := os.Truncate(disk, guestDiskSize); err != nil {
 		t.Fatal(err)
 	}
-	mac := guestMACA
+	mac, mac1 := guestMACA, "52:54:00:98:00:01"
 	if name == "b" {
-		mac = guestMACB
+		mac, mac1 = guestMACB, "52:54:00:98:00:02"
 	}
 	return []string{
 		"-drive", "file=" + disk + ",format=raw,if=virtio,cache=unsafe",
-		"-netdev", fmt.Sprintf("socket,id=n0,%s=127.0.0.1:%d", mode, port),
+		"-netdev", fmt.Sprintf("socket,id=n0,%s=127.0.0.1:%d", mode, ports[0]),
 		"-device", "virtio-net-pci,netdev=n0,mac=" + mac,
+		"-netdev", fmt.Sprintf("socket,id=n1,%s=127.0.0.1:%d", mode, ports[1]),
+		"-device", "virtio-net-pci,netdev=n1,mac=" + mac1,
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -49,6 +50,11 @@ const (
 	markFenced         = "fenced"
 	markHandler        = "handler"
 	markWroteFenced    = "wrote-after-fence"
+	markHealed         = "healed"
+	markSuspended      = "suspended"
+	markFrozen         = "frozen"
+	markResumed        = "resumed"
+	markHandlerEnd     = "handler-end"
 	markError          = "error"
 )
 
@@ -57,6 +63,9 @@ const (
 const (
 	guestHandler    = "tandem-replication-handler"
 	guestHandlerLog = "/tmp/handler.log"
+	// guestClusterAnswer, if it says no-quorum, makes the stand-in
+	// cluster fail.
+	guestClusterAnswer = "/tmp/cluster-answer"
 )
 
 func guestConfig() Config {
@@ -123,16 +132,17 @@ func guestRun() error {
 	return guestB(ctx, r)
 }
 
-// guestSetup names the host after its MAC, brings up lo and eth0 with the
-// replication address and makes the directories drbd-utils uses.
+// guestSetup names the host after its MAC, brings up lo, eth0 (the
+// replication link, which the test cuts) and eth1 (the guests' control
+// link) and makes the directories drbd-utils uses.
 func guestSetup() (string, error) {
 	mac, err := os.ReadFile("/sys/class/net/eth0/address")
 	if err != nil {
 		return "", err
 	}
-	self, addr := "tandem-a", "10.99.0.1/24"
+	self, addrs := "tandem-a", map[string]string{"eth0": "10.99.0.1/24", "eth1": "10.98.0.1/24"}
 	if strings.TrimSpace(string(mac)) == guestMACB {
-		self, addr = "tandem-b", "10.99.0.2/24"
+		self, addrs = "tandem-b", map[string]string{"eth0": "10.99.0.2/24", "eth1": "10.98.0.2/24"}
 	}
 	if err := unix.Sethostname([]byte(self)); err != nil {
 		return "", fmt.Errorf("sethostname: %w", err)
@@ -150,12 +160,12 @@ func guestSetup() (string, error) {
 	if err := os.Symlink("/init", "/sbin/"+guestHandler); err != nil {
 		return "", err
 	}
-	for _, name := range []string{"lo", "eth0"} {
+	for _, name := range []string{"lo", "eth0", "eth1"} {
 		l, err := netlink.LinkByName(name)
 		if err != nil {
 			return "", fmt.Errorf("link %s: %w", name, err)
 		}
-		if name == "eth0" {
+		if addr, ok := addrs[name]; ok {
 			a, _ := netlink.ParseAddr(addr)
 			if err := netlink.AddrAdd(l, a); err != nil {
 				return "", fmt.Errorf("address %s: %w", addr, err)
@@ -191,7 +201,7 @@ func guestA(ctx context.Context, r *Resource) error {
 	if err := r.Secondary(ctx); err != nil {
 		return err
 	}
-	c, err := dialPeer(ctx, "10.99.0.2")
+	c, err := dialPeer(ctx, "10.98.0.2")
 	if err != nil {
 		return err
 	}
@@ -214,35 +224,86 @@ func guestA(ctx context.Context, r *Resource) error {
 	guestEvents(ctx, r, "secondary-connected")
 	fmt.Fprintln(c, "cut")
 	time.Sleep(500 * time.Millisecond)
-	return guestCut(ctx, r)
-}
-
-// guestCut takes A's NIC down, like a pulled cable, and takes the
-// resource down once DRBD noticed.
-func guestCut(ctx context.Context, r *Resource) error {
-	l, err := netlink.LinkByName("eth0")
-	if err != nil {
-		return err
-	}
-	if err := netlink.LinkSetDown(l); err != nil {
-		return err
-	}
-	s, err := waitStatus(ctx, r, func(s Status) bool { return s.Connection != "Connected" })
+	s, err = guestCut(ctx, r)
 	if err != nil {
 		return err
 	}
 	guestSay(markCut, "role=%s connection=%s peer-disk=%s", s.Role, s.Connection, s.PeerDisk)
 	guestEvents(ctx, r, "secondary-cut")
+	if err := expect(rd, "fenced"); err != nil {
+		return err
+	}
+	if err := guestHeal(ctx, r); err != nil {
+		return err
+	}
+	fmt.Fprintln(c, "resynced")
+	if err := expect(rd, "cut"); err != nil {
+		return err
+	}
+	time.Sleep(500 * time.Millisecond)
+	if _, err := guestCut(ctx, r); err != nil {
+		return err
+	}
 	if err := r.Down(ctx); err != nil {
 		return err
 	}
 	guestEvents(ctx, r, "down")
-	s, err = r.Status(ctx)
-	if err != nil {
+	if s, err = r.Status(ctx); err != nil {
 		return err
 	}
 	guestSay("down", "up=%v", s.Up)
 	return nil
+}
+
+// guestCut takes A's replication NIC down, like a pulled cable, and waits
+// for DRBD to notice.
+func guestCut(ctx context.Context, r *Resource) (Status, error) {
+	l, err := netlink.LinkByName("eth0")
+	if err != nil {
+		return Status{}, err
+	}
+	if err := netlink.LinkSetDown(l); err != nil {
+		return Status{}, err
+	}
+	return waitStatus(ctx, r, func(s Status) bool { return s.Connection != "Connected" })
+}
+
+// guestHeal brings A's replication NIC back: DRBD reconnects and A, which
+// B fenced, resyncs from B as the target.
+func guestHeal(ctx context.Context, r *Resource) error {
+	l, err := netlink.LinkByName("eth0")
+	if err != nil {
+		return err
+	}
+	if err := netlink.LinkSetUp(l); err != nil {
+		return err
+	}
+	start := time.Now()
+	s, err := waitStatus(ctx, r, Status.Connected)
+	if err != nil {
+		return err
+	}
+	guestSay(markHealed, "role=%s disk=%s peer-role=%s after %.1fs", s.Role, s.Disk, s.PeerRole, time.Since(start).Seconds())
+	// The after-resync-target handler runs once the resync is done; give
+	// it a moment, since the state changes first.
+	for i := 0; i < 50 && !strings.Contains(readHandlerLog(), "clear"); i++ {
+		time.Sleep(100 * time.Millisecond)
+	}
+	guestSay(markHandler, "%s", readHandlerLog())
+	return nil
+}
+
+func expect(rd *bufio.Reader, msg string) error {
+	l, err := rd.ReadString('\n')
+	if err != nil || l != msg+"\n" {
+		return fmt.Errorf("waiting for the peer's %q: %q, %v", msg, l, err)
+	}
+	return nil
+}
+
+func readHandlerLog() string {
+	b, _ := os.ReadFile(guestHandlerLog)
+	return strings.Join(strings.Split(strings.TrimSpace(string(b)), "\n"), "; ")
 }
 
 // guestB waits for A to demote, promotes, reads the data back and reports
@@ -276,10 +337,61 @@ func guestB(ctx context.Context, r *Resource) error {
 	}
 	guestSay(markPromoted, "role=%s disk=%s connection=%s peer-role=%s peer-disk=%s", s.Role, s.Disk, s.Connection, s.PeerRole, s.PeerDisk)
 	fmt.Fprintln(c, "promoted")
-	if l, err := rd.ReadString('\n'); err != nil || l != "cut\n" {
-		return fmt.Errorf("waiting for A to cut the link: %q, %v", l, err)
+	if err := expect(rd, "cut"); err != nil {
+		return err
 	}
-	return guestFenced(ctx, r)
+	if err := guestFenced(ctx, r); err != nil {
+		return err
+	}
+	fmt.Fprintln(c, "fenced")
+	if err := expect(rd, "resynced"); err != nil {
+		return err
+	}
+	s, err = r.Status(ctx)
+	if err != nil {
+		return err
+	}
+	guestSay(markHealed, "role=%s connection=%s peer-disk=%s", s.Role, s.Connection, s.PeerDisk)
+	if err := os.WriteFile(guestClusterAnswer, []byte("no-quorum"), 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintln(c, "cut")
+	return guestFrozen(ctx, r)
+}
+
+// guestFrozen: A is cut off again but the cluster has no quorum, so the
+// handler fails and B's I/O must stay frozen, until the node resumes it
+// (as the daemon does once the cluster outdated the peer after all).
+func guestFrozen(ctx context.Context, r *Resource) error {
+	s, err := waitStatus(ctx, r, func(s Status) bool { return s.Connection != "Connected" && s.Suspended != "no" })
+	if err != nil {
+		return err
+	}
+	guestSay(markSuspended, "role=%s suspended=%s peer-disk=%s", s.Role, s.Suspended, s.PeerDisk)
+	guestEvents(ctx, r, "primary-frozen")
+	done := make(chan error, 1)
+	go func() { _, err := writeData(r.Config.Device()); done <- err }()
+	select {
+	case err := <-done:
+		guestSay(markFrozen, "no: write returned %v", err)
+		return nil
+	case <-time.After(3 * time.Second):
+		guestSay(markFrozen, "yes")
+	}
+	if err := r.ResumeIO(ctx); err != nil {
+		return err
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			return err
+		}
+		guestSay(markResumed, "ok")
+	case <-time.After(20 * time.Second):
+		guestSay(markResumed, "still frozen")
+	}
+	guestSay(markHandlerEnd, "%s", readHandlerLog())
+	return nil
 }
 
 // guestFenced waits for DRBD to lose A and run the fence-peer handler,
@@ -292,8 +404,7 @@ func guestFenced(ctx context.Context, r *Resource) error {
 	}
 	guestSay(markFenced, "role=%s suspended=%s peer-disk=%s after %.1fs", s.Role, s.Suspended, s.PeerDisk, time.Since(start).Seconds())
 	guestEvents(ctx, r, "primary-fenced")
-	log, _ := os.ReadFile(guestHandlerLog)
-	guestSay(markHandler, "%s", strings.Join(strings.Fields(string(log)), " "))
+	guestSay(markHandler, "%s", readHandlerLog())
 	done := make(chan error, 1)
 	go func() { _, err := writeData(r.Config.Device()); done <- err }()
 	select {
@@ -320,11 +431,16 @@ func guestEvents(ctx context.Context, r *Resource, label string) {
 	}
 }
 
-// guestCluster stands in for the cluster daemon in the handler: it always
-// finds the peer outdated and logs the call.
+// guestCluster stands in for the cluster daemon in the handler: it finds
+// the peer outdated, or has no quorum if guestClusterAnswer says so, and
+// logs the call.
 type guestCluster struct{}
 
 func (guestCluster) OutdatePeer(_ context.Context, res, peer string) (PeerFence, error) {
+	if b, _ := os.ReadFile(guestClusterAnswer); string(b) == "no-quorum" {
+		handlerLog("no-quorum %s %s", res, peer)
+		return 0, errors.New("no quorum")
+	}
 	handlerLog("outdate %s %s", res, peer)
 	return PeerOutdated, nil
 }

@@ -196,6 +196,19 @@ func (r *Resource) Secondary(ctx context.Context) error {
 	return nil
 }
 
+// ResumeIO resumes I/O that DRBD froze because the fence-peer handler
+// failed (Status.Suspended is not "no"). Call it only once the peer is
+// known unable to promote: the cluster has outdated it (OutdatePeer
+// succeeded after quorum came back) or it was fenced; DRBD itself resumes
+// when the peer reconnects.
+func (r *Resource) ResumeIO(ctx context.Context) error {
+	r.logf("resume-io %s", r.Config.Resource)
+	if _, err := r.drbdadm(ctx, "resume-io", r.Config.Resource); err != nil {
+		return fmt.Errorf("resume-io %s: %w", r.Config.Resource, err)
+	}
+	return nil
+}
+
 // Down disconnects and detaches the resource.
 func (r *Resource) Down(ctx context.Context) error {
 	r.logf("down %s", r.Config.Resource)

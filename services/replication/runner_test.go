@@ -112,6 +112,9 @@ func TestLifecycleCommands(t *testing.T) {
 	if err := r.Primary(ctx, false); err == nil || !strings.Contains(err.Error(), "promote data") {
 		t.Errorf("Primary(false) = %v, want a promote data error", err)
 	}
+	if err := r.ResumeIO(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if err := r.Down(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -120,6 +123,7 @@ func TestLifecycleCommands(t *testing.T) {
 		"drbdadm -c /etc/drbd.d/data.res primary --force data",
 		"drbdadm -c /etc/drbd.d/data.res secondary data",
 		"drbdadm -c /etc/drbd.d/data.res primary data",
+		"drbdadm -c /etc/drbd.d/data.res resume-io data",
 		"drbdadm -c /etc/drbd.d/data.res down data",
 	}
 	if strings.Join(cmd.calls, "\n") != strings.Join(want, "\n") {

@@ -26,6 +26,8 @@ func TestParseEvents2(t *testing.T) {
 			Replication: "Off", PeerRole: "Unknown", PeerDisk: "DUnknown"}},
 		{"primary-fenced", Status{Up: true, Role: "Primary", Suspended: "no", Disk: "UpToDate", Connection: "Connecting",
 			Replication: "Off", PeerRole: "Unknown", PeerDisk: "Outdated"}},
+		{"primary-frozen", Status{Up: true, Role: "Primary", Suspended: "fencing", Disk: "UpToDate", Connection: "Connecting",
+			Replication: "Off", PeerRole: "Unknown", PeerDisk: "DUnknown"}},
 		{"down", Status{}},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
