@@ -172,6 +172,22 @@ func (r *Resource) Up(ctx context.Context) error {
 	return nil
 }
 
+// Start writes the config, loads the module, creates the metadata if the
+// disk has none and brings the resource up, in that order. It reports
+// whether it created the metadata (see EnsureMetadata).
+func (r *Resource) Start(ctx context.Context) (created bool, err error) {
+	if err := r.WriteConfig(); err != nil {
+		return false, err
+	}
+	if err := r.EnsureModule(ctx); err != nil {
+		return false, err
+	}
+	if created, err = r.EnsureMetadata(ctx); err != nil {
+		return false, err
+	}
+	return created, r.Up(ctx)
+}
+
 // Primary promotes the resource. force is only for the initial sync on
 // the node that created the metadata (both disks Inconsistent): it makes
 // this side's data the good copy.

@@ -171,3 +171,21 @@ func TestReadMetadata(t *testing.T) {
 		t.Errorf("ReadMetadata(4 KiB device) = nil error, want too small")
 	}
 }
+
+func TestStart(t *testing.T) {
+	loaded := false
+	cmd := &fakeCmd{onRun: func(l string) { loaded = loaded || l == "modprobe drbd" }}
+	r := testResource(cmd, &loaded, NoMetadata)
+	r.ConfigPath = filepath.Join(t.TempDir(), "data.res")
+	created, err := r.Start(context.Background())
+	if err != nil || !created {
+		t.Fatalf("Start() = %v, %v, want true, nil", created, err)
+	}
+	want := []string{"modprobe drbd", "drbdadm -c " + r.ConfigPath + " --force create-md data", "drbdadm -c " + r.ConfigPath + " up data"}
+	if strings.Join(cmd.calls, "\n") != strings.Join(want, "\n") {
+		t.Errorf("Start ran %q, want %q", cmd.calls, want)
+	}
+	if _, err := os.Stat(r.ConfigPath); err != nil {
+		t.Errorf("Start wrote no config: %v", err)
+	}
+}
