@@ -20,6 +20,12 @@ func TestRunErrors(t *testing.T) {
 		{[]string{"build", "../../recipes/kvm-node.yaml"}, "yesterday", `SOURCE_DATE_EPOCH="yesterday": want a non-negative number of seconds`},
 		{[]string{"boot", "-firmware", "coreboot", "x"}, "", `boot: -firmware "coreboot": want bios or uefi`},
 		{[]string{"boot", t.TempDir()}, "", "manifest.json: no such file or directory (build it first with tandem build)"},
+		{[]string{"lab"}, "", "lab: no command"},
+		{[]string{"lab", "reboot"}, "", `lab: unknown command "reboot"`},
+		{[]string{"lab", "kill", "-dir", t.TempDir()}, "", "lab kill: want one NODE"},
+		{[]string{"lab", "partition", "-dir", t.TempDir()}, "", "lab partition: want at least one NODE"},
+		{[]string{"lab", "heal", "-dir", t.TempDir()}, "", "no lab running"},
+		{[]string{"lab", "status", "-dir", t.TempDir()}, "", "is a lab up in"},
 	} {
 		t.Setenv("SOURCE_DATE_EPOCH", c.env)
 		var out, errw bytes.Buffer

@@ -81,6 +81,9 @@ type Lab struct {
 	mu  sync.Mutex
 	vms map[string]*qemu.VM
 
+	stateMu  sync.Mutex // serializes lab.json writes
+	stopping bool       // no more lab.json writes
+
 	stopOnce sync.Once
 	stopped  chan struct{}
 }
@@ -175,7 +178,13 @@ func (l *Lab) boot(ctx context.Context, n Node) error {
 		log.Close()
 		return err
 	}
-	go func() { vm.Wait(context.Background()); log.Close() }()
+	go func() {
+		vm.Wait(context.Background())
+		log.Close()
+		if l.writeState() == nil { // not while Stop kills it
+			l.opts.Logf("lab: %s's QEMU (pid %d) has exited", n.Name, vm.PID())
+		}
+	}()
 	l.mu.Lock()
 	l.vms[n.Name] = vm
 	l.mu.Unlock()
@@ -281,6 +290,9 @@ func (l *Lab) Done() <-chan struct{} { return l.stopped }
 func (l *Lab) Stop() error {
 	var err error
 	l.stopOnce.Do(func() {
+		l.stateMu.Lock()
+		l.stopping = true
+		l.stateMu.Unlock()
 		l.mu.Lock()
 		for _, vm := range l.vms {
 			vm.Kill()

@@ -2,6 +2,7 @@ package lab
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -57,8 +58,13 @@ func (l *Lab) Status() State {
 	return s
 }
 
-// writeState writes lab.json atomically.
+// writeState writes lab.json atomically; nothing once Stop has begun.
 func (l *Lab) writeState() error {
+	l.stateMu.Lock()
+	defer l.stateMu.Unlock()
+	if l.stopping {
+		return errStopping
+	}
 	b, err := json.MarshalIndent(l.Status(), "", "  ")
 	if err != nil {
 		return err
@@ -68,6 +74,8 @@ func (l *Lab) writeState() error {
 	}
 	return nil
 }
+
+var errStopping = errors.New("lab stopping")
 
 // ReadState reads the lab.json of the lab in dir.
 func ReadState(dir string) (*State, error) {
