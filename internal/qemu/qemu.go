@@ -153,7 +153,9 @@ func (c Config) args(dir, monitor string) ([]string, error) {
 	}
 	a := []string{"-accel", "tcg", "-m", fmt.Sprint(mem), "-smp", "1",
 		"-nographic", "-no-user-config", "-nodefaults", "-serial", "stdio",
-		"-monitor", "unix:" + monitor + ",server,nowait"}
+		"-monitor", "unix:" + monitor + ",server,nowait",
+		// Entropy from the host, as a KVM/Proxmox VM with VirtIO RNG has.
+		"-device", "virtio-rng-pci"}
 	if c.Firmware == UEFI {
 		vars := filepath.Join(dir, "OVMF_VARS.fd")
 		b, err := os.ReadFile(OVMFVars)
