@@ -12,47 +12,9 @@ import (
 	"time"
 
 	mdns "github.com/miekg/dns"
+
+	"tandem/internal/service/servicetest"
 )
-
-// notifySocket listens where NOTIFY_SOCKET points and returns the
-// messages the daemon sends.
-func notifySocket(t *testing.T) <-chan string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "notify")
-	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	t.Setenv("NOTIFY_SOCKET", path)
-	ch := make(chan string, 100)
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, err := c.Read(buf)
-			if err != nil {
-				return
-			}
-			ch <- string(buf[:n])
-		}
-	}()
-	return ch
-}
-
-func waitMsg(t *testing.T, ch <-chan string, want string) string {
-	t.Helper()
-	timeout := time.After(10 * time.Second)
-	for {
-		select {
-		case m := <-ch:
-			if strings.Contains(m, want) {
-				return m
-			}
-		case <-timeout:
-			t.Fatalf("no sd_notify message with %q", want)
-		}
-	}
-}
 
 func freePort(t *testing.T) int {
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
@@ -64,7 +26,8 @@ func freePort(t *testing.T) int {
 }
 
 func TestRunServesAndReloads(t *testing.T) {
-	notes := notifySocket(t)
+	sock, notes := servicetest.NotifySocket(t)
+	t.Setenv("NOTIFY_SOCKET", sock)
 	t.Setenv("WATCHDOG_USEC", "100000") // pings every 50ms
 	dir := t.TempDir()
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
@@ -85,7 +48,7 @@ dns:
 	go func() {
 		done <- run(ctx, []string{"-config", cfg, "-cluster", view, "-watch", "50ms"}, io.Discard, &logWriter{t})
 	}()
-	msg := waitMsg(t, notes, "READY=1")
+	msg := servicetest.WaitMessage(t, notes, "READY=1", 10*time.Second)
 	if !strings.Contains(msg, "STATUS=serving") {
 		t.Errorf("ready message = %q, want a STATUS", msg)
 	}
@@ -112,15 +75,15 @@ dns:
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	waitMsg(t, notes, "WATCHDOG=1")
+	servicetest.WaitMessage(t, notes, "WATCHDOG=1", 10*time.Second)
 	// A broken view keeps the last zone serving.
 	os.WriteFile(view, []byte(`{"vip":`), 0o644)
-	waitMsg(t, notes, "reload failed")
+	servicetest.WaitMessage(t, notes, "reload failed", 10*time.Second)
 	if got := a(); got != "192.0.2.99" {
 		t.Errorf("service A with a broken view = %s, want the last good 192.0.2.99", got)
 	}
 	cancel()
-	waitMsg(t, notes, "STOPPING=1")
+	servicetest.WaitMessage(t, notes, "STOPPING=1", 10*time.Second)
 	if err := <-done; err != nil {
 		t.Errorf("run after cancel = %v, want nil", err)
 	}

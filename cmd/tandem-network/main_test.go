@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"tandem/internal/netnstest"
+	"tandem/internal/service/servicetest"
 	"tandem/internal/testenv"
 )
 
@@ -30,43 +30,6 @@ func TestMain(m *testing.M) {
 		os.Exit(0)
 	}
 	os.Exit(m.Run())
-}
-
-func notifySocket(t *testing.T) (string, <-chan string) {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "notify")
-	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	ch := make(chan string, 100)
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, err := c.Read(buf)
-			if err != nil {
-				return
-			}
-			ch <- string(buf[:n])
-		}
-	}()
-	return path, ch
-}
-
-func waitMsg(t *testing.T, ch <-chan string, want string) string {
-	t.Helper()
-	timeout := time.After(20 * time.Second)
-	for {
-		select {
-		case m := <-ch:
-			if strings.Contains(m, want) {
-				return m
-			}
-		case <-timeout:
-			t.Fatalf("no sd_notify message with %q", want)
-		}
-	}
 }
 
 type logWriter struct{ t *testing.T }
@@ -94,7 +57,7 @@ func TestDaemonDHCPReadyStatusRelease(t *testing.T) {
 	etc := filepath.Join(dir, "etc")
 	os.Mkdir(etc, 0o755)
 	status := filepath.Join(dir, "run", "network.json")
-	sock, notes := notifySocket(t)
+	sock, notes := servicetest.NotifySocket(t)
 	cmd := n.Cmd(t.Context(), node, os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "TANDEM_NETWORK_CMD_CHILD=1", "NOTIFY_SOCKET="+sock,
 		"TANDEM_NETWORK_CMD_ARGS=-config "+cfg+" -etc "+etc+" -status "+status+" -set-hostname=false")
@@ -102,7 +65,7 @@ func TestDaemonDHCPReadyStatusRelease(t *testing.T) {
 	cmd.Stdout = io.Discard
 	n.Start(cmd)
 
-	msg := waitMsg(t, notes, "READY=1")
+	msg := servicetest.WaitMessage(t, notes, "READY=1", 20*time.Second)
 	if !strings.Contains(msg, "STATUS=eth0 up 10.68.0.") {
 		t.Errorf("READY message = %q, want STATUS with eth0 up and its lease", msg)
 	}
@@ -123,7 +86,7 @@ func TestDaemonDHCPReadyStatusRelease(t *testing.T) {
 		t.Errorf("etc/hostname = %q, want n1", h)
 	}
 	cmd.Process.Signal(syscall.SIGTERM)
-	waitMsg(t, notes, "STOPPING=1")
+	servicetest.WaitMessage(t, notes, "STOPPING=1", 20*time.Second)
 	if err := cmd.Wait(); err != nil {
 		t.Errorf("daemon exit after SIGTERM = %v, want 0", err)
 	}

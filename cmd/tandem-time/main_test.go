@@ -11,30 +11,9 @@ import (
 	"strings"
 	"testing"
 	"time"
-)
 
-func notifySocket(t *testing.T) <-chan string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "notify")
-	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	t.Setenv("NOTIFY_SOCKET", path)
-	ch := make(chan string, 100)
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, err := c.Read(buf)
-			if err != nil {
-				return
-			}
-			ch <- string(buf[:n])
-		}
-	}()
-	return ch
-}
+	"tandem/internal/service/servicetest"
+)
 
 // sntpServer answers on loopback with the host's time plus 3 s.
 func sntpServer(t *testing.T) string {
@@ -69,7 +48,8 @@ func sntpServer(t *testing.T) string {
 // The daemon measures (never sets: -set-clock=false), reports READY with
 // the offset, and writes the status file.
 func TestRunReportsOffset(t *testing.T) {
-	notes := notifySocket(t)
+	sock, notes := servicetest.NotifySocket(t)
+	t.Setenv("NOTIFY_SOCKET", sock)
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "node.yaml")
 	os.WriteFile(cfg, []byte("hostname: a\ntime:\n  servers: [\""+sntpServer(t)+"\"]\n  poll_interval: 100ms\n"), 0o644)
