@@ -21,8 +21,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/coreos/go-systemd/v22/daemon"
-
+	"tandem/internal/service"
 	"tandem/services/cluster"
 )
 
@@ -73,9 +72,5 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return d.Run(ctx, func() {
-		if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
-			log.Warn("sd_notify", "err", err)
-		}
-	})
+	return d.Run(ctx, func() { service.Notifier{Log: log}.Send("READY=1") })
 }
