@@ -146,6 +146,12 @@ func (d *dnsd) loop(ctx context.Context, srv *dns.Server, n service.Notifier, wa
 			n.Send("STOPPING=1")
 			return <-done
 		case err := <-done:
+			// The server stops on the same cancel as ctx: when both are
+			// ready the select may pick this case, and it is still a stop.
+			if ctx.Err() != nil {
+				n.Send("STOPPING=1")
+				return err
+			}
 			return fmt.Errorf("serve: %w", err)
 		case <-wd:
 			n.Send("WATCHDOG=1")
