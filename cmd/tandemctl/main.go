@@ -14,6 +14,9 @@
 //	cluster create -config FILE      create a cluster on this node; prints a pairing code
 //	cluster join -config FILE -peer URL -code CODE   join a cluster
 //	cluster code                     make another one-time pairing code
+//	cluster admin -cluster NAME -name NAME -peer URL -code CODE   administrator's certificate
+//	replication status [-json]       the replicated volume on both data nodes
+//	replication resolve-split-brain -keep NODE   end a split brain keeping NODE's data
 package main
 
 import (
@@ -59,6 +62,12 @@ Commands:
   cluster join -config FILE -peer URL -code CODE
                                      join a cluster with a one-time pairing code
   cluster code                       make another one-time pairing code
+  cluster admin -cluster NAME -name NAME -peer URL -code CODE
+                                     get an administrator's certificate into -state
+  replication status [-json]         the replicated volume on both data nodes
+  replication resolve-split-brain -keep NODE
+                                     end a split brain: NODE's data wins, the other
+                                     node's changes since the split are discarded
 
 Flags:
 `
@@ -100,6 +109,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return c.post(ctx, "/v1/maintenance", cluster.Request{On: a[1] == "on"})
 	case "cluster":
 		return c.cluster(ctx, a[1:], stderr)
+	case "replication":
+		return c.replication(ctx, a[1:], stderr)
 	}
 	fs.Usage()
 	return fmt.Errorf("%w: unknown command %q", errUsage, a[0])
@@ -191,17 +202,28 @@ func (c *cli) resource(ctx context.Context, a []string, stderr io.Writer) error 
 
 func (c *cli) cluster(ctx context.Context, a []string, stderr io.Writer) error {
 	if len(a) == 0 {
-		return fmt.Errorf("%w: cluster create|join|code", errUsage)
+		return fmt.Errorf("%w: cluster create|join|code|admin", errUsage)
 	}
 	fs := flag.NewFlagSet("cluster "+a[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "/perm/tandem/cluster.yaml", "this node's cluster configuration")
 	peer := fs.String("peer", "", "API URL of a cluster member, e.g. https://10.0.0.1:7443")
 	code := fs.String("code", "", "one-time pairing code")
+	clusterName := fs.String("cluster", "", "cluster name (cluster admin)")
+	name := fs.String("name", "", "administrator's name (cluster admin)")
 	if err := fs.Parse(a[1:]); err != nil || fs.NArg() > 0 {
 		return fmt.Errorf("%w: bad arguments to cluster %s", errUsage, a[0])
 	}
 	switch a[0] {
+	case "admin":
+		if *clusterName == "" || *name == "" || *peer == "" || *code == "" {
+			return fmt.Errorf("%w: cluster admin needs -cluster, -name, -peer and -code", errUsage)
+		}
+		if err := cluster.JoinAdmin(ctx, *clusterName, *name, c.state, *peer, *code); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "administrator %s of cluster %s: certificate in %s\n", *name, *clusterName, c.state.Dir)
+		return nil
 	case "code":
 		cl, err := c.client()
 		if err != nil {
@@ -215,7 +237,7 @@ func (c *cli) cluster(ctx context.Context, a []string, stderr io.Writer) error {
 		return nil
 	case "create", "join":
 	default:
-		return fmt.Errorf("%w: cluster create|join|code, not %q", errUsage, a[0])
+		return fmt.Errorf("%w: cluster create|join|code|admin, not %q", errUsage, a[0])
 	}
 	f, err := os.Open(*cfgPath)
 	if err != nil {
@@ -242,4 +264,41 @@ func (c *cli) cluster(ctx context.Context, a []string, stderr io.Writer) error {
 	}
 	fmt.Fprintf(c.stdout, "%s joined cluster %s; start tandem-cluster\n", cfg.Node, cfg.Cluster)
 	return nil
+}
+
+func (c *cli) replication(ctx context.Context, a []string, stderr io.Writer) error {
+	if len(a) == 0 {
+		return fmt.Errorf("%w: replication status|resolve-split-brain", errUsage)
+	}
+	fs := flag.NewFlagSet("replication "+a[0], flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	asJSON := fs.Bool("json", false, "print JSON (status)")
+	keep := fs.String("keep", "", "the node whose data wins (resolve-split-brain)")
+	if err := fs.Parse(a[1:]); err != nil || fs.NArg() > 0 {
+		return fmt.Errorf("%w: bad arguments to replication %s", errUsage, a[0])
+	}
+	switch a[0] {
+	case "status":
+		cl, err := c.client()
+		if err != nil {
+			return err
+		}
+		rs, err := cl.Replication(ctx)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			e := json.NewEncoder(c.stdout)
+			e.SetIndent("", "  ")
+			return e.Encode(rs)
+		}
+		cluster.FormatReplication(c.stdout, rs)
+		return nil
+	case "resolve-split-brain":
+		if *keep == "" {
+			return fmt.Errorf("%w: replication resolve-split-brain -keep NODE", errUsage)
+		}
+		return c.post(ctx, "/v1/replication/resolve", cluster.Request{Node: *keep})
+	}
+	return fmt.Errorf("%w: replication status|resolve-split-brain, not %q", errUsage, a[0])
 }

@@ -14,8 +14,16 @@ import (
 // readyTimeout bounds the wait for every service's READY=1.
 const readyTimeout = 3 * time.Minute
 
+// dataDevice is the data partition's device, empty without a disk (PXE).
+func (in *Init) dataDevice() string {
+	if in.disk == nil {
+		return ""
+	}
+	return in.disk.part[nodeimage.PartData]
+}
+
 func (in *Init) startServices(ctx context.Context) error {
-	env := append(in.settings.Env(), "TANDEM_SLOT="+in.slot, "TANDEM_ROLE="+in.image.Role, "TANDEM_NODE_CONFIG="+in.nodeConfig())
+	env := append(in.settings.Env(), "TANDEM_SLOT="+in.slot, "TANDEM_ROLE="+in.image.Role, "TANDEM_NODE_CONFIG="+in.nodeConfig(), "TANDEM_DATA_DEVICE="+in.dataDevice())
 	vars := map[string]string{}
 	for _, kv := range env {
 		k, v, _ := strings.Cut(kv, "=")

@@ -52,6 +52,21 @@ type Cluster struct {
 	VIP string `yaml:"vip"`
 	// Nodes are the cluster's members, each with a name inside Domain.
 	Nodes []Node `yaml:"nodes"`
+	// Pairing, when set, makes the cluster daemon pair this node on its
+	// first start with no console input (docs/cluster.md).
+	Pairing *Pairing `yaml:"pairing"`
+}
+
+// Pairing is unattended pairing: the founder creates the cluster and
+// accepts Codes; every other node joins the founder with its Code.
+type Pairing struct {
+	// Founder names the node (in Nodes) that creates the cluster.
+	Founder string `yaml:"founder"`
+	// Codes are the one-time codes the founder accepts (one per joining
+	// node or admin), in tandemctl's form ABCD-EFGH-JKLM-NPQR.
+	Codes []string `yaml:"codes"`
+	// Code is this node's own code, when it is not the founder.
+	Code string `yaml:"code"`
 }
 
 // Node is one cluster member.
@@ -60,6 +75,8 @@ type Node struct {
 	Name string `yaml:"name"`
 	// Address is the member's IPv4 or IPv6 address.
 	Address string `yaml:"address"`
+	// Role is "data" (default) or "arbitrator".
+	Role string `yaml:"role"`
 }
 
 // Network is the node's network configuration.

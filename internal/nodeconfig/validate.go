@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"regexp"
 	"strings"
 )
 
@@ -66,9 +67,29 @@ func (c *Cluster) validate() []error {
 		if _, err := netip.ParseAddr(n.Address); err != nil {
 			add(bad(f+".address", "%q is not an IP address", n.Address))
 		}
+		if n.Role != "" && n.Role != "data" && n.Role != "arbitrator" {
+			add(bad(f+".role", "%q: want data or arbitrator", n.Role))
+		}
+	}
+	if p := c.Pairing; p != nil {
+		if !seen[p.Founder] {
+			add(bad("cluster.pairing.founder", "%q is not one of cluster.nodes", p.Founder))
+		}
+		for i, code := range append(p.Codes, p.Code) {
+			f := fmt.Sprintf("cluster.pairing.codes[%d]", i)
+			if i == len(p.Codes) {
+				f = "cluster.pairing.code"
+			}
+			if code != "" && !codeRE.MatchString(code) {
+				add(bad(f, "%q: want a code like ABCD-EFGH-JKLM-NPQR", code))
+			}
+		}
 	}
 	return errs
 }
+
+// codeRE is a pairing code's form (services/cluster checks the alphabet).
+var codeRE = regexp.MustCompile(`^[A-Za-z0-9]{4}(-?[A-Za-z0-9]{4}){3}$`)
 
 func (n *Network) validate() []error {
 	var errs []error

@@ -27,6 +27,7 @@ import (
 //	POST /v1/maintenance    {"on"}       stop managing resources
 //	POST /v1/pairing/code                a new one-time pairing code
 //	POST /v1/pair                        pairing (authenticated by the code)
+//	/v1/replication...                   see api_replication.go
 
 // Request is the body of the POST endpoints.
 type Request struct {
@@ -53,6 +54,7 @@ func (d *Daemon) serveAPI() error {
 	mux.Handle("POST /v1/resource/cleanup", d.auth(d.handleCleanup))
 	mux.Handle("POST /v1/maintenance", d.auth(d.handleMaintenance))
 	mux.Handle("POST /v1/pairing/code", d.auth(d.handleCode))
+	d.replicationRoutes(mux)
 	d.api = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, TLSConfig: srvTLS}
 	for _, host := range []string{d.cfg.Address, "127.0.0.1"} {
 		ln, err := net.Listen("tcp", hostPort(host, d.cfg.APIPort))

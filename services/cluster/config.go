@@ -94,7 +94,7 @@ type PolicyConfig struct {
 type ResourceConfig struct {
 	// Name is the resource's name (OCF_RESOURCE_INSTANCE).
 	Name string `yaml:"name"`
-	// Agent is "vip" or "ocf:PROVIDER:TYPE".
+	// Agent is a built-in agent (vip, drbd, fs, mail) or "ocf:PROVIDER:TYPE".
 	Agent string `yaml:"agent"`
 	// Params are the agent's parameters (vip: address, interface).
 	Params map[string]string `yaml:"params"`
@@ -287,8 +287,10 @@ func (c *Config) validateGroup() error {
 			if r.Params["interface"] == "" {
 				return fmt.Errorf("%s.params.interface: required for a vip", field)
 			}
+		} else if _, ok := builtinTimeouts[r.Agent]; ok {
+			// Built-in agents check their params when the daemon builds them.
 		} else if _, _, err := ocf.Parse(r.Agent); err != nil {
-			return fmt.Errorf("%s.agent: %w (or vip)", field, err)
+			return fmt.Errorf("%s.agent: %w (or one of the built-in agents vip, drbd, fs, mail)", field, err)
 		}
 		for a, d := range r.Timeouts {
 			if d <= 0 {

@@ -83,7 +83,7 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 		return nil, err
 	}
 	for _, rc := range o.Config.Group {
-		r, err := newResource(ctx, rc)
+		r, err := newResource(ctx, d, rc)
 		if err != nil {
 			return nil, err
 		}
@@ -126,6 +126,10 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 	go d.execLoop(ctx)
 	if d.cfg.Role == core.RoleData {
 		go d.leaderLoop(ctx)
+	}
+	if a := d.drbd(); a != nil {
+		go a.prepare(ctx)
+		defer a.close()
 	}
 	err = d.loop(ctx)
 	d.shutdown()

@@ -110,8 +110,10 @@ func mac(secret string, v any) string {
 
 // Create makes a new cluster in the state directory: CA, this node's key
 // and certificate, cluster.json (written last) and the first pairing code,
-// which the daemon moves into etcd when it starts.
-func Create(cfg *Config, st State) (string, error) {
+// which the daemon moves into etcd when it starts. With preset codes
+// (unattended pairing, written into the nodes' configs beforehand) those
+// are the codes, valid as long as a made one; the first is returned.
+func Create(cfg *Config, st State, preset ...string) (string, error) {
 	if st.Paired() {
 		return "", fmt.Errorf("create cluster in %s: %w", st.Dir, ErrAlreadyPaired)
 	}
@@ -127,12 +129,22 @@ func Create(cfg *Config, st State) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	code, err := NewCode()
-	if err != nil {
-		return "", err
+	if len(preset) == 0 {
+		code, err := NewCode()
+		if err != nil {
+			return "", err
+		}
+		preset = []string{code}
 	}
-	_, secret, _ := normalizeCode(code)
-	codes, _ := json.Marshal([]storedCode{{Secret: secret, Expires: time.Now().Add(CreateCodeTTL)}})
+	var stored []storedCode
+	for _, code := range preset {
+		_, secret, err := normalizeCode(code)
+		if err != nil {
+			return "", fmt.Errorf("create cluster: %w", err)
+		}
+		stored = append(stored, storedCode{Secret: secret, Expires: time.Now().Add(CreateCodeTTL)})
+	}
+	codes, _ := json.Marshal(stored)
 	cf, _ := json.MarshalIndent(ClusterFile{Cluster: cfg.Cluster, Bootstrap: "new", Members: []Member{MemberOf(cfg)}}, "", "  ")
 	for _, f := range []struct {
 		name string
@@ -142,12 +154,26 @@ func Create(cfg *Config, st State) (string, error) {
 			return "", fmt.Errorf("create cluster: %w", err)
 		}
 	}
-	return code, nil
+	return preset[0], nil
 }
 
 // Join pairs this node with the cluster through the API at peer, using a
 // one-time code. On any error nothing is written.
 func Join(ctx context.Context, cfg *Config, st State, peer, code string) error {
+	return join(ctx, cfg.Cluster, MemberOf(cfg), st, peer, code)
+}
+
+// AdminRole is the role of an administrator's certificate: it may use the
+// API (tandemctl from a workstation) but is no etcd member.
+const AdminRole = "admin"
+
+// JoinAdmin obtains an administrator's certificate for name from cluster's
+// API at peer with a one-time code, into st (used as tandemctl -state).
+func JoinAdmin(ctx context.Context, cluster, name string, st State, peer, code string) error {
+	return join(ctx, cluster, Member{Name: name, Role: AdminRole}, st, peer, code)
+}
+
+func join(ctx context.Context, cluster string, self Member, st State, peer, code string) error {
 	if st.Paired() {
 		return fmt.Errorf("join %s: %w", peer, ErrAlreadyPaired)
 	}
@@ -164,7 +190,7 @@ func Join(ctx context.Context, cfg *Config, st State, peer, code string) error {
 		return err
 	}
 	nonce, _ := NewCode()
-	req := pairRequest{Cluster: cfg.Cluster, CodeID: id, Member: MemberOf(cfg), PublicKey: string(pub), Nonce: nonce}
+	req := pairRequest{Cluster: cluster, CodeID: id, Member: self, PublicKey: string(pub), Nonce: nonce}
 	req.MAC = mac(secret, req)
 	resp, err := postPair(ctx, peer, req)
 	for i := 0; errors.Is(err, ErrBusy) && i < 60; i++ {
@@ -186,7 +212,11 @@ func Join(ctx context.Context, cfg *Config, st State, peer, code string) error {
 	if err := checkIssued(resp, k.PublicKey.Equal); err != nil {
 		return fmt.Errorf("join %s: %w", peer, err)
 	}
-	cf, _ := json.MarshalIndent(ClusterFile{Cluster: resp.Cluster, Bootstrap: "existing", Members: resp.Members}, "", "  ")
+	bootstrap := "existing"
+	if self.Role == AdminRole {
+		bootstrap = AdminRole // an administrator's directory: no etcd here
+	}
+	cf, _ := json.MarshalIndent(ClusterFile{Cluster: resp.Cluster, Bootstrap: bootstrap, Members: resp.Members}, "", "  ")
 	for _, f := range []struct {
 		name string
 		b    []byte
@@ -283,8 +313,13 @@ func (d *Daemon) pair(ctx context.Context, req pairRequest) (*pairResponse, erro
 		return nil, &refusal{"pairing code expired"}
 	case req.Cluster != d.cf.Cluster:
 		return nil, &refusal{fmt.Sprintf("cluster %q, this is %q", req.Cluster, d.cf.Cluster)}
-	case !nameRE.MatchString(req.Member.Name) || net.ParseIP(req.Member.Address).To4() == nil:
-		return nil, &refusal{"bad member name or address"}
+	case !nameRE.MatchString(req.Member.Name):
+		return nil, &refusal{"bad member name"}
+	case req.Member.Role != AdminRole && net.ParseIP(req.Member.Address).To4() == nil:
+		return nil, &refusal{"bad member address"}
+	}
+	if req.Member.Role == AdminRole {
+		return d.admitAdmin(ctx, req, gr.Kvs[0].ModRevision, sc.Secret)
 	}
 	ml, err := d.cli.MemberList(ctx)
 	if err != nil {
@@ -360,6 +395,42 @@ func (d *Daemon) admit(ctx context.Context, req pairRequest, secret string) (*pa
 		return nil, fmt.Errorf("register member %s: %w", req.Member.Name, err)
 	}
 	members = append(members, req.Member)
+	resp := &pairResponse{Cluster: d.cf.Cluster, CACert: string(caCert), Cert: string(crt), Members: members, Nonce: req.Nonce}
+	resp.MAC = mac(secret, resp)
+	return resp, nil
+}
+
+// admitAdmin consumes the code and signs an administrator's certificate;
+// nothing joins etcd.
+func (d *Daemon) admitAdmin(ctx context.Context, req pairRequest, rev int64, secret string) (*pairResponse, error) {
+	ck := prefixPairing + req.CodeID
+	tr, err := d.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(ck), "=", rev)).Then(clientv3.OpDelete(ck)).Commit()
+	if err != nil {
+		return nil, fmt.Errorf("consume pairing code: %w", err)
+	}
+	if !tr.Succeeded {
+		return nil, &refusal{"pairing code already used"}
+	}
+	pub, err := ParsePublicKey([]byte(req.PublicKey))
+	if err != nil {
+		return nil, &refusal{"bad public key: " + err.Error()}
+	}
+	caCert, err := d.st.Read("ca.crt")
+	if err != nil {
+		return nil, err
+	}
+	caKey, err := d.caKey(ctx)
+	if err != nil {
+		return nil, err
+	}
+	crt, err := Issue(caCert, caKey, req.Member.Name, net.IPv4(127, 0, 0, 1), pub)
+	if err != nil {
+		return nil, err
+	}
+	members, err := d.members(ctx)
+	if err != nil {
+		return nil, err
+	}
 	resp := &pairResponse{Cluster: d.cf.Cluster, CACert: string(caCert), Cert: string(crt), Members: members, Nonce: req.Nonce}
 	resp.MAC = mac(secret, resp)
 	return resp, nil

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"encoding/json"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -106,5 +107,28 @@ func TestUnpairedState(t *testing.T) {
 	_, err := State{Dir: t.TempDir()}.Cluster()
 	if !errors.Is(err, ErrNotPaired) {
 		t.Errorf("Cluster() of an empty dir = %v, want ErrNotPaired", err)
+	}
+}
+
+func TestCreateWithPresetCodes(t *testing.T) {
+	c, err := LoadConfig(strings.NewReader(goodData), "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := State{Dir: t.TempDir()}
+	if _, err := Create(c, st, "ABCD-EFGH-JKLM-NPQR", "bad-code"); err == nil || !strings.Contains(err.Error(), `"bad-code"`) {
+		t.Fatalf("Create with a bad preset code = %v, want an error naming it", err)
+	}
+	if st.Paired() {
+		t.Fatal("a failed Create left the node paired")
+	}
+	code, err := Create(c, st, "abcd-efgh-jklm-npqr", "WXYZ-2345-6789-ABCD")
+	if err != nil || code != "abcd-efgh-jklm-npqr" {
+		t.Fatalf("Create = %q, %v; want the first preset code", code, err)
+	}
+	b, _ := st.Read("pairing-codes")
+	var stored []storedCode
+	if err := json.Unmarshal(b, &stored); err != nil || len(stored) != 2 || stored[0].Secret != "ABCDEFGHJKLMNPQR" || stored[1].Secret != "WXYZ23456789ABCD" {
+		t.Errorf("pairing-codes = %s (%v), want both codes normalized", b, err)
 	}
 }

@@ -34,15 +34,34 @@ func (r *resource) timeout(action string) time.Duration {
 	return 20 * time.Second
 }
 
-// newResource builds the agent of a resource; OCF agents get their
-// meta-data read, default timeouts filled and validate-all run.
-func newResource(ctx context.Context, rc ResourceConfig) (*resource, error) {
-	if rc.Agent == "vip" {
-		v, err := vip.Parse(rc.Params["address"], rc.Params["interface"])
+// builtinTimeouts are the built-in agents' default timeouts, sized for a
+// loaded machine: a start may wait for the peer to let go of the volume
+// (drbd) or make the filesystem (fs, first start only).
+var builtinTimeouts = map[string]map[string]time.Duration{
+	"vip":  {"start": 20 * time.Second, "stop": 20 * time.Second, "monitor": 10 * time.Second},
+	"drbd": {"start": 90 * time.Second, "stop": 60 * time.Second, "monitor": 15 * time.Second},
+	"fs":   {"start": 120 * time.Second, "stop": 60 * time.Second, "monitor": 15 * time.Second},
+	"mail": {"start": 180 * time.Second, "stop": 120 * time.Second, "monitor": 20 * time.Second},
+}
+
+// newResource builds the agent of a resource. Built-in agents are Go code
+// in the daemon; OCF agents get their meta-data read, default timeouts
+// filled and validate-all run.
+func newResource(ctx context.Context, d *Daemon, rc ResourceConfig) (*resource, error) {
+	if def, ok := builtinTimeouts[rc.Agent]; ok {
+		t := map[string]time.Duration{}
+		for k, v := range def {
+			t[k] = v
+		}
+		for k, v := range rc.Timeouts {
+			t[k] = v
+		}
+		rc.Timeouts = t
+		r, err := newBuiltin(d, rc)
 		if err != nil {
 			return nil, fmt.Errorf("resource %s: %w", rc.Name, err)
 		}
-		return &resource{cfg: rc, r: vipResource{v}}, nil
+		return &resource{cfg: rc, r: r}, nil
 	}
 	prov, typ, err := ocf.Parse(rc.Agent)
 	if err != nil {
@@ -64,6 +83,22 @@ func newResource(ctx context.Context, rc ResourceConfig) (*resource, error) {
 	}
 	rc.Timeouts = a.Timeouts
 	return &resource{cfg: rc, r: ocfResource{a}}, nil
+}
+
+func newBuiltin(d *Daemon, rc ResourceConfig) (Resource, error) {
+	switch rc.Agent {
+	case "drbd":
+		return newDRBD(d, rc.Params)
+	case "fs":
+		return newFS(d, rc.Params)
+	case "mail":
+		return nil, errors.New("the mail agent is not wired yet")
+	}
+	v, err := vip.Parse(rc.Params["address"], rc.Params["interface"])
+	if err != nil {
+		return nil, err
+	}
+	return vipResource{v}, nil
 }
 
 type vipResource struct{ v *vip.VIP }

@@ -203,6 +203,44 @@ func (r *Resource) Primary(ctx context.Context, force bool) error {
 	return nil
 }
 
+// SeedNew skips the initial sync of a resource whose two disks are both
+// new: with both nodes connected, Secondary and Inconsistent, it starts a
+// new data generation with an empty bitmap, so both become UpToDate at
+// once. Only for disks that nothing has used yet (the cluster's creation):
+// blocks never written may differ between the two, which a filesystem
+// made afterwards never reads.
+func (r *Resource) SeedNew(ctx context.Context) error {
+	r.logf("new-current-uuid --clear-bitmap %s", r.Config.Resource)
+	if _, err := r.drbdadm(ctx, "--", "--clear-bitmap", "new-current-uuid", r.Config.Resource); err != nil {
+		return fmt.Errorf("seed %s: %w", r.Config.Resource, err)
+	}
+	return nil
+}
+
+// Disconnect drops the connection to the peer (StandAlone).
+func (r *Resource) Disconnect(ctx context.Context) error {
+	r.logf("disconnect %s", r.Config.Resource)
+	if _, err := r.drbdadm(ctx, "disconnect", r.Config.Resource); err != nil {
+		return fmt.Errorf("disconnect %s: %w", r.Config.Resource, err)
+	}
+	return nil
+}
+
+// Connect starts connecting to the peer again; discardMine makes this
+// node the split-brain victim: its changes since the split are dropped
+// and it resyncs from the peer.
+func (r *Resource) Connect(ctx context.Context, discardMine bool) error {
+	args := []string{"connect", r.Config.Resource}
+	if discardMine {
+		args = []string{"connect", "--discard-my-data", r.Config.Resource}
+	}
+	r.logf("%s", strings.Join(args, " "))
+	if _, err := r.drbdadm(ctx, args...); err != nil {
+		return fmt.Errorf("connect %s: %w", r.Config.Resource, err)
+	}
+	return nil
+}
+
 // Secondary demotes the resource (its device must not be in use).
 func (r *Resource) Secondary(ctx context.Context) error {
 	r.logf("secondary %s", r.Config.Resource)

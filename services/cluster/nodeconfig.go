@@ -1,0 +1,123 @@
+package cluster
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"tandem/internal/nodeconfig"
+	"tandem/services/cluster/core"
+)
+
+// The mail group a node derives from its node config: the replicated
+// volume, its filesystem, the workload on it and the VIP, in start order.
+// Everything the group needs lives under MailRoot on the volume.
+const (
+	DRBDResource = "mail"
+	DRBDPort     = 7789
+	DRBDDevice   = "/dev/drbd0"
+	MailRoot     = "/srv/mail"
+	// MailUsers is the users file on perm the mail workload reads.
+	MailUsers = "/perm/tandem/mail-users"
+)
+
+// FromNodeConfig derives a node's cluster config from its node config
+// (docs/node-config.md): name, role and address from cluster.nodes, the
+// VIP's interface and prefix from the static address of this node that
+// shares the VIP's subnet, and the standard mail group on data nodes.
+// dataDevice is the data partition (PID 1 passes it as
+// $TANDEM_DATA_DEVICE); it is needed on data nodes only. Errors name the
+// node config's field.
+func FromNodeConfig(nc *nodeconfig.Config, dataDevice string) (*Config, error) {
+	bad := func(field, format string, args ...any) error {
+		return fmt.Errorf("%w: node config: %s: %s", ErrConfig, field, fmt.Sprintf(format, args...))
+	}
+	c := nc.Cluster
+	if c.Name == "" || len(c.Nodes) == 0 {
+		return nil, bad("cluster", "needs name and nodes to run the cluster daemon")
+	}
+	cfg := &Config{Cluster: c.Name, Node: nc.Hostname}
+	var data []nodeconfig.Node
+	for _, n := range c.Nodes {
+		role := core.RoleData
+		if n.Role == string(core.RoleArbitrator) {
+			role = core.RoleArbitrator
+		} else {
+			data = append(data, n)
+		}
+		if n.Name == nc.Hostname {
+			cfg.Role, cfg.Address = role, n.Address
+		}
+	}
+	if cfg.Address == "" {
+		return nil, bad("cluster.nodes", "hostname %q is not listed", nc.Hostname)
+	}
+	if cfg.Role == core.RoleArbitrator {
+		cfg.Watchdog = "none"
+		return finish(cfg)
+	}
+	if len(data) != 2 {
+		return nil, bad("cluster.nodes", "want two data nodes, have %d", len(data))
+	}
+	if dataDevice == "" {
+		return nil, bad("cluster", "data node without a data partition ($TANDEM_DATA_DEVICE is empty)")
+	}
+	vip, iface, err := vipOn(nc)
+	if err != nil {
+		return nil, err
+	}
+	var peers []string
+	for _, n := range data {
+		peers = append(peers, fmt.Sprintf("%s=%s", n.Name, netip.AddrPortFrom(n.Addr(), DRBDPort)))
+	}
+	service := c.Service
+	if service == "" {
+		service = "mail"
+	}
+	cfg.Group = []ResourceConfig{
+		{Name: "drbd", Agent: "drbd", Params: map[string]string{"resource": DRBDResource, "device": DRBDDevice, "disk": dataDevice, "nodes": strings.Join(peers, ",")}},
+		{Name: "fs", Agent: "fs", Params: map[string]string{"device": DRBDDevice, "directory": MailRoot}},
+		{Name: "mail", Agent: "mail", Params: map[string]string{"root": MailRoot, "domain": c.Domain, "service": service, "users": MailUsers}},
+		{Name: "vip", Agent: "vip", Params: map[string]string{"address": vip.String(), "interface": iface}},
+	}
+	return finish(cfg)
+}
+
+func finish(cfg *Config) (*Config, error) {
+	cfg.defaults()
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("node config: %w", err)
+	}
+	return cfg, nil
+}
+
+// vipOn finds the interface with a static IPv4 address in the VIP's subnet
+// and returns the VIP with that prefix length.
+func vipOn(nc *nodeconfig.Config) (netip.Prefix, string, error) {
+	v := nc.Cluster.VIPAddr()
+	if !v.IsValid() {
+		return netip.Prefix{}, "", fmt.Errorf("%w: node config: cluster.vip: a data node needs the VIP", ErrConfig)
+	}
+	type iface struct {
+		name string
+		a    nodeconfig.Addressing
+	}
+	var all []iface
+	for _, l := range nc.Network.Links {
+		all = append(all, iface{l.Name, l.Addressing})
+	}
+	for _, b := range nc.Network.Bonds {
+		all = append(all, iface{b.Name, b.Addressing})
+	}
+	for _, vl := range nc.Network.VLANs {
+		all = append(all, iface{vl.Name, vl.Addressing})
+	}
+	for _, i := range all {
+		for _, p := range i.a.Prefixes() {
+			if p.Addr().Is4() && p.Masked().Contains(v) {
+				return netip.PrefixFrom(v, p.Bits()), i.name, nil
+			}
+		}
+	}
+	return netip.Prefix{}, "", fmt.Errorf("%w: node config: cluster.vip: %s is in no subnet of this node's static addresses (network.*.addresses)", ErrConfig, v)
+}

@@ -1,0 +1,91 @@
+package cluster
+
+import (
+	"fmt"
+	"errors"
+	"strings"
+	"testing"
+
+	"tandem/internal/nodeconfig"
+)
+
+const labNode = `hostname: %s
+cluster:
+  name: lab
+  domain: lab.tandem.test
+  vip: 10.77.0.100
+  nodes:
+    - {name: data-a, address: 10.77.0.11}
+    - {name: data-b, address: 10.77.0.12}
+    - {name: arbiter, address: 10.77.0.13, role: arbitrator}
+network:
+  links:
+    - {name: eth0, addresses: [10.77.0.%s/24]}
+`
+
+func loadNode(t *testing.T, host, last string) *nodeconfig.Config {
+	t.Helper()
+	nc, err := nodeconfig.Load(strings.NewReader(fmt.Sprintf(labNode, host, last)), "node.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc
+}
+
+func TestFromNodeConfigData(t *testing.T) {
+	cfg, err := FromNodeConfig(loadNode(t, "data-b", "12"), "/dev/vda4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Node != "data-b" || cfg.Role != "data" || cfg.Address != "10.77.0.12" || cfg.Watchdog != DefaultWatchdog {
+		t.Errorf("node = %s %s %s %s", cfg.Node, cfg.Role, cfg.Address, cfg.Watchdog)
+	}
+	var got []string
+	for _, r := range cfg.Group {
+		got = append(got, r.Name+":"+r.Agent)
+	}
+	if strings.Join(got, " ") != "drbd:drbd fs:fs mail:mail vip:vip" {
+		t.Errorf("group = %v", got)
+	}
+	p := cfg.Group[0].Params
+	if p["nodes"] != "data-a=10.77.0.11:7789,data-b=10.77.0.12:7789" || p["disk"] != "/dev/vda4" {
+		t.Errorf("drbd params = %v", p)
+	}
+	if v := cfg.Group[3].Params; v["address"] != "10.77.0.100/24" || v["interface"] != "eth0" {
+		t.Errorf("vip params = %v", v)
+	}
+	if m := cfg.Group[2].Params; m["domain"] != "lab.tandem.test" || m["service"] != "mail" {
+		t.Errorf("mail params = %v", m)
+	}
+}
+
+func TestFromNodeConfigArbitrator(t *testing.T) {
+	cfg, err := FromNodeConfig(loadNode(t, "arbiter", "13"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Role != "arbitrator" || len(cfg.Group) != 0 || cfg.Watchdog != "none" {
+		t.Errorf("arbitrator config = %+v", cfg)
+	}
+}
+
+func TestFromNodeConfigErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name, host, last, dev, want string
+	}{
+		{"not listed", "data-c", "14", "/dev/vda4", `hostname "data-c" is not listed`},
+		{"no data partition", "data-a", "11", "", "TANDEM_DATA_DEVICE"},
+		{"vip in no subnet", "data-a", "11/32", "/dev/vda4", "cluster.vip: 10.77.0.100 is in no subnet"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			nc := loadNode(t, tc.host, strings.TrimSuffix(tc.last, "/32"))
+			if strings.HasSuffix(tc.last, "/32") {
+				nc.Network.Links[0].Addresses = []string{"10.77.0.11/32"}
+			}
+			_, err := FromNodeConfig(nc, tc.dev)
+			if err == nil || !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("FromNodeConfig = %v, want ErrConfig with %q", err, tc.want)
+			}
+		})
+	}
+}
