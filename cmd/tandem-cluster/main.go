@@ -28,6 +28,7 @@ import (
 	"syscall"
 	"time"
 
+	"tandem/init/supervise"
 	"tandem/internal/nodeconfig"
 	"tandem/internal/service"
 	"tandem/services/cluster"
@@ -42,8 +43,13 @@ func main() {
 	}
 	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "tandem-cluster:", err)
-		if errors.Is(err, flag.ErrHelp) {
+		switch {
+		case errors.Is(err, flag.ErrHelp):
 			os.Exit(2)
+		case errors.Is(err, cluster.ErrNoCluster), errors.Is(err, cluster.ErrNotPaired):
+			// Nothing to run until an administrator pairs the node:
+			// tell the supervisor not to restart us.
+			os.Exit(supervise.NoRestart)
 		}
 		os.Exit(1)
 	}

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -21,6 +22,10 @@ const (
 	MailUsers = "/perm/tandem/mail-users"
 )
 
+// ErrNoCluster says the node config names no cluster (no cluster.name or
+// cluster.nodes): a node that is not meant to cluster.
+var ErrNoCluster = errors.New("no cluster configured (cluster.name and cluster.nodes)")
+
 // FromNodeConfig derives a node's cluster config from its node config
 // (docs/node-config.md): name, role and address from cluster.nodes, the
 // VIP's interface and prefix from the static address of this node that
@@ -34,7 +39,7 @@ func FromNodeConfig(nc *nodeconfig.Config, dataDevice string) (*Config, error) {
 	}
 	c := nc.Cluster
 	if c.Name == "" || len(c.Nodes) == 0 {
-		return nil, bad("cluster", "needs name and nodes to run the cluster daemon")
+		return nil, fmt.Errorf("node config: cluster: %w", ErrNoCluster)
 	}
 	cfg := &Config{Cluster: c.Name, Node: nc.Hostname}
 	var data []nodeconfig.Node
