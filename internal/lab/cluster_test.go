@@ -1,0 +1,38 @@
+package lab
+
+import (
+	"bytes"
+	"testing"
+
+	"tandem/internal/nodeconfig"
+	"tandem/services/cluster"
+)
+
+// The seeded configs must load as node configs and give each node the
+// cluster config the lab expects.
+func TestClusterSeed(t *testing.T) {
+	s, err := NewClusterSeed(Nodes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Configs) != 3 || s.AdminCode == "" {
+		t.Fatalf("seed = %d configs, admin code %q", len(s.Configs), s.AdminCode)
+	}
+	for _, n := range Nodes {
+		nc, err := nodeconfig.Load(bytes.NewReader(s.Configs[n.Name]), n.Name+".yaml")
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", n.Name, err, s.Configs[n.Name])
+		}
+		cfg, err := cluster.FromNodeConfig(nc, "/dev/vda4")
+		if err != nil {
+			t.Fatalf("%s: %v", n.Name, err)
+		}
+		if cfg.Address != n.Addr.String() || (n.Name == "arbiter") != (cfg.Role == "arbitrator") {
+			t.Errorf("%s: address %s role %s", n.Name, cfg.Address, cfg.Role)
+		}
+		p := nc.Cluster.Pairing
+		if n.Name == Founder && len(p.Codes) != 3 || n.Name != Founder && p.Code == "" {
+			t.Errorf("%s: pairing %+v", n.Name, p)
+		}
+	}
+}
