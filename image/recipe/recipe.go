@@ -97,7 +97,7 @@ type Disk struct {
 const (
 	DefaultSuite   = "bookworm"
 	DefaultBootMiB = 256
-	DefaultPermMiB = 64
+	DefaultPermMiB = 256
 )
 
 var (

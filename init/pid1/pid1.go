@@ -49,6 +49,7 @@ func (in *Init) steps() []step {
 		{name: "load kernel modules", optional: true, do: in.loadModules},
 		{name: "watch power button", optional: true, do: in.watchPowerButton},
 		{name: "set host name", optional: true, do: in.setHostname},
+		{name: "bring up loopback", do: in.loopbackUp},
 		{name: "find boot disk", do: in.findDisk},
 		{name: "create data partition", optional: true, do: in.ensureDataPartition},
 		{name: "mount boot and perm", do: in.mountDisk},

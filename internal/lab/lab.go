@@ -173,6 +173,8 @@ func (l *Lab) boot(ctx context.Context, n Node) error {
 	vm, err := qemu.Start(context.WithoutCancel(ctx), qemu.Config{
 		Disk: disk, Firmware: qemu.BIOS, MemoryMiB: n.MemoryMiB, Dir: vmDir, Console: log,
 		Link: &qemu.Link{Remote: remote, MAC: n.MAC},
+		// Data nodes' cluster daemons need a watchdog that resets the VM.
+		Watchdog: n.Image != "kvm-arbitrator",
 	})
 	if err != nil {
 		log.Close()

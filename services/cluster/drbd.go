@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -89,7 +90,14 @@ func (a *drbdAgent) res() string { return a.r.Config.Resource }
 // status published in etcd and carries out split-brain resolves.
 func (a *drbdAgent) prepare(ctx context.Context) {
 	for {
-		created, err := a.r.Start(ctx)
+		// DRBD picks its "on" section by the kernel's host name, which
+		// the network service sets from the node config.
+		created, err := false, error(nil)
+		if h, _ := os.Hostname(); h != a.d.cfg.Node {
+			err = fmt.Errorf("host name is %q, want %q", h, a.d.cfg.Node)
+		} else {
+			created, err = a.r.Start(ctx)
+		}
 		if err == nil {
 			a.d.log.Info("replication: up", "resource", a.res(), "created_metadata", created)
 			close(a.up)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"go.etcd.io/etcd/server/v3/storage/wal"
 	"log/slog"
 	"net/url"
 	"time"
@@ -36,6 +37,11 @@ func mustURL(s string) url.URL {
 	}
 	return *u
 }
+
+// etcd preallocates each WAL segment (64 MB by default, as much as a
+// node's whole perm partition once was); tandem's store is a few
+// kilobytes of keys, so 16 MB segments leave room for the kept ones.
+func init() { wal.SegmentSizeBytes = 16 << 20 }
 
 // startEtcd starts the embedded etcd member; it does not wait for quorum.
 func startEtcd(cfg *Config, st State, cf *ClusterFile) (*embed.Etcd, error) {
