@@ -36,10 +36,15 @@ type NodeState struct {
 	Name string
 	Addr netip.Addr
 	MAC  string
-	// PID is QEMU's process ID.
+	// PID is QEMU's process ID (of its last boot, if down).
 	PID int
 	Up  bool
-	Log string
+	// Boots counts the node's boots: 1 after Start, one more for each
+	// Boot or Reboot.
+	Boots int
+	Log   string
+	// Disk is the node's disk, a raw file.
+	Disk string
 }
 
 // Status returns the lab's state now.
@@ -49,10 +54,12 @@ func (l *Lab) Status() State {
 		s.Partitioned, s.Ports = l.sw.Partitioned(), l.sw.Stats()
 	}
 	for _, n := range l.opts.Nodes {
-		ns := NodeState{Name: n.Name, Addr: n.Addr, MAC: n.MAC, Log: filepath.Join(l.opts.Dir, n.Name+".log")}
-		if vm, err := l.VM(n.Name); err == nil {
-			ns.PID, ns.Up = vm.PID(), !vm.Exited()
+		ns := NodeState{Name: n.Name, Addr: n.Addr, MAC: n.MAC, Log: l.path(n.Name, ".log"), Disk: l.path(n.Name, ".raw")}
+		l.mu.Lock()
+		if vm := l.vms[n.Name]; vm != nil {
+			ns.PID, ns.Up, ns.Boots = vm.PID(), !vm.Exited(), l.boots[n.Name]
 		}
+		l.mu.Unlock()
 		s.Nodes = append(s.Nodes, ns)
 	}
 	return s
