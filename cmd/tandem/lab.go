@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -191,4 +192,11 @@ func printState(w io.Writer, s lab.State) {
 		ports = append(ports, fmt.Sprintf("%s %d/%d/%d", p.Name, p.Received, p.Sent, p.Drops))
 	}
 	fmt.Fprintf(w, "frames received/sent/dropped by partition: %s\n", strings.Join(ports, ", "))
+	var ntp []string
+	for _, ip := range slices.Sorted(maps.Keys(s.NTPRequests)) {
+		ntp = append(ntp, fmt.Sprintf("%s %d", ip, s.NTPRequests[ip]))
+	}
+	if len(ntp) > 0 {
+		fmt.Fprintf(w, "SNTP requests by client: %s\n", strings.Join(ntp, ", "))
+	}
 }

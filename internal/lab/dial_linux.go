@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+
+	"tandem/internal/netns"
 )
 
 // Dial connects to addr from inside the lab's namespace, where HostAddr
@@ -20,7 +22,7 @@ func (l *Lab) Dial(ctx context.Context, network, addr string) (net.Conn, error) 
 		return nil, err
 	}
 	var c net.Conn
-	err := inNetns(l.netns, func() (err error) {
+	err := netns.Do(l.netns, func() (err error) {
 		// A literal address: the socket is made on this goroutine
 		// (dialSerial, no resolver and no happy-eyeballs racers).
 		c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
@@ -38,7 +40,7 @@ func (l *Lab) Listen(network, addr string) (ln net.Listener, err error) {
 	if err := literal("listen", addr); err != nil {
 		return nil, err
 	}
-	err = inNetns(l.netns, func() (err error) {
+	err = netns.Do(l.netns, func() (err error) {
 		ln, err = net.Listen(network, addr)
 		return err
 	})
@@ -53,7 +55,7 @@ func (l *Lab) ListenPacket(network, addr string) (pc net.PacketConn, err error) 
 	if err := literal("listen", addr); err != nil {
 		return nil, err
 	}
-	err = inNetns(l.netns, func() (err error) {
+	err = netns.Do(l.netns, func() (err error) {
 		pc, err = net.ListenPacket(network, addr)
 		return err
 	})

@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -84,7 +85,7 @@ type Lab struct {
 	netns string
 	sw    *Switch
 	ctl   net.Listener
-	ntp   net.PacketConn
+	ntp   *ntpConn
 
 	mu    sync.Mutex
 	vms   map[string]*qemu.VM       // the current (or last) QEMU of each node
@@ -382,13 +383,38 @@ func (l *Lab) serveTime() error {
 	if err != nil {
 		return fmt.Errorf("lab: SNTP server: %w", err)
 	}
-	l.ntp = pc
+	l.ntp = &ntpConn{PacketConn: pc, requests: map[string]int{}}
 	go func() {
-		if err := (timesvc.Server{}).Serve(pc); err != nil {
+		if err := (timesvc.Server{}).Serve(l.ntp); err != nil {
 			l.opts.Logf("lab: SNTP server: %v", err)
 		}
 	}()
 	return nil
+}
+
+// ntpConn is the SNTP server's socket; it counts each client's requests
+// for Status.
+type ntpConn struct {
+	net.PacketConn
+	mu       sync.Mutex
+	requests map[string]int // client IP -> requests
+}
+
+func (c *ntpConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	n, from, err := c.PacketConn.ReadFrom(b)
+	if u, ok := from.(*net.UDPAddr); ok && err == nil {
+		c.mu.Lock()
+		c.requests[u.IP.String()]++
+		c.mu.Unlock()
+	}
+	return n, from, err
+}
+
+// counts returns a copy of the request counts.
+func (c *ntpConn) counts() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.requests)
 }
 
 // Done is closed when the lab has stopped.

@@ -4,10 +4,11 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"tandem/internal/netns"
 )
 
 // The host's port: a TAP device inside a network namespace that the lab
@@ -49,38 +50,9 @@ func hostPort(ns, ifname, addr string) (*os.File, error) {
 	return tap, nil
 }
 
-// inNetns runs f in namespace ns, on a new OS thread that enters ns and
-// then dies with its goroutine, so no other goroutine ever runs there.
-//
-// setns(CLONE_NEWNET) changes the namespace of the calling thread only.
-// The goroutine locks itself to its thread and never unlocks: when it
-// returns, the runtime ends the thread instead of handing it back to the
-// scheduler's pool in the wrong namespace. f must create its sockets on
-// that goroutine (a socket keeps the namespace it was made in, whatever
-// thread uses it later) and start no goroutines that do.
-func inNetns(ns string, f func() error) error {
-	c := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread exits with us
-		nsf, err := os.Open("/run/netns/" + ns)
-		if err != nil {
-			c <- fmt.Errorf("open netns %s: %w", ns, err)
-			return
-		}
-		err = unix.Setns(int(nsf.Fd()), unix.CLONE_NEWNET)
-		nsf.Close()
-		if err != nil {
-			c <- fmt.Errorf("enter netns %s: %w", ns, err)
-			return
-		}
-		c <- f()
-	}()
-	return <-c
-}
-
 // openTapIn creates a TAP device ifname in namespace ns.
 func openTapIn(ns, ifname string) (tap *os.File, err error) {
-	err = inNetns(ns, func() error {
+	err = netns.Do(ns, func() error {
 		tap, err = openTap(ifname)
 		return err
 	})

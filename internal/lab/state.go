@@ -29,6 +29,9 @@ type State struct {
 	Nodes       []NodeState
 	Partitioned []string `json:",omitempty"`
 	Ports       []PortStats
+	// NTPRequests counts the requests the lab's SNTP server (HostAddr:123)
+	// received, by client IP.
+	NTPRequests map[string]int `json:",omitempty"`
 }
 
 // NodeState is one VM.
@@ -52,6 +55,9 @@ func (l *Lab) Status() State {
 	s := State{PID: os.Getpid(), Netns: l.netns, Host: HostAddr, VIP: VIP}
 	if l.sw != nil {
 		s.Partitioned, s.Ports = l.sw.Partitioned(), l.sw.Stats()
+	}
+	if l.ntp != nil {
+		s.NTPRequests = l.ntp.counts()
 	}
 	for _, n := range l.opts.Nodes {
 		ns := NodeState{Name: n.Name, Addr: n.Addr, MAC: n.MAC, Log: l.path(n.Name, ".log"), Disk: l.path(n.Name, ".raw")}
