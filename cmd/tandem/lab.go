@@ -49,7 +49,7 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs := flag.NewFlagSet("lab "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, labUsage); fs.PrintDefaults() }
-	dir := fs.String("dir", "out/lab", "the lab's directory: overlays, serial logs NODE.log, lab.json, control socket")
+	dir := fs.String("dir", "out/lab", "the lab's directory: disks NODE.raw, serial logs NODE.log, lab.json, control socket")
 	images := fs.String("images", "out", "directory holding the builds kvm-node/ and kvm-arbitrator/ (up)")
 	seed := fs.String("seed", "", "directory with a subdirectory of seed files per node (up)")
 	if err := fs.Parse(args[1:]); err != nil {

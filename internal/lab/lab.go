@@ -1,9 +1,12 @@
 // Package lab runs tandem's three-VM lab: two data nodes and an arbitrator
 // booted from built images under QEMU (TCG), joined by a switch in this
 // process over UDP on loopback, with the host's port a TAP device in a
-// network namespace of the lab's own. Tests use it in-process (Start,
-// Kill, Partition, Heal, Stop); `tandem lab` drives it from a shell
-// through a control socket. Nothing touches the host's own network.
+// network namespace of the lab's own, where an SNTP server serves the
+// host's clock. Each node gets its own disk with optional seed files
+// (its node.yaml) before its first boot. Tests use the lab in-process
+// (Start, Kill, Boot, Reboot, Shutdown, Partition, Heal, Dial, Stop);
+// `tandem lab` drives it from a shell through a control socket. Nothing
+// touches the host's own network.
 package lab
 
 import (
@@ -68,8 +71,8 @@ const ReadyLine = "tandem: ready"
 
 // Options say where the lab lives and what it boots.
 type Options struct {
-	// Dir holds the overlays, serial logs (NODE.log), lab.json and the
-	// control socket. Required.
+	// Dir holds the disks (NODE.raw), serial logs (NODE.log), lab.json
+	// and the control socket. Required.
 	Dir string
 	// Images holds the builds, one directory per Node.Image. Required.
 	Images string
@@ -421,7 +424,7 @@ func (c *ntpConn) counts() map[string]int {
 func (l *Lab) Done() <-chan struct{} { return l.stopped }
 
 // Stop kills every VM, closes the switch and control socket, removes the
-// namespace and lab.json. Serial logs and overlays stay in Dir.
+// namespace and lab.json. Serial logs and disks stay in Dir.
 func (l *Lab) Stop() error {
 	var err error
 	l.stopOnce.Do(func() {
