@@ -18,57 +18,37 @@ import (
 // (http.Transport.DialContext, the time service's Config.Dial), and its
 // conn into smtp.NewClient or an IMAP client.
 func (l *Lab) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	if err := literal("dial", addr); err != nil {
-		return nil, err
-	}
-	var c net.Conn
-	err := netns.Do(l.netns, func() (err error) {
+	return inside(l, "dial", network, addr, func() (net.Conn, error) {
 		// A literal address: the socket is made on this goroutine
-		// (dialSerial, no resolver and no happy-eyeballs racers).
-		c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
-		return err
+		// (dialSerial: no resolver, no happy-eyeballs racers).
+		return (&net.Dialer{}).DialContext(ctx, network, addr)
 	})
-	if err != nil {
-		return nil, fmt.Errorf("lab: dial %s %s: %w", network, addr, err)
-	}
-	return c, nil
 }
 
 // Listen listens on addr (IP:port, e.g. HostAddr:8080) inside the lab's
 // namespace, for a stand-in service the nodes reach at the host's address.
-func (l *Lab) Listen(network, addr string) (ln net.Listener, err error) {
-	if err := literal("listen", addr); err != nil {
-		return nil, err
-	}
-	err = netns.Do(l.netns, func() (err error) {
-		ln, err = net.Listen(network, addr)
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("lab: listen %s %s: %w", network, addr, err)
-	}
-	return ln, nil
+func (l *Lab) Listen(network, addr string) (net.Listener, error) {
+	return inside(l, "listen", network, addr, func() (net.Listener, error) { return net.Listen(network, addr) })
 }
 
 // ListenPacket is Listen for packet networks ("udp4").
-func (l *Lab) ListenPacket(network, addr string) (pc net.PacketConn, err error) {
-	if err := literal("listen", addr); err != nil {
-		return nil, err
+func (l *Lab) ListenPacket(network, addr string) (net.PacketConn, error) {
+	return inside(l, "listen", network, addr, func() (net.PacketConn, error) { return net.ListenPacket(network, addr) })
+}
+
+// inside runs open, which makes a socket for addr (IP:port), on a thread
+// in the lab's namespace (netns.Do).
+func inside[T any](l *Lab, op, network, addr string, open func() (T, error)) (T, error) {
+	var v T
+	if _, err := netip.ParseAddrPort(addr); err != nil {
+		return v, fmt.Errorf("lab: %s %s: want IP:port (names are not resolved in the lab): %w", op, addr, err)
 	}
-	err = netns.Do(l.netns, func() (err error) {
-		pc, err = net.ListenPacket(network, addr)
+	err := netns.Do(l.netns, func() (err error) {
+		v, err = open()
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("lab: listen %s %s: %w", network, addr, err)
+		return v, fmt.Errorf("lab: %s %s %s: %w", op, network, addr, err)
 	}
-	return pc, nil
-}
-
-// literal checks that addr is IP:port.
-func literal(op, addr string) error {
-	if _, err := netip.ParseAddrPort(addr); err != nil {
-		return fmt.Errorf("lab: %s %s: want IP:port (names are not resolved in the lab): %w", op, addr, err)
-	}
-	return nil
+	return v, nil
 }
