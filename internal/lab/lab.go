@@ -95,7 +95,7 @@ type Lab struct {
 	ports map[string]netip.AddrPort // each node's switch port, for QEMU
 	boots map[string]int            // boots of each node so far
 
-	bootMu sync.Mutex // one Boot at a time
+	bootMu sync.Mutex // one Boot at a time, none once Stop has begun
 
 	stateMu  sync.Mutex // serializes lab.json writes
 	stopping bool       // no more lab.json writes
@@ -251,6 +251,12 @@ func (l *Lab) Boot(name string) error {
 	}
 	l.bootMu.Lock()
 	defer l.bootMu.Unlock()
+	l.stateMu.Lock()
+	stopping := l.stopping
+	l.stateMu.Unlock()
+	if stopping {
+		return fmt.Errorf("lab: boot %s: %w", name, errStopping)
+	}
 	if vm, err := l.VM(name); err == nil && !vm.Exited() {
 		return fmt.Errorf("lab: boot %s: %w (QEMU pid %d)", name, ErrNodeUp, vm.PID())
 	}
@@ -428,6 +434,7 @@ func (l *Lab) Done() <-chan struct{} { return l.stopped }
 func (l *Lab) Stop() error {
 	var err error
 	l.stopOnce.Do(func() {
+		l.bootMu.Lock() // no Boot between here and the kills
 		l.stateMu.Lock()
 		l.stopping = true
 		l.stateMu.Unlock()
@@ -436,6 +443,7 @@ func (l *Lab) Stop() error {
 			vm.Kill()
 		}
 		l.mu.Unlock()
+		l.bootMu.Unlock()
 		if l.ctl != nil {
 			l.ctl.Close()
 		}
