@@ -7,13 +7,16 @@ import (
 	"runtime"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"tandem/internal/testenv"
 )
 
 func threadNetns() (string, error) { return os.Readlink("/proc/thread-self/ns/net") }
 
 // TestDoLeavesNoThreadBehind runs fn in a new namespace, then checks that
-// no goroutine scheduled afterwards runs in it: Do's thread died with it.
+// the threads it ran on still exist and that no goroutine scheduled
+// afterwards runs in the namespace: Do's threads went back to their own.
 func TestDoLeavesNoThreadBehind(t *testing.T) {
 	testenv.RequireRoot(t)
 	testenv.RequireTool(t, "ip")
@@ -27,13 +30,25 @@ func TestDoLeavesNoThreadBehind(t *testing.T) {
 		t.Fatal(err)
 	}
 	var inside string
+	var tids []int
 	for range 20 {
-		if err := Do(ns, func() (err error) { inside, err = threadNetns(); return err }); err != nil {
+		if err := Do(ns, func() (err error) {
+			tids = append(tids, unix.Gettid())
+			inside, err = threadNetns()
+			return err
+		}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if inside == host {
 		t.Fatalf("Do: fn ran in %s, the process's namespace, want %s's", inside, ns)
+	}
+	// The threads live on: a thread's exit would kill the children it
+	// started with Pdeathsig (the lab's QEMUs).
+	for _, tid := range tids {
+		if _, err := os.Stat(fmt.Sprintf("/proc/self/task/%d", tid)); err != nil {
+			t.Errorf("thread %d that ran a Do has ended: %v", tid, err)
+		}
 	}
 	// Goroutines locked to threads now: none may have been given a
 	// thread Do left in ns.
