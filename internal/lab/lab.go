@@ -177,13 +177,8 @@ func (l *Lab) boot(ctx context.Context, n Node) error {
 	l.mu.Unlock()
 	logFlags := os.O_WRONLY | os.O_CREATE | os.O_APPEND
 	if boots == 0 {
-		start := time.Now()
-		if err := createDisk(disk, l.opts.Images, n); err != nil {
-			return err
-		}
-		l.opts.Logf("lab: %s: disk %s made in %s (%d seed files)", n.Name, disk, time.Since(start).Round(time.Millisecond), len(n.Seed))
 		var err error
-		if remote, err = l.sw.AddVMPort(n.Name); err != nil {
+		if remote, err = l.firstBoot(n, disk); err != nil {
 			return err
 		}
 		logFlags |= os.O_TRUNC
@@ -221,6 +216,16 @@ func (l *Lab) boot(ctx context.Context, n Node) error {
 	l.mu.Unlock()
 	l.opts.Logf("lab: %s booting (pid %d, %s, log %s)", n.Name, vm.PID(), n.Addr, log.Name())
 	return nil
+}
+
+// firstBoot makes node n's disk and switch port and returns the port.
+func (l *Lab) firstBoot(n Node, disk string) (netip.AddrPort, error) {
+	start := time.Now()
+	if err := createDisk(disk, l.opts.Images, n); err != nil {
+		return netip.AddrPort{}, err
+	}
+	l.opts.Logf("lab: %s: disk %s made in %s (%d seed files)", n.Name, disk, time.Since(start).Round(time.Millisecond), len(n.Seed))
+	return l.sw.AddVMPort(n.Name)
 }
 
 // path returns the lab's file for node name with extension ext: its disk
