@@ -16,7 +16,9 @@ import (
 	"tandem/image"
 	"tandem/image/disk"
 	"tandem/image/grub"
+	"tandem/init/pid1"
 	"tandem/internal/grubenv"
+	"tandem/internal/lab"
 	"tandem/internal/nodeimage"
 	"tandem/internal/qemu"
 	"tandem/internal/testenv"
@@ -29,16 +31,30 @@ const (
 )
 
 // TestBIOSBootPowerOffReboot boots the raw image with SeaBIOS on a disk
-// larger than the image: first boot creates the data partition and reaches
-// ready; ACPI power-off stops services and unmounts before powering off;
-// the next boot finds the data partition already there.
+// larger than the image, with a node.yaml in the boot partition's seed
+// directory: first boot creates the data partition, moves the seed into
+// perm and runs with it (its host name), and reaches ready; ACPI
+// power-off stops services and unmounts before powering off, leaving no
+// seed on the boot partition; the next boot finds the data partition
+// already there and runs with the config perm kept.
 func TestBIOSBootPowerOffReboot(t *testing.T) {
 	dir, m := kvmNode(t)
 	raw, _ := m.Path(dir, image.KindRaw)
-	d := overlay(t, raw, 2048)
+	d := copyRaw(t, raw)
+	if err := os.Truncate(d, 2048<<20); err != nil {
+		t.Fatal(err)
+	}
+	seed := "/boot" + pid1.SeedDir + "/node.yaml"
+	if err := lab.SeedDisk(d, map[string][]byte{"node.yaml": seededConfig(t, "kvm-node", "seeded-a", "")}); err != nil {
+		t.Fatal(err)
+	}
 	vm := boot(t, qemu.Config{Disk: d, Firmware: qemu.BIOS, Net: true})
 	wait(t, vm, 0, "init: created data partition /dev/vda4", bootLimit)
+	wait(t, vm, 0, "init: seed "+seed+" moved to /perm/tandem/node.yaml", bootLimit)
 	i := wait(t, vm, 0, "tandem: ready (slot A", bootLimit)
+	if count(vm, "hostname kvm-node -> seeded-a") != 1 {
+		t.Error("first boot: the seeded node.yaml's host name was not applied")
+	}
 	if err := vm.Monitor("system_powerdown"); err != nil {
 		t.Fatal(err)
 	}
@@ -54,12 +70,36 @@ func TestBIOSBootPowerOffReboot(t *testing.T) {
 			t.Errorf("unclean shutdown: %q", l)
 		}
 	}
+	if b, err := disk.ReadBootFile(d, pid1.SeedDir+"/node.yaml"); err == nil {
+		t.Errorf("boot partition still holds the seed after the boot that moved it: %q", b)
+	}
 
 	vm2 := boot(t, qemu.Config{Disk: d, Firmware: qemu.BIOS, Net: true})
 	wait(t, vm2, 0, "tandem: ready (slot A", bootLimit)
 	if count(vm2, "init: data partition /dev/vda4 present") != 1 {
 		t.Error("second boot did not find the data partition made by the first")
 	}
+	if count(vm2, "init: no seed files in /boot"+pid1.SeedDir) != 1 || count(vm2, "hostname kvm-node -> seeded-a") != 1 {
+		t.Error("second boot: want no seed files and the seeded host name, from perm")
+	}
+}
+
+// seededConfig returns recipes/IMAGE.config.yaml with another host name
+// and, if ntp is set, that NTP server.
+func seededConfig(t *testing.T, image, hostname, ntp string) []byte {
+	t.Helper()
+	b, err := os.ReadFile("../recipes/" + image + ".config.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := strings.Replace(string(b), "\nhostname: "+image+"\n", "\nhostname: "+hostname+"\n", 1)
+	if ntp != "" {
+		s = regexp.MustCompile(`(?m)^  servers: \[.*\]$`).ReplaceAllString(s, "  servers: ["+ntp+"]")
+	}
+	if !strings.Contains(s, "hostname: "+hostname+"\n") || (ntp != "" && !strings.Contains(s, "servers: ["+ntp+"]")) {
+		t.Fatalf("recipes/%s.config.yaml: no hostname or time.servers line to replace", image)
+	}
+	return []byte(s)
 }
 
 // TestUEFIBoot boots the qcow2 image with OVMF.

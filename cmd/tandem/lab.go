@@ -6,6 +6,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -18,10 +23,16 @@ Boots two data nodes and an arbitrator from built images under QEMU (TCG) on
 a private switched network (docs/lab.md). Needs root.
 
 commands:
-  up [-images DIR]     boot the lab, wait for every node to be ready, print the
-                       addresses, and run until Ctrl-C or "tandem lab down"
+  up [-images DIR] [-seed DIR]
+                       boot the lab, wait for every node to be ready, print the
+                       addresses, and run until Ctrl-C or "tandem lab down";
+                       -seed: files under DIR/NODE/ go into NODE's seed
+                       directory (DIR/data-a/node.yaml -> /perm/tandem/node.yaml)
   status               each VM up or down, and the partition
   kill NODE            SIGKILL a node's QEMU (a power cut)
+  start NODE           boot a node that is down again, from its disk as it is
+  reboot NODE          kill and start a node (a power cycle)
+  shutdown NODE        press a node's ACPI power button and wait until it is off
   partition NODE...    cut the named nodes (and "host", if named) off from the rest
   heal                 remove the partition
   down                 stop the VMs and remove the lab's network namespace
@@ -38,15 +49,16 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs := flag.NewFlagSet("lab "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, labUsage); fs.PrintDefaults() }
-	dir := fs.String("dir", "out/lab", "the lab's directory: overlays, serial logs NODE.log, lab.json, control socket")
+	dir := fs.String("dir", "out/lab", "the lab's directory: disks NODE.raw, serial logs NODE.log, lab.json, control socket")
 	images := fs.String("images", "out", "directory holding the builds kvm-node/ and kvm-arbitrator/ (up)")
+	seed := fs.String("seed", "", "directory with a subdirectory of seed files per node (up)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
 	rest := fs.Args()
 	switch args[0] {
 	case "up":
-		return labUp(ctx, *dir, *images, stdout, stderr)
+		return labUp(ctx, *dir, *images, *seed, stdout, stderr)
 	case "status":
 		return labStatus(*dir, stdout)
 	case "kill":
@@ -54,6 +66,15 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return errors.New("lab kill: want one NODE")
 		}
 		return lab.KillNode(*dir, rest[0])
+	case "start", "reboot", "shutdown":
+		if len(rest) != 1 {
+			return fmt.Errorf("lab %s: want one NODE", args[0])
+		}
+		op := args[0]
+		if op == "start" {
+			op = "boot"
+		}
+		return labControl(*dir, op, rest, stdout)
 	case "partition":
 		if len(rest) == 0 {
 			return errors.New("lab partition: want at least one NODE")
@@ -70,9 +91,18 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 // labUp runs the lab in the foreground until ctx ends (Ctrl-C) or
 // `tandem lab down` stops it.
-func labUp(ctx context.Context, dir, images string, stdout, stderr io.Writer) error {
+func labUp(ctx context.Context, dir, images, seed string, stdout, stderr io.Writer) error {
 	logf := func(f string, a ...any) { fmt.Fprintf(stderr, f+"\n", a...) }
-	l, err := lab.Start(ctx, lab.Options{Dir: dir, Images: images, Logf: logf})
+	nodes := slices.Clone(lab.Nodes)
+	if seed != "" {
+		for i := range nodes {
+			var err error
+			if nodes[i].Seed, err = readSeed(filepath.Join(seed, nodes[i].Name)); err != nil {
+				return err
+			}
+		}
+	}
+	l, err := lab.Start(ctx, lab.Options{Dir: dir, Images: images, Nodes: nodes, Logf: logf})
 	if err != nil {
 		return err
 	}
@@ -95,6 +125,26 @@ func labUp(ctx context.Context, dir, images string, stdout, stderr io.Writer) er
 	case <-l.Done():
 	}
 	return l.Stop()
+}
+
+// readSeed returns the files under dir by relative name; no dir, none.
+func readSeed(dir string) (map[string][]byte, error) {
+	files := map[string][]byte{}
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		files[filepath.ToSlash(rel)], err = os.ReadFile(p)
+		return err
+	})
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("lab up: seed: %w", err)
+	}
+	return files, nil
 }
 
 func labStatus(dir string, stdout io.Writer) error {
@@ -122,24 +172,31 @@ func labControl(dir, op string, nodes []string, stdout io.Writer) error {
 
 func printState(w io.Writer, s lab.State) {
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tADDRESS\tSTATE\tQEMU PID\tSERIAL LOG")
+	fmt.Fprintln(tw, "NODE\tADDRESS\tSTATE\tBOOTS\tQEMU PID\tSERIAL LOG")
 	for _, n := range s.Nodes {
 		st := "down"
 		if n.Up {
 			st = "up"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", n.Name, n.Addr, st, n.PID, n.Log)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\n", n.Name, n.Addr, st, n.Boots, n.PID, n.Log)
 	}
-	fmt.Fprintf(tw, "host\t%s\t(netns %s)\t\t\n", s.Host, s.Netns)
+	fmt.Fprintf(tw, "host\t%s\t(netns %s)\t\t\t\n", s.Host, s.Netns)
 	tw.Flush()
 	part := "none"
 	if len(s.Partitioned) > 0 {
 		part = strings.Join(s.Partitioned, " ") + " cut off from the rest"
 	}
-	fmt.Fprintf(w, "VIP %s (reserved); partition: %s\n", s.VIP, part)
+	fmt.Fprintf(w, "VIP %s (reserved); SNTP server %s:%d; partition: %s\n", s.VIP, s.Host, lab.NTPPort, part)
 	var ports []string
 	for _, p := range s.Ports {
 		ports = append(ports, fmt.Sprintf("%s %d/%d/%d", p.Name, p.Received, p.Sent, p.Drops))
 	}
 	fmt.Fprintf(w, "frames received/sent/dropped by partition: %s\n", strings.Join(ports, ", "))
+	var ntp []string
+	for _, ip := range slices.Sorted(maps.Keys(s.NTPRequests)) {
+		ntp = append(ntp, fmt.Sprintf("%s %d", ip, s.NTPRequests[ip]))
+	}
+	if len(ntp) > 0 {
+		fmt.Fprintf(w, "SNTP requests by client: %s\n", strings.Join(ntp, ", "))
+	}
 }

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -21,7 +23,9 @@ func TestRunErrors(t *testing.T) {
 		{[]string{"boot", "-firmware", "coreboot", "x"}, "", `boot: -firmware "coreboot": want bios or uefi`},
 		{[]string{"boot", t.TempDir()}, "", "manifest.json: no such file or directory (build it first with tandem build)"},
 		{[]string{"lab"}, "", "lab: no command"},
-		{[]string{"lab", "reboot"}, "", `lab: unknown command "reboot"`},
+		{[]string{"lab", "reset"}, "", `lab: unknown command "reset"`},
+		{[]string{"lab", "reboot", "-dir", t.TempDir()}, "", "lab reboot: want one NODE"},
+		{[]string{"lab", "start", "-dir", t.TempDir(), "data-a"}, "", "no lab running"},
 		{[]string{"lab", "kill", "-dir", t.TempDir()}, "", "lab kill: want one NODE"},
 		{[]string{"lab", "partition", "-dir", t.TempDir()}, "", "lab partition: want at least one NODE"},
 		{[]string{"lab", "heal", "-dir", t.TempDir()}, "", "no lab running"},
@@ -33,5 +37,19 @@ func TestRunErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("run(%q) = %v, want error containing %q", c.args, err, c.want)
 		}
+	}
+}
+
+func TestReadSeed(t *testing.T) {
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "data-a", "cluster"), 0o755)
+	os.WriteFile(filepath.Join(dir, "data-a", "node.yaml"), []byte("hostname: a\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "data-a", "cluster", "ca.pem"), []byte("CA"), 0o644)
+	got, err := readSeed(filepath.Join(dir, "data-a"))
+	if err != nil || len(got) != 2 || string(got["node.yaml"]) != "hostname: a\n" || string(got["cluster/ca.pem"]) != "CA" {
+		t.Errorf("readSeed(data-a) = %q, %v; want node.yaml and cluster/ca.pem", got, err)
+	}
+	if got, err := readSeed(filepath.Join(dir, "arbiter")); got != nil || err != nil {
+		t.Errorf("readSeed(missing dir) = %q, %v; want nothing", got, err)
 	}
 }

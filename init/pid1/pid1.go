@@ -53,6 +53,7 @@ func (in *Init) steps() []step {
 		{name: "find boot disk", do: in.findDisk},
 		{name: "create data partition", optional: true, do: in.ensureDataPartition},
 		{name: "mount boot and perm", do: in.mountDisk},
+		{name: "move seed files into perm", do: in.moveSeed},
 		{name: "re-read settings with perm", do: in.readSettings},
 		{name: "start services", do: in.startServices},
 		{name: "wait for services", do: in.waitServices},

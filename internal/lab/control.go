@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,7 +16,7 @@ import (
 // JSON request, one JSON response per connection.
 
 type request struct {
-	Op    string   // status, partition, heal, stop
+	Op    string   // status, partition, heal, boot, reboot, shutdown, stop
 	Nodes []string `json:",omitempty"`
 }
 
@@ -44,6 +45,18 @@ func (l *Lab) serveControl() error {
 	return nil
 }
 
+// shutdownLimit bounds a shutdown through the control socket: services
+// stop within 10 s each, but a TCG guest on a loaded machine is slow.
+const shutdownLimit = 3 * time.Minute
+
+// opTimeout is how long the client waits for op's answer.
+func opTimeout(op string) time.Duration {
+	if op == "shutdown" {
+		return shutdownLimit + 10*time.Second
+	}
+	return 30 * time.Second
+}
+
 func (l *Lab) handle(c net.Conn) {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(10 * time.Second))
@@ -51,6 +64,7 @@ func (l *Lab) handle(c net.Conn) {
 	if err := json.NewDecoder(c).Decode(&req); err != nil {
 		return
 	}
+	c.SetDeadline(time.Now().Add(opTimeout(req.Op)))
 	var err error
 	switch req.Op {
 	case "status":
@@ -58,6 +72,8 @@ func (l *Lab) handle(c net.Conn) {
 		err = l.Partition(req.Nodes...)
 	case "heal":
 		err = l.Heal()
+	case "boot", "reboot", "shutdown":
+		err = l.power(req.Op, req.Nodes)
 	case "stop":
 		err = l.Stop() // answers once everything is down
 		resp := response{}
@@ -79,19 +95,36 @@ func (l *Lab) handle(c net.Conn) {
 	json.NewEncoder(c).Encode(resp)
 }
 
+// power boots, reboots or shuts down one node.
+func (l *Lab) power(op string, nodes []string) error {
+	if len(nodes) != 1 {
+		return fmt.Errorf("%s: want one node, got %d", op, len(nodes))
+	}
+	switch op {
+	case "boot":
+		return l.Boot(nodes[0])
+	case "reboot":
+		return l.Reboot(nodes[0])
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownLimit)
+	defer cancel()
+	return l.Shutdown(ctx, nodes[0])
+}
+
 // ErrNotRunning is returned when no process answers on a lab's control
 // socket.
 var ErrNotRunning = errors.New("no lab running")
 
-// Control sends op ("status", "partition", "heal", "stop") with nodes to
-// the lab running in dir and returns its state after the operation.
+// Control sends op ("status", "partition", "heal", "boot", "reboot",
+// "shutdown", "stop") with nodes to the lab running in dir and returns its
+// state after the operation.
 func Control(dir, op string, nodes ...string) (*State, error) {
 	c, err := net.DialTimeout("unix", filepath.Join(dir, controlSocket), 5*time.Second)
 	if err != nil {
 		return nil, fmt.Errorf("lab %s: %w: %v", dir, ErrNotRunning, err)
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(30 * time.Second))
+	c.SetDeadline(time.Now().Add(opTimeout(op)))
 	if err := json.NewEncoder(c).Encode(request{Op: op, Nodes: nodes}); err != nil {
 		return nil, fmt.Errorf("lab %s: %s: %w", dir, op, err)
 	}

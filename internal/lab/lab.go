@@ -1,15 +1,19 @@
 // Package lab runs tandem's three-VM lab: two data nodes and an arbitrator
 // booted from built images under QEMU (TCG), joined by a switch in this
 // process over UDP on loopback, with the host's port a TAP device in a
-// network namespace of the lab's own. Tests use it in-process (Start,
-// Kill, Partition, Heal, Stop); `tandem lab` drives it from a shell
-// through a control socket. Nothing touches the host's own network.
+// network namespace of the lab's own, where an SNTP server serves the
+// host's clock. Each node gets its own disk with optional seed files
+// (its node.yaml) before its first boot. Tests use the lab in-process
+// (Start, Kill, Boot, Reboot, Shutdown, Partition, Heal, Dial, Stop);
+// `tandem lab` drives it from a shell through a control socket. Nothing
+// touches the host's own network.
 package lab
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -17,9 +21,10 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
-	"tandem/image"
 	"tandem/internal/qemu"
+	timesvc "tandem/services/time"
 )
 
 // The lab network. The VIP is reserved for the cluster's service address;
@@ -46,6 +51,12 @@ type Node struct {
 	DiskMiB int
 	MAC     string
 	Addr    netip.Addr
+	// Seed holds files for the node's seed directory (file name relative
+	// to it -> content), written into its boot partition before its first
+	// boot; its PID 1 moves them to /perm/tandem/NAME on that boot, so
+	// "node.yaml" is the node's configuration (docs/image.md, "Seed
+	// files"). Later boots (Boot, Reboot) do not write them again.
+	Seed map[string][]byte
 }
 
 // Nodes are the lab's VMs: the sizes issue 5 asks to work.
@@ -60,8 +71,8 @@ const ReadyLine = "tandem: ready"
 
 // Options say where the lab lives and what it boots.
 type Options struct {
-	// Dir holds the overlays, serial logs (NODE.log), lab.json and the
-	// control socket. Required.
+	// Dir holds the disks (NODE.raw), serial logs (NODE.log), lab.json
+	// and the control socket. Required.
 	Dir string
 	// Images holds the builds, one directory per Node.Image. Required.
 	Images string
@@ -77,9 +88,14 @@ type Lab struct {
 	netns string
 	sw    *Switch
 	ctl   net.Listener
+	ntp   *ntpConn
 
-	mu  sync.Mutex
-	vms map[string]*qemu.VM
+	mu    sync.Mutex
+	vms   map[string]*qemu.VM       // the current (or last) QEMU of each node
+	ports map[string]netip.AddrPort // each node's switch port, for QEMU
+	boots map[string]int            // boots of each node so far
+
+	bootMu sync.Mutex // one Boot at a time, none once Stop has begun
 
 	stateMu  sync.Mutex // serializes lab.json writes
 	stopping bool       // no more lab.json writes
@@ -108,7 +124,8 @@ func Start(ctx context.Context, o Options) (*Lab, error) {
 		return nil, fmt.Errorf("lab: %w", err)
 	}
 	l := &Lab{opts: o, netns: fmt.Sprintf("tandem-lab-%d", os.Getpid()),
-		vms: map[string]*qemu.VM{}, stopped: make(chan struct{})}
+		vms: map[string]*qemu.VM{}, ports: map[string]netip.AddrPort{}, boots: map[string]int{},
+		stopped: make(chan struct{})}
 	if err := l.start(ctx); err != nil {
 		l.Stop()
 		return nil, err
@@ -136,6 +153,9 @@ func (l *Lab) start(ctx context.Context) error {
 		tap.Close()
 		return err
 	}
+	if err := l.serveTime(); err != nil {
+		return err
+	}
 	if err := l.serveControl(); err != nil {
 		return err
 	}
@@ -147,28 +167,32 @@ func (l *Lab) start(ctx context.Context) error {
 	return l.writeState()
 }
 
-// boot starts node n's VM on a fresh overlay over its image.
+// boot starts node n's VM on its disk, creating the disk (with n.Seed)
+// and a new serial log on its first boot; a later boot keeps both (the
+// log is appended to) and reuses n's switch port and MAC.
 func (l *Lab) boot(ctx context.Context, n Node) error {
-	base, err := imageFile(filepath.Join(l.opts.Images, n.Image))
-	if err != nil {
-		return err
-	}
-	disk := filepath.Join(l.opts.Dir, n.Name+".qcow2")
-	os.Remove(disk)
-	if err := qemu.Overlay(disk, base, n.DiskMiB); err != nil {
-		return err
-	}
-	remote, err := l.sw.AddVMPort(n.Name)
-	if err != nil {
-		return err
+	disk := l.path(n.Name, ".raw")
+	l.mu.Lock()
+	remote, boots := l.ports[n.Name], l.boots[n.Name]
+	l.mu.Unlock()
+	logFlags := os.O_WRONLY | os.O_CREATE | os.O_APPEND
+	if boots == 0 {
+		var err error
+		if remote, err = l.firstBoot(n, disk); err != nil {
+			return err
+		}
+		logFlags |= os.O_TRUNC
 	}
 	vmDir := filepath.Join(l.opts.Dir, n.Name)
 	if err := os.MkdirAll(vmDir, 0o755); err != nil {
 		return err
 	}
-	log, err := os.Create(filepath.Join(l.opts.Dir, n.Name+".log"))
+	log, err := os.OpenFile(l.path(n.Name, ".log"), logFlags, 0o644)
 	if err != nil {
 		return err
+	}
+	if boots > 0 {
+		fmt.Fprintf(log, "\n--- lab: %s boots again (boot %d) ---\n", n.Name, boots+1)
 	}
 	vm, err := qemu.Start(context.WithoutCancel(ctx), qemu.Config{
 		Disk: disk, Firmware: qemu.BIOS, MemoryMiB: n.MemoryMiB, Dir: vmDir, Console: log,
@@ -189,29 +213,109 @@ func (l *Lab) boot(ctx context.Context, n Node) error {
 	}()
 	l.mu.Lock()
 	l.vms[n.Name] = vm
+	l.ports[n.Name] = remote
+	l.boots[n.Name]++
 	l.mu.Unlock()
 	l.opts.Logf("lab: %s booting (pid %d, %s, log %s)", n.Name, vm.PID(), n.Addr, log.Name())
 	return nil
 }
 
-// imageFile returns a build's qcow2 disk, or its raw one.
-func imageFile(dir string) (string, error) {
-	m, err := image.ReadManifest(dir)
-	if err != nil {
-		return "", fmt.Errorf("%w (build it with tandem build)", err)
+// firstBoot makes node n's disk and switch port and returns the port.
+func (l *Lab) firstBoot(n Node, disk string) (netip.AddrPort, error) {
+	start := time.Now()
+	if err := createDisk(disk, l.opts.Images, n); err != nil {
+		return netip.AddrPort{}, err
 	}
-	if p, err := m.Path(dir, image.KindQcow2); err == nil {
-		return p, nil
-	}
-	return m.Path(dir, image.KindRaw)
+	l.opts.Logf("lab: %s: disk %s made in %s (%d seed files)", n.Name, disk, time.Since(start).Round(time.Millisecond), len(n.Seed))
+	return l.sw.AddVMPort(n.Name)
 }
 
-// WaitReady waits until every node has printed ReadyLine, failing at once
-// if one fails to boot or its QEMU ends.
-func (l *Lab) WaitReady(ctx context.Context) error {
-	errc := make(chan error, len(l.opts.Nodes))
+// path returns the lab's file for node name with extension ext: its disk
+// (.raw) or serial log (.log).
+func (l *Lab) path(name, ext string) string { return filepath.Join(l.opts.Dir, name+ext) }
+
+// node returns the lab's node called name.
+func (l *Lab) node(name string) (Node, error) {
 	for _, n := range l.opts.Nodes {
-		vm, err := l.VM(n.Name)
+		if n.Name == name {
+			return n, nil
+		}
+	}
+	return Node{}, fmt.Errorf("lab: %s: %w", name, ErrUnknownNode)
+}
+
+// ErrNodeUp is returned by Boot for a node whose QEMU is running.
+var ErrNodeUp = errors.New("node is up")
+
+// Boot boots node name again, after Kill or Shutdown (or a crash), from
+// its existing disk: perm and data keep what the last run wrote, no seed
+// is written, the MAC and switch port are the same. Its serial log is
+// appended to; VM(name) returns the new QEMU.
+func (l *Lab) Boot(name string) error {
+	n, err := l.node(name)
+	if err != nil {
+		return err
+	}
+	l.bootMu.Lock()
+	defer l.bootMu.Unlock()
+	l.stateMu.Lock()
+	stopping := l.stopping
+	l.stateMu.Unlock()
+	if stopping {
+		return fmt.Errorf("lab: boot %s: %w", name, errStopping)
+	}
+	if vm, err := l.VM(name); err == nil && !vm.Exited() {
+		return fmt.Errorf("lab: boot %s: %w (QEMU pid %d)", name, ErrNodeUp, vm.PID())
+	}
+	if err := l.boot(context.Background(), n); err != nil {
+		return fmt.Errorf("lab: boot %s: %w", name, err)
+	}
+	return l.writeState()
+}
+
+// Reboot power-cycles node name: Kill, then Boot.
+func (l *Lab) Reboot(name string) error {
+	if err := l.Kill(name); err != nil {
+		return err
+	}
+	return l.Boot(name)
+}
+
+// Shutdown presses node name's ACPI power button (QEMU's
+// system_powerdown), on which its PID 1 stops the services, unmounts and
+// powers off, and waits until QEMU has exited. If ctx ends first the VM is
+// left running (Kill ends it). A node already down is not an error.
+func (l *Lab) Shutdown(ctx context.Context, name string) error {
+	vm, err := l.VM(name)
+	if err != nil {
+		return err
+	}
+	if vm.Exited() {
+		return nil
+	}
+	if err := vm.Monitor("system_powerdown"); err != nil {
+		return fmt.Errorf("lab: shutdown %s: %w", name, err)
+	}
+	l.opts.Logf("lab: %s: ACPI power button pressed", name)
+	if err := vm.Wait(ctx); err != nil && ctx.Err() != nil {
+		return fmt.Errorf("lab: shutdown %s: QEMU (pid %d) still running: %w", name, vm.PID(), err)
+	}
+	l.opts.Logf("lab: %s powered off", name)
+	return l.writeState()
+}
+
+// WaitReady waits until each named node (every node if none is named)
+// has printed ReadyLine since its last boot, failing at once if one fails
+// to boot or its QEMU ends.
+func (l *Lab) WaitReady(ctx context.Context, names ...string) error {
+	if len(names) == 0 {
+		for _, n := range l.opts.Nodes {
+			names = append(names, n.Name)
+		}
+	}
+	errc := make(chan error, len(names))
+	for _, name := range names {
+		vm, err := l.VM(name)
 		if err != nil {
 			return err
 		}
@@ -221,15 +325,15 @@ func (l *Lab) WaitReady(ctx context.Context) error {
 				err = fmt.Errorf("%s", vm.Line(i))
 			}
 			if err != nil {
-				err = fmt.Errorf("lab: %s: %w", n.Name, err)
+				err = fmt.Errorf("lab: %s: %w", name, err)
 			} else {
-				l.opts.Logf("lab: %s ready at %s", n.Name, n.Addr)
+				l.opts.Logf("lab: %s ready", name)
 			}
 			errc <- err
 		}()
 	}
 	var errs []error
-	for range l.opts.Nodes {
+	for range names {
 		errs = append(errs, <-errc)
 	}
 	return errors.Join(errs...)
@@ -284,14 +388,60 @@ func (l *Lab) Heal() error {
 	return l.writeState()
 }
 
+// NTPPort is where the lab's SNTP server listens, on HostAddr.
+const NTPPort = 123
+
+// serveTime runs an SNTP server on HostAddr:123 in the lab's namespace,
+// serving the host's clock, so the nodes' time service has a server
+// (their node.yaml names 10.77.0.1) and synchronises instead of warning.
+func (l *Lab) serveTime() error {
+	pc, err := l.ListenPacket("udp4", netip.AddrPortFrom(HostAddr, NTPPort).String())
+	if err != nil {
+		return fmt.Errorf("lab: SNTP server: %w", err)
+	}
+	l.ntp = &ntpConn{PacketConn: pc, requests: map[string]int{}}
+	go func() {
+		if err := (timesvc.Server{}).Serve(l.ntp); err != nil {
+			l.opts.Logf("lab: SNTP server: %v", err)
+		}
+	}()
+	return nil
+}
+
+// ntpConn is the SNTP server's socket; it counts each client's requests
+// for Status.
+type ntpConn struct {
+	net.PacketConn
+	mu       sync.Mutex
+	requests map[string]int // client IP -> requests
+}
+
+func (c *ntpConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	n, from, err := c.PacketConn.ReadFrom(b)
+	if u, ok := from.(*net.UDPAddr); ok && err == nil {
+		c.mu.Lock()
+		c.requests[u.IP.String()]++
+		c.mu.Unlock()
+	}
+	return n, from, err
+}
+
+// counts returns a copy of the request counts.
+func (c *ntpConn) counts() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.requests)
+}
+
 // Done is closed when the lab has stopped.
 func (l *Lab) Done() <-chan struct{} { return l.stopped }
 
 // Stop kills every VM, closes the switch and control socket, removes the
-// namespace and lab.json. Serial logs and overlays stay in Dir.
+// namespace and lab.json. Serial logs and disks stay in Dir.
 func (l *Lab) Stop() error {
 	var err error
 	l.stopOnce.Do(func() {
+		l.bootMu.Lock() // no Boot between here and the kills
 		l.stateMu.Lock()
 		l.stopping = true
 		l.stateMu.Unlock()
@@ -300,8 +450,12 @@ func (l *Lab) Stop() error {
 			vm.Kill()
 		}
 		l.mu.Unlock()
+		l.bootMu.Unlock()
 		if l.ctl != nil {
 			l.ctl.Close()
+		}
+		if l.ntp != nil {
+			l.ntp.Close()
 		}
 		if l.sw != nil {
 			l.sw.Close()

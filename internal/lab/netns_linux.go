@@ -4,10 +4,11 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"tandem/internal/netns"
 )
 
 // The host's port: a TAP device inside a network namespace that the lab
@@ -49,33 +50,17 @@ func hostPort(ns, ifname, addr string) (*os.File, error) {
 	return tap, nil
 }
 
-// openTapIn creates a TAP device in namespace ns, from an OS thread that
-// enters ns and then dies with its goroutine, so no other goroutine ever
-// runs there.
-func openTapIn(ns, ifname string) (*os.File, error) {
-	type result struct {
-		f   *os.File
-		err error
-	}
-	c := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread exits with us
-		f, err := enterAndOpen(ns, ifname)
-		c <- result{f, err}
-	}()
-	r := <-c
-	return r.f, r.err
+// openTapIn creates a TAP device ifname in namespace ns.
+func openTapIn(ns, ifname string) (tap *os.File, err error) {
+	err = netns.Do(ns, func() error {
+		tap, err = openTap(ifname)
+		return err
+	})
+	return tap, err
 }
 
-func enterAndOpen(ns, ifname string) (*os.File, error) {
-	nsf, err := os.Open("/run/netns/" + ns)
-	if err != nil {
-		return nil, fmt.Errorf("open netns %s: %w", ns, err)
-	}
-	defer nsf.Close()
-	if err := unix.Setns(int(nsf.Fd()), unix.CLONE_NEWNET); err != nil {
-		return nil, fmt.Errorf("enter netns %s: %w", ns, err)
-	}
+// openTap creates a TAP device in the calling thread's namespace.
+func openTap(ifname string) (*os.File, error) {
 	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open /dev/net/tun: %w", err)
@@ -88,7 +73,7 @@ func enterAndOpen(ns, ifname string) (*os.File, error) {
 	ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI)
 	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
 		unix.Close(fd)
-		return nil, fmt.Errorf("create tap %s in %s: %w", ifname, ns, err)
+		return nil, fmt.Errorf("create tap %s: %w", ifname, err)
 	}
 	// Non-blocking, so reads go through the runtime poller and Close
 	// unblocks them.

@@ -29,6 +29,9 @@ type State struct {
 	Nodes       []NodeState
 	Partitioned []string `json:",omitempty"`
 	Ports       []PortStats
+	// NTPRequests counts the requests the lab's SNTP server (HostAddr:123)
+	// received, by client IP.
+	NTPRequests map[string]int `json:",omitempty"`
 }
 
 // NodeState is one VM.
@@ -36,10 +39,15 @@ type NodeState struct {
 	Name string
 	Addr netip.Addr
 	MAC  string
-	// PID is QEMU's process ID.
+	// PID is QEMU's process ID (of its last boot, if down).
 	PID int
 	Up  bool
-	Log string
+	// Boots counts the node's boots: 1 after Start, one more for each
+	// Boot or Reboot.
+	Boots int
+	Log   string
+	// Disk is the node's disk, a raw file.
+	Disk string
 }
 
 // Status returns the lab's state now.
@@ -48,11 +56,16 @@ func (l *Lab) Status() State {
 	if l.sw != nil {
 		s.Partitioned, s.Ports = l.sw.Partitioned(), l.sw.Stats()
 	}
+	if l.ntp != nil {
+		s.NTPRequests = l.ntp.counts()
+	}
 	for _, n := range l.opts.Nodes {
-		ns := NodeState{Name: n.Name, Addr: n.Addr, MAC: n.MAC, Log: filepath.Join(l.opts.Dir, n.Name+".log")}
-		if vm, err := l.VM(n.Name); err == nil {
-			ns.PID, ns.Up = vm.PID(), !vm.Exited()
+		ns := NodeState{Name: n.Name, Addr: n.Addr, MAC: n.MAC, Log: l.path(n.Name, ".log"), Disk: l.path(n.Name, ".raw")}
+		l.mu.Lock()
+		if vm := l.vms[n.Name]; vm != nil {
+			ns.PID, ns.Up, ns.Boots = vm.PID(), !vm.Exited(), l.boots[n.Name]
 		}
+		l.mu.Unlock()
 		s.Nodes = append(s.Nodes, ns)
 	}
 	return s

@@ -47,26 +47,7 @@ func fakeServer(t *testing.T, offset time.Duration, stratum byte) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { pc.Close() })
-	go func() {
-		buf := make([]byte, 512)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			if n < 48 {
-				continue
-			}
-			var resp [48]byte
-			resp[0] = 4<<3 | 4
-			resp[1] = stratum
-			copy(resp[24:32], buf[40:48])
-			now := toNTP(time.Now().Add(offset))
-			binary.BigEndian.PutUint64(resp[32:40], now)
-			binary.BigEndian.PutUint64(resp[40:48], now)
-			pc.WriteTo(resp[:], from)
-		}
-	}()
+	go Server{Now: func() time.Time { return time.Now().Add(offset) }, Stratum: stratum}.Serve(pc)
 	return pc.LocalAddr().String()
 }
 
