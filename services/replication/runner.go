@@ -3,6 +3,7 @@ package replication
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -78,7 +79,14 @@ type Resource struct {
 	Metadata func(disk string) (Metadata, error)
 	// Logf logs each step; nil means quiet.
 	Logf func(format string, args ...any)
+	// Root is prefixed to the directories drbd-utils needs (tests); ""
+	// means /.
+	Root string
 }
+
+// runtimeDirs are where drbd-utils keeps locks and state; a node's root
+// is an initramfs, so nothing else makes them.
+var runtimeDirs = []string{"var/lib/drbd", "run/drbd", "var/lock"}
 
 func (r *Resource) logf(format string, args ...any) {
 	if r.Logf != nil {
@@ -176,6 +184,15 @@ func (r *Resource) Up(ctx context.Context) error {
 // disk has none and brings the resource up, in that order. It reports
 // whether it created the metadata (see EnsureMetadata).
 func (r *Resource) Start(ctx context.Context) (created bool, err error) {
+	for _, d := range runtimeDirs {
+		if err := os.MkdirAll(filepath.Join("/", r.Root, d), 0o755); err != nil {
+			return false, fmt.Errorf("start %s: %w", r.Config.Resource, err)
+		}
+	}
+	// drbd-utils 8.4 helpers use /var/run/drbd.
+	if _, err := os.Lstat(filepath.Join("/", r.Root, "var/run")); errors.Is(err, os.ErrNotExist) {
+		os.Symlink("../run", filepath.Join("/", r.Root, "var/run"))
+	}
 	if err := r.WriteConfig(); err != nil {
 		return false, err
 	}

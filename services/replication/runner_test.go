@@ -177,6 +177,7 @@ func TestStart(t *testing.T) {
 	cmd := &fakeCmd{onRun: func(l string) { loaded = loaded || l == "modprobe drbd" }}
 	r := testResource(cmd, &loaded, NoMetadata)
 	r.ConfigPath = filepath.Join(t.TempDir(), "data.res")
+	r.Root = t.TempDir()
 	created, err := r.Start(context.Background())
 	if err != nil || !created {
 		t.Fatalf("Start() = %v, %v, want true, nil", created, err)
@@ -187,5 +188,10 @@ func TestStart(t *testing.T) {
 	}
 	if _, err := os.Stat(r.ConfigPath); err != nil {
 		t.Errorf("Start wrote no config: %v", err)
+	}
+	for _, d := range append(runtimeDirs, "var/run/drbd") {
+		if fi, err := os.Stat(filepath.Join(r.Root, d)); err != nil || !fi.IsDir() {
+			t.Errorf("Start made no %s: %v", d, err)
+		}
 	}
 }
