@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -15,6 +14,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sys/unix"
+
+	"tandem/services/replication"
 )
 
 // prefixFS holds, per mount directory, the node that made the filesystem:
@@ -100,11 +101,12 @@ func (a *fsAgent) format(ctx context.Context) error {
 	// lazy_itable_init with noinit_itable (above) writes only what ext4
 	// needs now; the journal is zeroed, since replay must never read
 	// stale blocks.
-	out, err := exec.CommandContext(ctx, "mke2fs", "-t", "ext4", "-q", "-F", "-L", "tandem-data",
-		"-E", "lazy_itable_init=1,lazy_journal_init=0", a.device).CombinedOutput()
-	if err != nil {
+	// replication.Exec runs it with the fixed system PATH, as it does
+	// drbdadm: a service's environment may not name /sbin.
+	if _, err := (replication.Exec{}).Run(ctx, "mke2fs", "-t", "ext4", "-q", "-F", "-L", "tandem-data",
+		"-E", "lazy_itable_init=1,lazy_journal_init=0", a.device); err != nil {
 		a.d.cli.Delete(context.WithoutCancel(ctx), k)
-		return fmt.Errorf("mke2fs %s: %w: %s", a.device, err, strings.TrimSpace(string(out)))
+		return fmt.Errorf("make the filesystem on %s: %w", a.device, err)
 	}
 	return nil
 }
