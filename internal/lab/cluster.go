@@ -2,6 +2,10 @@ package lab
 
 import (
 	"bytes"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"text/template"
 
 	"tandem/services/cluster"
@@ -19,13 +23,35 @@ const (
 
 // ClusterSeed is what makes the lab's three images pair into a cluster
 // with no console input: each node's node.yaml (static address, the VIP,
-// the lab's NTP server, the pairing section) and the one-time code the
-// host uses for its administrator certificate.
+// the lab's NTP server, the pairing section), the data nodes' mail users,
+// and the one-time code the host uses for its administrator certificate.
 type ClusterSeed struct {
 	// Configs maps node name to its node.yaml.
 	Configs map[string][]byte
 	// AdminCode is the code for "tandemctl cluster admin".
 	AdminCode string
+	// MailUser (an address in ClusterDomain) and MailPassword log in over
+	// IMAP; the data nodes' mail-users file holds them.
+	MailUser, MailPassword string
+}
+
+// Apply returns a copy of nodes whose seeds pair them: node.yaml on every
+// node, mail-users on the data nodes.
+func (s *ClusterSeed) Apply(nodes []Node) []Node {
+	out := slices.Clone(nodes)
+	users := fmt.Sprintf("%s:{PLAIN}%s\n", s.MailUser, s.MailPassword)
+	for i := range out {
+		seed := maps.Clone(out[i].Seed)
+		if seed == nil {
+			seed = map[string][]byte{}
+		}
+		seed["node.yaml"] = s.Configs[out[i].Name]
+		if out[i].Image != "kvm-arbitrator" {
+			seed["mail-users"] = []byte(users)
+		}
+		out[i].Seed = seed
+	}
+	return out
 }
 
 var nodeYAML = template.Must(template.New("node.yaml").Parse(`# {{.Self.Name}} in tandem's lab: written by the lab before first boot.
@@ -70,7 +96,12 @@ func NewClusterSeed(nodes []Node) (*ClusterSeed, error) {
 		codes[n.Name] = c
 		founderCodes = append(founderCodes, c)
 	}
-	s := &ClusterSeed{Configs: map[string][]byte{}, AdminCode: codes[AdminName]}
+	pw, err := cluster.NewCode() // 80 random bits in a typeable form
+	if err != nil {
+		return nil, err
+	}
+	s := &ClusterSeed{Configs: map[string][]byte{}, AdminCode: codes[AdminName],
+		MailUser: "postmaster@" + ClusterDomain, MailPassword: strings.ToLower(strings.ReplaceAll(pw, "-", ""))}
 	for _, n := range nodes {
 		var b bytes.Buffer
 		err := nodeYAML.Execute(&b, map[string]any{

@@ -2,6 +2,8 @@ package lab
 
 import (
 	"bytes"
+	"maps"
+	"slices"
 	"testing"
 
 	"tandem/internal/nodeconfig"
@@ -34,5 +36,25 @@ func TestClusterSeed(t *testing.T) {
 		if n.Name == Founder && len(p.Codes) != 3 || n.Name != Founder && p.Code == "" {
 			t.Errorf("%s: pairing %+v", n.Name, p)
 		}
+	}
+}
+
+func TestClusterSeedApply(t *testing.T) {
+	s, err := NewClusterSeed(Nodes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes := s.Apply(Nodes)
+	for _, n := range nodes {
+		_, users := n.Seed["mail-users"]
+		if !bytes.Equal(n.Seed["node.yaml"], s.Configs[n.Name]) || users == (n.Name == "arbiter") {
+			t.Errorf("%s: seed files %v", n.Name, slices.Collect(maps.Keys(n.Seed)))
+		}
+	}
+	if Nodes[0].Seed != nil {
+		t.Error("Apply changed its argument")
+	}
+	if want := s.MailUser + ":{PLAIN}" + s.MailPassword + "\n"; string(nodes[0].Seed["mail-users"]) != want {
+		t.Errorf("mail-users = %q, want %q", nodes[0].Seed["mail-users"], want)
 	}
 }
