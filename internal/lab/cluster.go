@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"text/template"
+	"time"
 
 	"tandem/services/cluster"
 )
@@ -19,6 +20,8 @@ const (
 	Founder = "data-a"
 	// AdminName is the host's administrator certificate's name.
 	AdminName = "lab-host"
+	// LeaseTTL is the cluster's lease time in the lab.
+	LeaseTTL = 6 * time.Second
 )
 
 // ClusterSeed is what makes the lab's three images pair into a cluster
@@ -60,6 +63,9 @@ cluster:
   name: {{.Cluster}}
   domain: {{.Domain}}
   vip: {{.VIP}}
+  # Emulated nodes stall for seconds under load (TCG, three VMs on a few
+  # cores): a longer lease keeps a busy owner from losing it.
+  lease_ttl: {{.LeaseTTL}}
   nodes:
 {{- range .Nodes}}
     - {name: {{.Name}}, address: {{.Addr}}{{if eq .Image "kvm-arbitrator"}}, role: arbitrator{{end}}}
@@ -107,7 +113,7 @@ func NewClusterSeed(nodes []Node) (*ClusterSeed, error) {
 		err := nodeYAML.Execute(&b, map[string]any{
 			"Self": n, "Nodes": nodes, "Cluster": ClusterName, "Domain": ClusterDomain, "VIP": VIP,
 			"Founder": Founder, "Codes": founderCodes, "Code": codes[n.Name], "Bits": Subnet.Bits(),
-			"Host": HostAddr, "Subnet": Subnet,
+			"Host": HostAddr, "Subnet": Subnet, "LeaseTTL": LeaseTTL,
 		})
 		if err != nil {
 			return nil, err

@@ -55,6 +55,11 @@ type Cluster struct {
 	// Pairing, when set, makes the cluster daemon pair this node on its
 	// first start with no console input (docs/cluster.md).
 	Pairing *Pairing `yaml:"pairing"`
+	// LeaseTTL is the group's lease time (default 3s, whole seconds); the
+	// cluster daemon's other timings scale with it. Raise it where nodes
+	// can stall for seconds (emulated or overloaded machines): failover
+	// takes about lease_ttl plus the workload's start.
+	LeaseTTL time.Duration `yaml:"lease_ttl"`
 }
 
 // Pairing is unattended pairing: the founder creates the cluster and

@@ -1,6 +1,7 @@
 package nodeconfig
 
 import (
+	"time"
 	"errors"
 	"fmt"
 	"net"
@@ -70,6 +71,9 @@ func (c *Cluster) validate() []error {
 		if n.Role != "" && n.Role != "data" && n.Role != "arbitrator" {
 			add(bad(f+".role", "%q: want data or arbitrator", n.Role))
 		}
+	}
+	if c.LeaseTTL != 0 && (c.LeaseTTL < 2*time.Second || c.LeaseTTL%time.Second != 0) {
+		add(bad("cluster.lease_ttl", "%v: want whole seconds, at least 2s", c.LeaseTTL))
 	}
 	if p := c.Pairing; p != nil {
 		if !seen[p.Founder] {

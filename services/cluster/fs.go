@@ -98,13 +98,16 @@ func (a *fsAgent) format(ctx context.Context) error {
 		return fmt.Errorf("%s shows no filesystem, but %s made one for %s before: not formatting over data", a.device, by, a.dir)
 	}
 	a.d.log.Info("fs: making the filesystem", "device", a.device)
-	// lazy_itable_init with noinit_itable (above) writes only what ext4
-	// needs now; the journal is zeroed, since replay must never read
-	// stale blocks.
+	// lazy_itable_init with noinit_itable (above) and lazy_journal_init
+	// write only what ext4 needs now, a few MiB, instead of zeroing
+	// inode tables and the journal through the replication link (which
+	// starved the node's lease renewals in the emulated lab). A journal
+	// replay reads only blocks whose sequence numbers and checksums
+	// (metadata_csum) match, never stale contents.
 	// replication.Exec runs it with the fixed system PATH, as it does
 	// drbdadm: a service's environment may not name /sbin.
 	if _, err := (replication.Exec{}).Run(ctx, "mke2fs", "-t", "ext4", "-q", "-F", "-L", "tandem-data",
-		"-E", "lazy_itable_init=1,lazy_journal_init=0", a.device); err != nil {
+		"-E", "lazy_itable_init=1,lazy_journal_init=1", a.device); err != nil {
 		a.d.cli.Delete(context.WithoutCancel(ctx), k)
 		return fmt.Errorf("make the filesystem on %s: %w", a.device, err)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"time"
 
 	"tandem/internal/nodeconfig"
 	"tandem/services/cluster/core"
@@ -41,7 +42,7 @@ func FromNodeConfig(nc *nodeconfig.Config, dataDevice string) (*Config, error) {
 	if c.Name == "" || len(c.Nodes) == 0 {
 		return nil, fmt.Errorf("node config: cluster: %w", ErrNoCluster)
 	}
-	cfg := &Config{Cluster: c.Name, Node: nc.Hostname}
+	cfg := &Config{Cluster: c.Name, Node: nc.Hostname, Timing: scaledTiming(c.LeaseTTL)}
 	var data []nodeconfig.Node
 	for _, n := range c.Nodes {
 		role := core.RoleData
@@ -86,6 +87,19 @@ func FromNodeConfig(nc *nodeconfig.Config, dataDevice string) (*Config, error) {
 		{Name: "vip", Agent: "vip", Params: map[string]string{"address": vip.String(), "interface": iface}},
 	}
 	return finish(cfg)
+}
+
+// scaledTiming scales the default timings (for a 3 s lease) to ttl, which
+// keeps every rule of core.Timing.Validate: renewals and the stop margin
+// take 5/6 of the lease, the watchdog fires at 5/6 of it.
+func scaledTiming(ttl time.Duration) TimingConfig {
+	if ttl == 0 {
+		return TimingConfig{}
+	}
+	retries := 3
+	takeover := ttl / 6
+	return TimingConfig{LeaseTTL: ttl, RenewInterval: ttl / 8, RenewRetries: &retries,
+		StopMargin: ttl / 3, WatchdogTimeout: ttl * 5 / 6, TakeoverMargin: &takeover}
 }
 
 func finish(cfg *Config) (*Config, error) {
