@@ -25,8 +25,10 @@ a private switched network (docs/lab.md). Needs root.
 commands:
   up [-images DIR] [-seed DIR]
                        boot the lab, wait for every node to be ready, print the
-                       addresses, and run until Ctrl-C or "tandem lab down";
-                       -seed: files under DIR/NODE/ go into NODE's seed
+                       addresses, and run until Ctrl-C or "tandem lab down".
+                       The nodes get node configs that pair them into a
+                       cluster serving mail on 10.77.0.100 (docs/lab.md);
+                       -seed instead: files under DIR/NODE/ go into NODE's seed
                        directory (DIR/data-a/node.yaml -> /perm/tandem/node.yaml)
   status               each VM up or down, and the partition
   kill NODE            SIGKILL a node's QEMU (a power cut)
@@ -94,6 +96,7 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 func labUp(ctx context.Context, dir, images, seed string, stdout, stderr io.Writer) error {
 	logf := func(f string, a ...any) { fmt.Fprintf(stderr, f+"\n", a...) }
 	nodes := slices.Clone(lab.Nodes)
+	var cs *lab.ClusterSeed
 	if seed != "" {
 		for i := range nodes {
 			var err error
@@ -101,6 +104,12 @@ func labUp(ctx context.Context, dir, images, seed string, stdout, stderr io.Writ
 				return err
 			}
 		}
+	} else {
+		var err error
+		if cs, err = lab.NewClusterSeed(nodes); err != nil {
+			return err
+		}
+		nodes = cs.Apply(nodes)
 	}
 	l, err := lab.Start(ctx, lab.Options{Dir: dir, Images: images, Nodes: nodes, Logf: logf})
 	if err != nil {
@@ -118,13 +127,30 @@ func labUp(ctx context.Context, dir, images, seed string, stdout, stderr io.Writ
 		return errors.New("lab: stopped before every node was ready")
 	}
 	printState(stdout, l.Status())
-	fmt.Fprintf(stdout, "\nreach the nodes with: ip netns exec %s ping %s\nCtrl-C or \"tandem lab down -dir %s\" stops the lab\n",
-		l.Netns(), lab.Nodes[0].Addr, dir)
+	fmt.Fprintf(stdout, "\nreach the nodes with: ip netns exec %s ping %s\n", l.Netns(), lab.Nodes[0].Addr)
+	if cs != nil {
+		printCluster(stdout, cs, l.Netns(), dir)
+	}
+	fmt.Fprintf(stdout, "Ctrl-C or \"tandem lab down -dir %s\" stops the lab\n", dir)
 	select {
 	case <-ctx.Done():
 	case <-l.Done():
 	}
 	return l.Stop()
+}
+
+// printCluster tells how to administer the lab's cluster and use its mail
+// service from the lab's namespace.
+func printCluster(w io.Writer, cs *lab.ClusterSeed, netns, dir string) {
+	founder, arbiter := lab.Nodes[0].Addr, lab.Nodes[2].Addr
+	fmt.Fprintf(w, `
+The nodes pair into cluster %q by themselves (a minute or two under TCG).
+Administrator certificate (once; the code works once), then status:
+  ip netns exec %[2]s go run ./cmd/tandemctl -state %[3]s/admin cluster admin \
+      -cluster %[1]s -name %[4]s -peer https://%[5]s:7443 -code %[6]s
+  ip netns exec %[2]s go run ./cmd/tandemctl -state %[3]s/admin -endpoint https://%[7]s:7443 status
+Mail on the VIP %[8]s (SMTP 25, IMAP 143): user %[9]s, password %[10]s
+`, lab.ClusterName, netns, dir, lab.AdminName, founder, cs.AdminCode, arbiter, lab.VIP, cs.MailUser, cs.MailPassword)
 }
 
 // readSeed returns the files under dir by relative name; no dir, none.
