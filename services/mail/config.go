@@ -33,14 +33,14 @@ type config struct {
 // by path below it.
 func (c config) files() map[string][]byte {
 	return map[string][]byte{
-		"etc/postfix/main.cf":     []byte(c.mainCF()),
-		"etc/postfix/master.cf":   []byte(masterCF),
-		"etc/postfix/vmailbox":    []byte(c.vmailbox()),
+		"etc/postfix/main.cf":      []byte(c.mainCF()),
+		"etc/postfix/master.cf":    []byte(masterCF),
+		"etc/postfix/vmailbox":     []byte(c.vmailbox()),
 		"etc/dovecot/dovecot.conf": []byte(c.dovecotConf()),
-		"etc/dovecot/users":       []byte(c.passwdFile()),
-		"etc/mailname":            []byte(c.Hostname + "\n"),
-		"etc/hostname":            []byte(c.Hostname + "\n"),
-		"etc/hosts":               []byte(fmt.Sprintf("127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\t%s %s\n", c.Hostname, strings.SplitN(c.Hostname, ".", 2)[0])),
+		"etc/dovecot/users":        []byte(c.passwdFile()),
+		"etc/mailname":             []byte(c.Hostname + "\n"),
+		"etc/hostname":             []byte(c.Hostname + "\n"),
+		"etc/hosts":                []byte(fmt.Sprintf("127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\t%s %s\n", c.Hostname, strings.SplitN(c.Hostname, ".", 2)[0])),
 	}
 }
 

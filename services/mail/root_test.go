@@ -124,6 +124,11 @@ func TestWorkload(t *testing.T) {
 	if err := w.Monitor(ctx); err != nil {
 		t.Fatalf("Monitor after Start = %v, want nil", err)
 	}
+	// The init's exec (what the Zimbra hooks use) runs as a container user.
+	r, _, err := w.call(ctx, request{Op: "exec", Argv: []string{"/usr/sbin/postconf", "-h", "myhostname"}, User: "postfix", Timeout: time.Minute})
+	if err != nil || r.Exit != 0 || strings.TrimSpace(r.Output) != "mail.example.test" {
+		t.Errorf("exec postconf in the container = %+v, %v; want exit 0 and mail.example.test", r, err)
+	}
 	const n = 20
 	ids := sendN(t, w, ctx, "alice@example.test", n)
 	if _, err := mailprobe.Send(ctx, w.Dial, "127.0.0.1:25", mailprobe.Message{From: "x@example.org", To: "nobody@example.test", Subject: "s", MessageID: "<u@x>", Body: "b"}); err == nil {
