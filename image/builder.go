@@ -36,7 +36,7 @@ type builder struct {
 	libRoots   []string // unpacked library dependencies
 	used       []debian.Package
 
-	template  []byte // the mail workload's template, nil for none
+	template []byte // the mail workload's template, nil for none
 
 	tree      *initramfs.Tree
 	kernel    []byte
