@@ -67,7 +67,7 @@ func testTemplate(t testing.TB) string {
 
 // volume mounts a tmpfs as a stand-in for the replicated volume and
 // unmounts it at the end (failing the test if it is busy).
-func volume(t *testing.T) string {
+func volume(t testing.TB) string {
 	t.Helper()
 	dir := t.TempDir()
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=512m", "tandem-mail-test", dir).CombinedOutput(); err != nil {
@@ -80,7 +80,9 @@ func volume(t *testing.T) string {
 // nsWorkload returns a workload whose root is on a fresh volume and whose
 // probes dial inside a new network namespace (loopback only), and a
 // function that runs fn on a thread in that namespace.
-func nsWorkload(t *testing.T) (*Workload, func(func() error) error, string) {
+func nsWorkload(t *testing.T) (*Workload, func(func() error) error, string) { return nsWorkloadB(t) }
+
+func nsWorkloadB(t testing.TB) (*Workload, func(func() error) error, string) {
 	testenv.RequireRoot(t)
 	tpl := testTemplate(t)
 	n := netnstest.New(t)
