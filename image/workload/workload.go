@@ -16,12 +16,13 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"tandem/image/debian"
+	"tandem/internal/mailroot"
 )
 
 // Kinds of workload (the recipe's workload.kind).
 const (
-	KindPostfixDovecot = "postfix-dovecot"
-	KindZimbra         = "zimbra"
+	KindPostfixDovecot = mailroot.KindPostfixDovecot
+	KindZimbra         = mailroot.KindZimbra
 )
 
 // FileName is the template's name in each slot directory of the boot

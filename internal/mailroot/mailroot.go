@@ -101,3 +101,9 @@ var SetgidFiles = []string{"usr/sbin/postdrop", "usr/sbin/postqueue"}
 
 // PostdropGID is the group of SetgidFiles and the public queue.
 const PostdropGID = 103
+
+// Workload kinds (the recipe's workload.kind, the resource's kind param).
+const (
+	KindPostfixDovecot = "postfix-dovecot"
+	KindZimbra         = "zimbra"
+)

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"tandem/image/workload"
+	"tandem/internal/mailroot"
 	"tandem/internal/nodeimage"
 )
 
@@ -39,7 +39,7 @@ const (
 // Workload is one mail workload: its root directory on the replicated
 // volume, the template it is created from, and the names it serves.
 type Workload struct {
-	// Kind is workload.KindPostfixDovecot or workload.KindZimbra.
+	// Kind is mailroot.KindPostfixDovecot or mailroot.KindZimbra.
 	Kind string
 	// Root holds rootfs/ (the container's root file system), the
 	// monitor's password, the init's control socket and the log.
@@ -91,7 +91,7 @@ func FromParams(params map[string]string) (*Workload, error) {
 		return def
 	}
 	w := &Workload{
-		Kind: get(ParamKind, workload.KindPostfixDovecot), Root: params[ParamRoot], Template: params[ParamTemplate],
+		Kind: get(ParamKind, mailroot.KindPostfixDovecot), Root: params[ParamRoot], Template: params[ParamTemplate],
 		Domain: params[ParamDomain], Service: get(ParamService, DefaultService), Users: get(ParamUsers, DefaultUsers),
 		Address: get(ParamAddress, DefaultAddress), ZimbraUser: get(ParamZimbra, DefaultZimbra),
 	}
@@ -102,8 +102,8 @@ func FromParams(params map[string]string) (*Workload, error) {
 }
 
 func (w *Workload) validate() error {
-	if w.Kind != workload.KindPostfixDovecot && w.Kind != workload.KindZimbra {
-		return fmt.Errorf("mail: param %s: %q is not %s or %s", ParamKind, w.Kind, workload.KindPostfixDovecot, workload.KindZimbra)
+	if w.Kind != mailroot.KindPostfixDovecot && w.Kind != mailroot.KindZimbra {
+		return fmt.Errorf("mail: param %s: %q is not %s or %s", ParamKind, w.Kind, mailroot.KindPostfixDovecot, mailroot.KindZimbra)
 	}
 	if w.Root == "" || !filepath.IsAbs(w.Root) || filepath.Clean(w.Root) != w.Root || w.Root == "/" {
 		return fmt.Errorf("mail: param %s: %q must be a clean absolute directory below / (on the replicated volume)", ParamRoot, w.Root)
@@ -161,7 +161,7 @@ func (w *Workload) templatePath() (string, error) {
 // sized for a loaded 2-core machine: Postfix and Dovecot start in about a
 // second when idle; Zimbra's zmcontrol takes minutes.
 func (w *Workload) Timeouts() map[string]time.Duration {
-	if w.Kind == workload.KindZimbra {
+	if w.Kind == mailroot.KindZimbra {
 		return map[string]time.Duration{"start": zmStartTimeout + time.Minute, "stop": zmStopTimeout + time.Minute, "monitor": zmStatusTimeout + 30*time.Second}
 	}
 	return map[string]time.Duration{"start": 120 * time.Second, "stop": 60 * time.Second, "monitor": 30 * time.Second}

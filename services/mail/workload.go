@@ -18,7 +18,7 @@ import (
 	"strings"
 	"time"
 
-	"tandem/image/workload"
+	"tandem/internal/mailroot"
 	"tandem/services/mail/mailprobe"
 )
 
@@ -43,7 +43,7 @@ func (w *Workload) logf(format string, args ...any) {
 
 func (w *Workload) spec() initSpec {
 	s := initSpec{Root: w.Root, Hostname: w.Hostname()}
-	if w.Kind == workload.KindPostfixDovecot {
+	if w.Kind == mailroot.KindPostfixDovecot {
 		s.Services = []serviceSpec{
 			{Name: "dovecot", Argv: []string{"/usr/sbin/dovecot", "-F", "-c", "/etc/dovecot/dovecot.conf"}, StopTimeout: dovecotStop},
 			{Name: "postfix", Argv: []string{"/usr/lib/postfix/sbin/master", "-s"}, StopTimeout: postfixStop},
@@ -64,7 +64,7 @@ func (w *Workload) Start(ctx context.Context) error {
 		w.logf("already running")
 		return w.waitReady(ctx)
 	}
-	if w.Kind == workload.KindZimbra {
+	if w.Kind == mailroot.KindZimbra {
 		return w.startZimbra(ctx)
 	}
 	if _, err := w.ensureRootfs(ctx); err != nil {
@@ -105,7 +105,7 @@ func (w *Workload) waitReady(ctx context.Context) error {
 // whatever is left is killed) and returns once its init has exited, so no
 // process holds the volume. Stopping a stopped workload succeeds.
 func (w *Workload) Stop(ctx context.Context) error {
-	if w.Kind == workload.KindZimbra {
+	if w.Kind == mailroot.KindZimbra {
 		if err := w.stopZimbra(ctx); err != nil {
 			w.logf("%v: killing the container", err)
 		}
@@ -125,7 +125,7 @@ func (w *Workload) Monitor(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if w.Kind == workload.KindZimbra {
+	if w.Kind == mailroot.KindZimbra {
 		return w.monitorZimbra(ctx)
 	}
 	if !allRunning(st.Services) {
