@@ -111,8 +111,8 @@ func (b *builder) writeDisk(ctx context.Context, path string) error {
 	im := disk.Image{
 		BootMiB: b.r.Disk.BootMiB, PermMiB: b.r.Disk.PermMiB, Seed: seed, Epoch: b.o.Epoch,
 		GrubCfg: cfg, GrubEnv: env,
-		A: disk.Slot{Kernel: b.kernel, Initramfs: b.initramfs},
-		B: disk.Slot{Kernel: b.kernel, Initramfs: b.initramfs},
+		A: disk.Slot{Kernel: b.kernel, Initramfs: b.initramfs, Files: b.slotFiles()},
+		B: disk.Slot{Kernel: b.kernel, Initramfs: b.initramfs, Files: b.slotFiles()},
 	}
 	if b.r.Profile.HasBoot("bios") {
 		b.logf("grub: BIOS core image")

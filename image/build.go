@@ -112,6 +112,7 @@ func Build(ctx context.Context, r *recipe.Recipe, o Options) (*Manifest, error) 
 	}{
 		{"open Debian " + r.Debian.Suite, b.openArchive},
 		{"fetch kernel, GRUB and packages", b.fetch},
+		{"mail workload template", b.buildTemplate},
 		{"collect files", b.collect},
 		{"build initramfs", b.buildInitramfs},
 		{"write artifacts", b.writeArtifacts},

@@ -17,6 +17,7 @@ import (
 	"tandem/image/initramfs"
 	"tandem/image/kmod"
 	"tandem/image/recipe"
+	"tandem/image/workload"
 	"tandem/internal/nodeimage"
 )
 
@@ -34,6 +35,8 @@ type builder struct {
 	pkgRoots   []string // unpacked recipe packages
 	libRoots   []string // unpacked library dependencies
 	used       []debian.Package
+
+	template []byte // the mail workload's template, nil for none
 
 	tree      *initramfs.Tree
 	kernel    []byte
@@ -220,6 +223,9 @@ func (b *builder) addDescription(t *initramfs.Tree) error {
 	desc := nodeimage.Config{
 		Name: b.r.Name, Role: b.r.Role, Hostname: b.r.Hostname,
 		Modules: b.r.Profile.Modules, DataDisk: b.r.Profile.DataDisk,
+	}
+	if w := b.r.Workload; w != nil {
+		desc.Workload = &nodeimage.Workload{Kind: w.Kind, Template: workload.FileName(w.Kind)}
 	}
 	for _, s := range b.r.Services {
 		path := s.Command

@@ -5,6 +5,8 @@
 #    alternating, ROUNDS times; medians and the ratio are printed.
 #  - DHCP time to lease: services/network's BenchmarkDHCPLease against
 #    dnsmasq in network namespaces (needs root; skipped otherwise).
+#  - the mail workload: services/mail's BenchmarkWorkload (start and
+#    monitor medians, template and root sizes, idle memory; needs root).
 # Traffic stays on loopback and inside namespaces the benchmark creates.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -122,4 +124,11 @@ if [ "$(id -u)" -eq 0 ]; then
 		awk '/^BenchmarkDHCPLease/ {printf "DHCP median time to lease: %s ms (%s leases)\n", $5, $2}'
 else
 	echo "DHCP: skipped (needs root for network namespaces)"
+fi
+
+if [ "$(id -u)" -eq 0 ]; then
+	echo "mail workload: Postfix + Dovecot container in a namespace (start, monitor, sizes, idle memory)"
+	go test -run '^$' -bench 'BenchmarkWorkload' -benchtime "${MAIL_STARTS:-5}x" ./services/mail | grep '^BenchmarkWorkload'
+else
+	echo "mail workload: skipped (needs root)"
 fi

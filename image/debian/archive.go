@@ -34,6 +34,11 @@ type Package struct {
 	Size       int64
 	Depends    []string // names only: versions and alternatives beyond the first are dropped
 	PreDepends []string
+	// Requires holds Pre-Depends then Depends, one entry per relation, each
+	// the names of its alternatives in order (versions dropped).
+	Requires [][]string
+	// Provides names the virtual packages this one provides.
+	Provides []string
 }
 
 // Archive is an opened suite: its verified index and a cache directory.
@@ -162,6 +167,8 @@ func parsePackages(r io.Reader) map[string]Package {
 			Name: st["Package"], Version: st["Version"], Filename: st["Filename"],
 			SHA256: st["SHA256"], Size: size,
 			Depends: depNames(st["Depends"]), PreDepends: depNames(st["Pre-Depends"]),
+			Requires: append(depAlternatives(st["Pre-Depends"]), depAlternatives(st["Depends"])...),
+			Provides: depNames(st["Provides"]),
 		}
 		out[p.Name] = p
 	}
@@ -177,6 +184,25 @@ func depNames(s string) []string {
 		name, _, _ = strings.Cut(name, ":")
 		if name != "" {
 			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// depAlternatives turns "a (>= 1), b | c:any" into [[a] [b c]].
+func depAlternatives(s string) [][]string {
+	var out [][]string
+	for _, rel := range strings.Split(s, ",") {
+		var alts []string
+		for _, alt := range strings.Split(rel, "|") {
+			name, _, _ := strings.Cut(strings.TrimSpace(alt), " ")
+			name, _, _ = strings.Cut(name, ":")
+			if name != "" {
+				alts = append(alts, name)
+			}
+		}
+		if len(alts) > 0 {
+			out = append(out, alts)
 		}
 	}
 	return out

@@ -47,6 +47,12 @@ func (a *Archive) Unpacked(p Package, debPath string) (string, error) {
 
 // UnpackDeb extracts the data archive of a .deb into dir.
 func UnpackDeb(debPath, dir string) error {
+	return WithData(debPath, func(r io.Reader) error { return untar(r, dir) })
+}
+
+// WithData calls fn with the uncompressed data.tar of the .deb at debPath;
+// errors name the file.
+func WithData(debPath string, fn func(io.Reader) error) error {
 	f, err := os.Open(debPath)
 	if err != nil {
 		return err
@@ -68,7 +74,7 @@ func UnpackDeb(debPath, dir string) error {
 			if err != nil {
 				return fmt.Errorf("%s: %w", debPath, err)
 			}
-			if err := untar(dec, dir); err != nil {
+			if err := fn(dec); err != nil {
 				return fmt.Errorf("%s: %w", debPath, err)
 			}
 			return nil

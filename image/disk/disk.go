@@ -31,9 +31,25 @@ const (
 	biosSize  = mib
 )
 
-// Slot is one kernel + initramfs pair.
+// Slot is one kernel + initramfs pair, plus files that belong with them
+// (the mail workload's template).
 type Slot struct {
 	Kernel, Initramfs []byte
+	Files             []File
+}
+
+// File is an extra file of a slot directory.
+type File struct {
+	Name string // base name in the slot directory
+	Data []byte
+}
+
+func (s Slot) size() int {
+	n := len(s.Kernel) + len(s.Initramfs)
+	for _, f := range s.Files {
+		n += len(f.Data)
+	}
+	return n
 }
 
 // Image is everything that goes on the disk.
@@ -77,7 +93,7 @@ func Write(ctx context.Context, path string, im Image) error {
 	bootStart := uint64(biosStart + biosSize/sector)
 	permStart := bootStart + bootSectors
 	total := int64(permStart+permSectors)*sector + mib // room for the backup GPT
-	need := int64(len(im.EFI)+len(im.GrubCfg)+len(im.GrubEnv)+len(im.A.Kernel)+len(im.A.Initramfs)+len(im.B.Kernel)+len(im.B.Initramfs)) + 4*mib
+	need := int64(len(im.EFI)+len(im.GrubCfg)+len(im.GrubEnv)+im.A.size()+im.B.size()) + 4*mib
 	if need > int64(bootSectors)*sector*9/10 {
 		return fmt.Errorf("boot partition of %d MiB is too small for GRUB and two slots (%d MiB): raise disk.boot_mib", im.BootMiB, need/mib+1)
 	}
@@ -140,6 +156,17 @@ func writeBoot(d *disk.Disk, start int64, im Image) error {
 			name string
 			data []byte
 		}{"/EFI/BOOT/BOOTX64.EFI", im.EFI})
+	}
+	for _, s := range []struct {
+		name string
+		slot Slot
+	}{{"A", im.A}, {"B", im.B}} {
+		for _, f := range s.slot.Files {
+			files = append(files, struct {
+				name string
+				data []byte
+			}{grub.SlotDir(s.name) + "/" + f.Name, f.Data})
+		}
 	}
 	for _, f := range files {
 		if err := fs.Mkdir(path.Dir(f.name)); err != nil {

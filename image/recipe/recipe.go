@@ -51,6 +51,9 @@ type Recipe struct {
 	// Settings are node settings baked into the image, the last place PID 1
 	// looks (after the kernel command line and the perm partition).
 	Settings map[string]string `yaml:"settings"`
+	// Workload is the mail workload whose template the image carries
+	// (data nodes only; default for them: kind postfix-dovecot).
+	Workload *Workload `yaml:"workload"`
 
 	// Profile is the loaded hardware profile (not part of the YAML).
 	Profile *Profile `yaml:"-"`
@@ -84,6 +87,23 @@ type Service struct {
 	// send WATCHDOG=1, or PID 1 kills and restarts it.
 	WatchdogSec int `yaml:"watchdog_sec"`
 }
+
+// Workload chooses the mail workload (docs/mail.md).
+type Workload struct {
+	// Kind is postfix-dovecot (a template built from Debian's packages) or
+	// zimbra (the user's ZCS installer, carried for installing onto the
+	// replicated volume).
+	Kind string `yaml:"kind"`
+	// Installer is the ZCS installer tarball (kind zimbra only). Relative
+	// paths are relative to the recipe file.
+	Installer string `yaml:"installer"`
+}
+
+// Workload kinds.
+const (
+	WorkloadPostfixDovecot = "postfix-dovecot"
+	WorkloadZimbra         = "zimbra"
+)
 
 // Disk sizes the image's partitions in MiB.
 type Disk struct {
@@ -206,6 +226,12 @@ func (r *Recipe) setDefaults() {
 	if len(r.Outputs) == 0 {
 		r.Outputs = []string{"raw"}
 	}
+	if r.Role == "data" && r.Workload == nil {
+		r.Workload = &Workload{Kind: WorkloadPostfixDovecot}
+	}
+	if w := r.Workload; w != nil && w.Installer != "" && !filepath.IsAbs(w.Installer) {
+		w.Installer = filepath.Join(filepath.Dir(r.Path), w.Installer)
+	}
 }
 
 func (r *Recipe) validate() error {
@@ -249,6 +275,9 @@ func (r *Recipe) validate() error {
 			return fieldErr(f+".watchdog_sec", "%d is outside 0..3600", s.WatchdogSec)
 		}
 	}
+	if err := r.validateWorkload(); err != nil {
+		return err
+	}
 	for k := range r.Settings {
 		if !settingKeyRE.MatchString(k) {
 			return fieldErr("settings."+k, "key must be lower-case letters, digits, '_' and '.'")
@@ -258,3 +287,29 @@ func (r *Recipe) validate() error {
 }
 
 var settingKeyRE = regexp.MustCompile(`^[a-z][a-z0-9_.]*$`)
+
+func (r *Recipe) validateWorkload() error {
+	w := r.Workload
+	if w == nil {
+		return nil
+	}
+	if r.Role != "data" {
+		return fieldErr("workload", "only data nodes run the mail workload (role is %q)", r.Role)
+	}
+	switch w.Kind {
+	case WorkloadPostfixDovecot:
+		if w.Installer != "" {
+			return fieldErr("workload.installer", "only for kind %s", WorkloadZimbra)
+		}
+	case WorkloadZimbra:
+		if w.Installer == "" {
+			return fieldErr("workload.installer", "missing: kind %s needs the path of your ZCS installer tarball", WorkloadZimbra)
+		}
+		if st, err := os.Stat(w.Installer); err != nil || !st.Mode().IsRegular() {
+			return fieldErr("workload.installer", "%s is not a readable file: %v", w.Installer, err)
+		}
+	default:
+		return fieldErr("workload.kind", "%q is not one of %s, %s", w.Kind, WorkloadPostfixDovecot, WorkloadZimbra)
+	}
+	return nil
+}

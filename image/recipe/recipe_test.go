@@ -24,7 +24,8 @@ func TestParseGood(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Hostname != "node" || r.Debian.Suite != DefaultSuite || r.Disk.BootMiB != 128 || r.Disk.PermMiB != DefaultPermMiB {
+	if r.Hostname != "node" || r.Debian.Suite != DefaultSuite || r.Disk.BootMiB != 128 || r.Disk.PermMiB != DefaultPermMiB ||
+		r.Workload == nil || r.Workload.Kind != WorkloadPostfixDovecot {
 		t.Errorf("Parse(good) = %+v, want defaults filled in", r)
 	}
 }
@@ -32,7 +33,7 @@ func TestParseGood(t *testing.T) {
 func TestParseErrors(t *testing.T) {
 	for _, c := range []struct{ name, yaml, want string }{
 		{"unknown field", "name: n\nrole: data\nhostnme: x\n",
-			`bad.yaml:3: unknown field "hostnme" (expected one of: debian, disk, firmware_dir, hardware, hostname, kernel_args, name, node_config, outputs, packages, role, services, settings)`},
+			`bad.yaml:3: unknown field "hostnme" (expected one of: debian, disk, firmware_dir, hardware, hostname, kernel_args, name, node_config, outputs, packages, role, services, settings, workload)`},
 		{"unknown nested field", "name: n\nrole: data\nhardware: h\ndisk:\n  boot: 100\n",
 			`bad.yaml:5: unknown field "boot" in disk (expected one of: boot_mib, perm_mib)`},
 		{"unknown field in list", "name: n\nservices:\n  - name: a\n    cmd: x\n",
@@ -52,6 +53,16 @@ func TestParseErrors(t *testing.T) {
 		{"bad name", "name: Node_1\n", `bad.yaml:1: name: "Node_1" must be 1 to 63 lower-case letters, digits and dashes`},
 		{"missing hardware", "name: n\nrole: data\n", `bad.yaml: hardware: missing: name a profile in hardware/`},
 		{"empty", "", "bad.yaml: empty file"},
+		{"workload kind", "name: n\nrole: data\nhardware: h\nworkload:\n  kind: exim\n",
+			`bad.yaml:5: workload.kind: "exim" is not one of postfix-dovecot, zimbra`},
+		{"workload unknown field", "name: n\nrole: data\nhardware: h\nworkload: {kind: zimbra, instaler: x}\n",
+			`bad.yaml:4: unknown field "instaler" in workload (expected one of: installer, kind)`},
+		{"zimbra without installer", "name: n\nrole: data\nhardware: h\nworkload:\n  kind: zimbra\n",
+			`bad.yaml:5: workload.installer: missing: kind zimbra needs the path of your ZCS installer tarball`},
+		{"zimbra installer missing", "name: n\nrole: data\nhardware: h\nworkload:\n  kind: zimbra\n  installer: /nonexistent/zcs.tgz\n",
+			`bad.yaml:6: workload.installer: /nonexistent/zcs.tgz is not a readable file`},
+		{"workload on arbitrator", "name: n\nrole: arbitrator\nhardware: h\nworkload: {kind: postfix-dovecot}\n",
+			`bad.yaml:4: workload: only data nodes run the mail workload (role is "arbitrator")`},
 		{"not a mapping", "- a\n- b\n", "bad.yaml:1: expected a mapping of fields at the top"},
 	} {
 		t.Run(c.name, func(t *testing.T) {

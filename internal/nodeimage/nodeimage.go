@@ -41,6 +41,28 @@ type Config struct {
 	Services []Service `json:"services"`
 	// DataDisk is the disk for the data partition; empty: the boot disk.
 	DataDisk string `json:"data_disk,omitempty"`
+	// Workload is the mail workload's template (data images only).
+	Workload *Workload `json:"workload,omitempty"`
+}
+
+// Workload names the mail workload and its template.
+type Workload struct {
+	// Kind is "postfix-dovecot" or "zimbra".
+	Kind string `json:"kind"`
+	// Template is the template's file name in each slot directory of the
+	// boot partition, beside the slot's kernel and initramfs, so an update
+	// carries its own template and the node reads it from disk, never
+	// holding it in RAM.
+	Template string `json:"template"`
+}
+
+// BootMount is where PID 1 mounts the boot partition.
+const BootMount = "/boot"
+
+// TemplatePath is the template's path on a running node booted from slot
+// (A or B, $TANDEM_SLOT).
+func (w *Workload) TemplatePath(slot string) string {
+	return BootMount + "/slot-" + slot + "/" + w.Template
 }
 
 // Service is one supervised daemon.

@@ -1,0 +1,85 @@
+package workload
+
+import (
+	"archive/tar"
+	"bytes"
+	"io"
+	"strings"
+	"testing"
+)
+
+func sampleTree() *tree {
+	t := newTree(1700000000)
+	add := func(h tar.Header, data string) {
+		h.Size = int64(len(data))
+		if err := t.addEntry(&h, strings.NewReader(data)); err != nil {
+			panic(err)
+		}
+	}
+	add(tar.Header{Typeflag: tar.TypeReg, Name: "./usr/sbin/postdrop", Mode: 0o755, Uid: 7}, "elf")
+	add(tar.Header{Typeflag: tar.TypeReg, Name: "./usr/share/doc/postfix/README", Mode: 0o644}, "doc")
+	add(tar.Header{Typeflag: tar.TypeLink, Name: "./usr/sbin/postdrop2", Linkname: "./usr/sbin/postdrop"}, "")
+	add(tar.Header{Typeflag: tar.TypeSymlink, Name: "./lib64/ld.so", Linkname: "/lib/x86_64-linux-gnu/ld.so"}, "")
+	t.addBase()
+	return t
+}
+
+// TestTree checks what the template's tar holds: sorted entries with
+// parents first, owners from internal/mailroot, set-group-ID postdrop,
+// hard links as copies, documentation dropped, and the same bytes twice.
+func TestTree(t *testing.T) {
+	var a, b bytes.Buffer
+	if _, err := sampleTree().write(&a); err != nil {
+		t.Fatal(err)
+	}
+	sampleTree().write(&b)
+	if !bytes.Equal(a.Bytes(), b.Bytes()) {
+		t.Fatal("two writes of the same tree differ")
+	}
+	hdrs := map[string]*tar.Header{}
+	var order []string
+	tr := tar.NewReader(&a)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := strings.TrimSuffix(h.Name, "/")
+		hdrs[name], order = h, append(order, name)
+	}
+	for i := 1; i < len(order); i++ {
+		if order[i-1] >= order[i] {
+			t.Errorf("entries not sorted: %s before %s", order[i-1], order[i])
+		}
+	}
+	for _, c := range []struct {
+		name     string
+		uid, gid int
+		mode     int64
+		typ      byte
+	}{
+		{"usr/sbin/postdrop", 0, 103, 0o2555, tar.TypeReg},
+		{"usr/sbin/postdrop2", 0, 0, 0o755, tar.TypeReg},
+		{"usr", 0, 0, 0o755, tar.TypeDir},
+		{"var/spool/postfix/public", 100, 103, 0o2710, tar.TypeDir},
+		{"var/spool/postfix/maildrop", 100, 103, 0o1730, tar.TypeDir},
+		{"var/vmail", 5000, 5000, 0o700, tar.TypeDir},
+		{"etc/passwd", 0, 0, 0o644, tar.TypeReg},
+		{"lib64/ld.so", 0, 0, 0o777, tar.TypeSymlink},
+	} {
+		h := hdrs[c.name]
+		if h == nil {
+			t.Errorf("no %s in the template", c.name)
+			continue
+		}
+		if h.Uid != c.uid || h.Gid != c.gid || h.Mode != c.mode || h.Typeflag != c.typ || h.ModTime.Unix() != 1700000000 {
+			t.Errorf("%s: uid %d gid %d mode %o type %c time %d, want %d %d %o %c 1700000000", c.name, h.Uid, h.Gid, h.Mode, h.Typeflag, h.ModTime.Unix(), c.uid, c.gid, c.mode, c.typ)
+		}
+	}
+	if _, ok := hdrs["usr/share/doc/postfix/README"]; ok {
+		t.Error("documentation was not dropped")
+	}
+}

@@ -1,0 +1,85 @@
+package mail
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+// TestConfigGolden renders the container's configuration for a fixed
+// domain, users and monitor password, and compares it with testdata/.
+func TestConfigGolden(t *testing.T) {
+	users, err := parseUsers(strings.NewReader("# users\nalice:{PLAIN}pw\nBob@Example.Test:{SHA512-CRYPT}$6$x$y::::::\n\n"), "users", "example.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := config{Hostname: "mail.example.test", Domain: "example.test", Users: users, MonitorPassword: "monitor-secret", Salt: []byte("fixedsalt123")}
+	for rel, data := range c.files() {
+		golden := filepath.Join("testdata", strings.ReplaceAll(rel, "/", "_"))
+		if *update {
+			if err := os.WriteFile(golden, data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		want, err := os.ReadFile(golden)
+		if err != nil {
+			t.Fatalf("%v (run go test -update)", err)
+		}
+		if string(want) != string(data) {
+			t.Errorf("%s differs from %s:\n%s", rel, golden, data)
+		}
+	}
+}
+
+func TestParseUsersErrors(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"alice\n", "users:1: want USER[@example.test]:PASSWORD[:...] (Dovecot passwd-file)"},
+		{"alice:\n", "users:1: want USER"},
+		{"# c\nalice@other.test:{PLAIN}x\n", `users:2: user "alice@other.test" is not in the domain example.test`},
+		{"tandem-monitor:{PLAIN}x\n", `users:1: user name "tandem-monitor" is not allowed`},
+		{"a b:{PLAIN}x\n", `users:1: user name "a b" is not allowed`},
+		{"alice:{PLAIN}x\nALICE@example.test:{PLAIN}y\n", "users:2: user alice@example.test is already on line 1"},
+	} {
+		_, err := parseUsers(strings.NewReader(c.in), "users", "example.test")
+		if err == nil || !strings.HasPrefix(err.Error(), c.want) {
+			t.Errorf("parseUsers(%q) error = %v, want prefix %q", c.in, err, c.want)
+		}
+	}
+}
+
+func TestFromParams(t *testing.T) {
+	w, err := FromParams(map[string]string{"root": "/srv/mail", "domain": "example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.Kind != "postfix-dovecot" || w.Hostname() != "mail.example.com" || w.Users != DefaultUsers || w.Address != DefaultAddress || w.ZimbraUser != "zimbra" {
+		t.Errorf("FromParams defaults = %+v", w)
+	}
+	for _, c := range []struct {
+		params map[string]string
+		want   string
+	}{
+		{map[string]string{"root": "/srv/mail"}, `mail: param domain: "" is not a lower-case DNS domain`},
+		{map[string]string{"root": "srv", "domain": "example.com"}, `mail: param root: "srv" must be a clean absolute directory`},
+		{map[string]string{"root": "/srv/../x", "domain": "example.com"}, `mail: param root: "/srv/../x" must be a clean absolute directory`},
+		{map[string]string{"domain": "example.com"}, `mail: param root: "" must be`},
+		{map[string]string{"root": "/srv/mail", "domain": "Example.com"}, `mail: param domain: "Example.com" is not a lower-case DNS domain`},
+		{map[string]string{"root": "/srv/mail", "domain": "example.com", "service": "mail.x"}, `mail: param service: "mail.x" is not a lower-case host label`},
+		{map[string]string{"root": "/srv/mail", "domain": "example.com", "kind": "exim"}, `mail: param kind: "exim" is not postfix-dovecot or zimbra`},
+		{map[string]string{"root": "/srv/mail", "domain": "example.com", "users": "users"}, `mail: param users: "users" is not an absolute path`},
+		{map[string]string{"root": "/srv/mail", "domain": "example.com", "address": "localhost"}, `mail: param address: "localhost" is not an IP address`},
+		{map[string]string{"root": "/srv/mail", "domain": "example.com", "template": "t.zst"}, `mail: param template: "t.zst" is not an absolute path`},
+		{map[string]string{"root": "/srv/mail", "domain": "example.com", "rot": "x"}, `mail: unknown params rot (expected: kind, root, template`},
+		{map[string]string{"root": "/" + strings.Repeat("x", 100), "domain": "example.com"}, `mail: param root: "/xxx`},
+	} {
+		_, err := FromParams(c.params)
+		if err == nil || !strings.HasPrefix(err.Error(), c.want) {
+			t.Errorf("FromParams(%v) error = %v, want prefix %q", c.params, err, c.want)
+		}
+	}
+}

@@ -1,0 +1,323 @@
+package mail
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"tandem/image"
+	"tandem/image/debian"
+	"tandem/image/workload"
+	"tandem/internal/netnstest"
+	"tandem/internal/testenv"
+	"tandem/services/mail/mailprobe"
+)
+
+var template struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// testTemplate builds the Postfix + Dovecot template from Debian's
+// packages (cached in the image builder's cache) once per test binary.
+func testTemplate(t testing.TB) string {
+	t.Helper()
+	template.once.Do(func() {
+		ctx := context.Background()
+		mirror, err := debian.MachineMirror("bookworm")
+		if err != nil {
+			template.err = err
+			return
+		}
+		a, err := debian.Open(ctx, debian.Source{URI: mirror, Suite: "bookworm"}, filepath.Join(image.DefaultCacheDir(), "debian"), 7*24*time.Hour, t.Logf)
+		if err != nil {
+			template.err = err
+			return
+		}
+		dir, err := os.MkdirTemp("", "tandem-mail-template-")
+		if err != nil {
+			template.err = err
+			return
+		}
+		template.path = filepath.Join(dir, "mail.tar.zst")
+		f, err := os.Create(template.path)
+		if err != nil {
+			template.err = err
+			return
+		}
+		defer f.Close()
+		_, template.err = workload.BuildPostfixDovecot(ctx, a, f, workload.Options{Logf: t.Logf})
+	})
+	if template.err != nil {
+		t.Fatalf("build template: %v", template.err)
+	}
+	return template.path
+}
+
+// volume mounts a tmpfs as a stand-in for the replicated volume and
+// unmounts it at the end (failing the test if it is busy).
+func volume(t testing.TB) string {
+	t.Helper()
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=512m", "tandem-mail-test", dir).CombinedOutput(); err != nil {
+		t.Fatalf("mount tmpfs: %v: %s", err, out)
+	}
+	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+	return dir
+}
+
+// nsWorkload returns a workload whose root is on a fresh volume and whose
+// probes dial inside a new network namespace (loopback only), and a
+// function that runs fn on a thread in that namespace.
+func nsWorkload(t *testing.T) (*Workload, func(func() error) error, string) { return nsWorkloadB(t) }
+
+func nsWorkloadB(t testing.TB) (*Workload, func(func() error) error, string) {
+	testenv.RequireRoot(t)
+	tpl := testTemplate(t)
+	n := netnstest.New(t)
+	ns := n.Host("mail")
+	vol := volume(t)
+	users := filepath.Join(t.TempDir(), "users")
+	os.WriteFile(users, []byte("# test users\nalice:{PLAIN}alice-pw\nbob@example.test:{PLAIN}bob-pw\n"), 0o600)
+	w, err := FromParams(map[string]string{"root": vol + "/mail", "template": tpl, "domain": "example.test", "users": users})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := func(fn func() error) error { return n.Do(ns, fn) }
+	w.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var c net.Conn
+		err := in(func() (err error) {
+			c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+			return err
+		})
+		return c, err
+	}
+	w.Logf = t.Logf
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		w.Stop(ctx)
+	})
+	return w, in, vol
+}
+
+// TestWorkload runs the real Postfix and Dovecot from the template in the
+// container: mail in over SMTP, out over IMAP, stop leaves the volume
+// unmountable, a second start keeps the root and the mail, a killed
+// Postfix master is a failure and not a clean stop.
+func TestWorkload(t *testing.T) {
+	w, in, vol := nsWorkload(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if err := in(func() error { return w.Start(ctx) }); err != nil {
+		t.Fatalf("Start: %v\n%s", err, readLog(w))
+	}
+	if err := w.Monitor(ctx); err != nil {
+		t.Fatalf("Monitor after Start = %v, want nil", err)
+	}
+	// The init's exec (what the Zimbra hooks use) runs as a container user.
+	r, _, err := w.call(ctx, request{Op: "exec", Argv: []string{"/usr/sbin/postconf", "-h", "myhostname"}, User: "postfix", Timeout: time.Minute})
+	if err != nil || r.Exit != 0 || strings.TrimSpace(r.Output) != "mail.example.test" {
+		t.Errorf("exec postconf in the container = %+v, %v; want exit 0 and mail.example.test", r, err)
+	}
+	const n = 20
+	ids := sendN(t, w, ctx, "alice@example.test", n)
+	if _, err := mailprobe.Send(ctx, w.Dial, "127.0.0.1:25", mailprobe.Message{From: "x@example.org", To: "nobody@example.test", Subject: "s", MessageID: "<u@x>", Body: "b"}); err == nil {
+		t.Errorf("Send to an unknown user was acknowledged, want a rejection")
+	}
+	waitMessages(t, w, ctx, "alice@example.test", "alice-pw", ids)
+
+	if err := w.Stop(ctx); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	if err := w.Monitor(ctx); !errorsIs(err, ErrNotRunning) {
+		t.Fatalf("Monitor after Stop = %v, want ErrNotRunning", err)
+	}
+	if err := w.Stop(ctx); err != nil {
+		t.Fatalf("second Stop = %v, want nil", err)
+	}
+	assertNoProcessUses(t, vol)
+	if out, err := exec.Command("umount", vol).CombinedOutput(); err != nil {
+		t.Fatalf("umount %s after Stop: %v: %s", vol, err, out)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=512m", "tandem-mail-test", vol).CombinedOutput(); err != nil {
+		t.Fatalf("mount again: %v: %s", err, out)
+	}
+	// The tmpfs is gone with its mail: for the restart test, start on a
+	// fresh volume, stop, mark the root, start again.
+	if err := in(func() error { return w.Start(ctx) }); err != nil {
+		t.Fatalf("Start on the new volume: %v\n%s", err, readLog(w))
+	}
+	ids = sendN(t, w, ctx, "bob@example.test", 3)
+	waitMessages(t, w, ctx, "bob@example.test", "bob-pw", ids)
+	if err := w.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	marker := filepath.Join(w.rootfs(), "etc/tandem-test-marker")
+	os.WriteFile(marker, []byte("x"), 0o644)
+	if err := in(func() error { return w.Start(ctx) }); err != nil {
+		t.Fatalf("second Start: %v\n%s", err, readLog(w))
+	}
+	if _, err := os.Stat(marker); err != nil {
+		t.Errorf("second Start unpacked the template again (marker gone): %v", err)
+	}
+	waitMessages(t, w, ctx, "bob@example.test", "bob-pw", ids)
+
+	killMaster(t, w)
+	if err := w.Monitor(ctx); err == nil || errorsIs(err, ErrNotRunning) {
+		t.Fatalf("Monitor after SIGKILL of Postfix's master = %v, want an error that is not ErrNotRunning", err)
+	} else {
+		t.Logf("Monitor after SIGKILL of master: %v", err)
+	}
+	if err := w.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	assertNoProcessUses(t, vol)
+}
+
+func errorsIs(err, target error) bool { return errors.Is(err, target) }
+
+func sendN(t *testing.T, w *Workload, ctx context.Context, to string, n int) []string {
+	t.Helper()
+	var ids []string
+	for i := 0; i < n; i++ {
+		id := fmt.Sprintf("<%d.%d@probe.test>", time.Now().UnixNano(), i)
+		ok, err := mailprobe.Send(ctx, w.Dial, "127.0.0.1:25", mailprobe.Message{From: "sender@example.org", To: to, Subject: fmt.Sprintf("test %d", i), MessageID: id, Body: "hello\nworld"})
+		if !ok || err != nil {
+			t.Fatalf("Send %d to %s = %v, %v; want acknowledged\n%s", i, to, ok, err, readLog(w))
+		}
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// waitMessages logs in as user and waits until every id is in INBOX
+// (delivery from Postfix's queue to Dovecot is asynchronous).
+func waitMessages(t *testing.T, w *Workload, ctx context.Context, user, pass string, ids []string) {
+	t.Helper()
+	for {
+		got, err := inbox(ctx, w, user, pass)
+		if err == nil && containsAll(got, ids) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s's INBOX has %d of the %d sent messages (%v)\n%s", user, len(got), len(ids), err, readLog(w))
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func inbox(ctx context.Context, w *Workload, user, pass string) ([]string, error) {
+	c, err := mailprobe.Login(ctx, w.Dial, "127.0.0.1:143", user, pass)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Logout()
+	if _, err := c.Select("INBOX"); err != nil {
+		return nil, err
+	}
+	return c.MessageIDs()
+}
+
+func containsAll(have, want []string) bool {
+	set := map[string]bool{}
+	for _, h := range have {
+		set[h] = true
+	}
+	for _, x := range want {
+		if !set[x] {
+			return false
+		}
+	}
+	return true
+}
+
+func readLog(w *Workload) string {
+	b, _ := os.ReadFile(filepath.Join(w.Root, logName))
+	if len(b) > 8000 {
+		b = b[len(b)-8000:]
+	}
+	return string(b)
+}
+
+// killMaster SIGKILLs Postfix's master (found through the init's status).
+func killMaster(t *testing.T, w *Workload) {
+	t.Helper()
+	// The status pids are in the container's PID namespace: find the
+	// host pid by the pid file Postfix's master writes.
+	b, err := os.ReadFile(filepath.Join(w.rootfs(), "var/spool/postfix/pid/master.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inner, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	host := hostPid(t, inner)
+	if err := syscall.Kill(host, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; ; i++ {
+		st, _, err := w.call(context.Background(), request{Op: "status"})
+		if err == nil && !allRunning(st.Services) {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// hostPid maps a PID of the container's namespace to the host's through
+// /proc/PID/status NSpid.
+func hostPid(t *testing.T, inner int) int {
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/status")
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(line); len(f) == 3 && f[0] == "NSpid:" && f[2] == strconv.Itoa(inner) {
+				if exe, _ := os.Readlink("/proc/" + e.Name() + "/exe"); strings.HasSuffix(exe, "/master") {
+					return pid
+				}
+			}
+		}
+	}
+	t.Fatalf("no host process for container pid %d", inner)
+	return 0
+}
+
+// assertNoProcessUses fails if any process has its root, cwd or an open
+// file on the volume.
+func assertNoProcessUses(t *testing.T, vol string) {
+	t.Helper()
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		links := []string{"/proc/" + e.Name() + "/root", "/proc/" + e.Name() + "/cwd"}
+		fds, _ := os.ReadDir("/proc/" + e.Name() + "/fd")
+		for _, fd := range fds {
+			links = append(links, "/proc/"+e.Name()+"/fd/"+fd.Name())
+		}
+		for _, l := range links {
+			if target, err := os.Readlink(l); err == nil && strings.HasPrefix(target, vol) {
+				t.Errorf("process %s still uses the volume: %s -> %s", e.Name(), l, target)
+			}
+		}
+	}
+}

@@ -1,0 +1,176 @@
+// Package mail runs the mail workload: a container whose whole root file
+// system lives on the replicated volume (Root/rootfs), created from the
+// image's template the first time and configured for the cluster's domain
+// at every start. The cluster daemon drives it as a resource: Start, Stop
+// and Monitor. The container has its own mount, PID, UTS and IPC
+// namespaces and shares the host's network namespace; its PID 1 is this
+// package re-executed (see init_linux.go), which starts Postfix's master
+// and Dovecot in the foreground, reaps, and stops them in order. For a
+// Zimbra workload the same container runs zmcontrol instead.
+package mail
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"tandem/internal/mailroot"
+	"tandem/services/mail/mailprobe"
+)
+
+// ErrNotRunning is Monitor's "cleanly stopped".
+var ErrNotRunning = errors.New("mail workload not running")
+
+// Service stop timeouts inside the container (Postfix finishes the SMTP
+// sessions it is in; Dovecot's LMTP deliveries end with an fsync).
+const (
+	postfixStop = 20 * time.Second
+	dovecotStop = 15 * time.Second
+)
+
+// probeTimeout bounds one SMTP banner read or IMAP login of the monitor.
+const probeTimeout = 5 * time.Second
+
+func (w *Workload) logf(format string, args ...any) {
+	if w.Logf != nil {
+		w.Logf("mail: "+format, args...)
+	}
+}
+
+func (w *Workload) spec() initSpec {
+	s := initSpec{Root: w.Root, Hostname: w.Hostname()}
+	if w.Kind == mailroot.KindPostfixDovecot {
+		s.Services = []serviceSpec{
+			{Name: "dovecot", Argv: []string{"/usr/sbin/dovecot", "-F", "-c", "/etc/dovecot/dovecot.conf"}, StopTimeout: dovecotStop},
+			{Name: "postfix", Argv: []string{"/usr/lib/postfix/sbin/master", "-s"}, StopTimeout: postfixStop},
+		}
+	}
+	return s
+}
+
+// Start unpacks the template if the root does not exist yet, configures
+// the container, starts it and waits until SMTP and IMAP answer (Zimbra:
+// until zmcontrol start succeeds). A container already running is
+// reconfigured only on its next start.
+func (w *Workload) Start(ctx context.Context) error {
+	if err := os.MkdirAll(w.Root, 0o755); err != nil {
+		return fmt.Errorf("mail: %w", err)
+	}
+	if _, _, err := w.call(ctx, request{Op: "status"}); err == nil {
+		w.logf("already running")
+		return w.waitReady(ctx)
+	}
+	if w.Kind == mailroot.KindZimbra {
+		return w.startZimbra(ctx)
+	}
+	if _, err := w.ensureRootfs(ctx); err != nil {
+		return err
+	}
+	if err := w.configure(); err != nil {
+		return err
+	}
+	if err := w.startInit(w.spec()); err != nil {
+		return err
+	}
+	return w.waitReady(ctx)
+}
+
+// waitReady polls the monitor until it passes, the container breaks, or
+// ctx ends.
+func (w *Workload) waitReady(ctx context.Context) error {
+	start := time.Now()
+	var last error
+	for {
+		last = w.Monitor(ctx)
+		if last == nil {
+			w.logf("ready in %s", time.Since(start).Round(time.Millisecond))
+			return nil
+		}
+		if st, _, err := w.call(ctx, request{Op: "status"}); err == nil && !allRunning(st.Services) {
+			return fmt.Errorf("mail: start: %s (see %s/%s)", describeServices(st.Services), w.Root, logName)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("mail: start: not ready: %w (last check: %v)", ctx.Err(), last)
+		case <-time.After(100 * time.Millisecond): // a refused probe costs next to nothing
+		}
+	}
+}
+
+// Stop stops the container cleanly (services in reverse order, then
+// whatever is left is killed) and returns once its init has exited, so no
+// process holds the volume. Stopping a stopped workload succeeds.
+func (w *Workload) Stop(ctx context.Context) error {
+	if w.Kind == mailroot.KindZimbra {
+		if err := w.stopZimbra(ctx); err != nil {
+			w.logf("%v: killing the container", err)
+		}
+	}
+	return w.stopInit(ctx)
+}
+
+// Monitor checks the workload cheaply: the init answers and its services
+// run, Postfix's SMTP banner reads, the monitor account logs in over
+// IMAP. A workload with no container is ErrNotRunning; anything else
+// wrong is another error.
+func (w *Workload) Monitor(ctx context.Context) error {
+	st, _, err := w.call(ctx, request{Op: "status"})
+	if errors.Is(err, errNoInit) {
+		return fmt.Errorf("%w: %v", ErrNotRunning, err)
+	}
+	if err != nil {
+		return err
+	}
+	if w.Kind == mailroot.KindZimbra {
+		return w.monitorZimbra(ctx)
+	}
+	if !allRunning(st.Services) {
+		return fmt.Errorf("mail: %s", describeServices(st.Services))
+	}
+	return w.probe(ctx)
+}
+
+func (w *Workload) probe(ctx context.Context) error {
+	pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	if _, err := mailprobe.Banner(pctx, w.Dial, net.JoinHostPort(w.Address, "25")); err != nil {
+		return fmt.Errorf("mail: monitor: %w", err)
+	}
+	secret, err := os.ReadFile(w.Root + "/monitor.secret")
+	if err != nil {
+		return fmt.Errorf("mail: monitor: %w", err)
+	}
+	ictx, cancel2 := context.WithTimeout(ctx, probeTimeout)
+	defer cancel2()
+	c, err := mailprobe.Login(ictx, w.Dial, net.JoinHostPort(w.Address, "143"), MonitorUser+"@"+w.Domain, strings.TrimSpace(string(secret)))
+	if err != nil {
+		return fmt.Errorf("mail: monitor: %w", err)
+	}
+	c.Logout()
+	return nil
+}
+
+func allRunning(s []serviceState) bool {
+	for _, x := range s {
+		if !x.Running {
+			return false
+		}
+	}
+	return true
+}
+
+func describeServices(s []serviceState) string {
+	var parts []string
+	for _, x := range s {
+		if x.Running {
+			parts = append(parts, x.Name+" running")
+		} else {
+			parts = append(parts, x.Name+" "+x.Exit)
+		}
+	}
+	return strings.Join(parts, ", ")
+}
