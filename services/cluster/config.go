@@ -12,6 +12,7 @@ import (
 	"io"
 	"net/netip"
 	"regexp"
+	"slices"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -287,7 +288,7 @@ func (c *Config) validateGroup() error {
 			if r.Params["interface"] == "" {
 				return fmt.Errorf("%s.params.interface: required for a vip", field)
 			}
-		} else if _, ok := builtinTimeouts[r.Agent]; ok {
+		} else if slices.Contains(builtins, r.Agent) {
 			// Built-in agents check their params when the daemon builds them.
 		} else if _, _, err := ocf.Parse(r.Agent); err != nil {
 			return fmt.Errorf("%s.agent: %w (or one of the built-in agents vip, drbd, fs, mail)", field, err)

@@ -1,8 +1,8 @@
 package cluster
 
 import (
-	"encoding/json"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"net"

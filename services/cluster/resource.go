@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"tandem/services/cluster/ocf"
 	"tandem/services/cluster/vip"
+	"tandem/services/mail"
 )
 
 // Resource is what the daemon runs: start, stop, monitor, each bounded by
@@ -34,33 +37,34 @@ func (r *resource) timeout(action string) time.Duration {
 	return 20 * time.Second
 }
 
+// builtins are the agents written in Go inside the daemon.
+var builtins = []string{"vip", "drbd", "fs", "mail"}
+
 // builtinTimeouts are the built-in agents' default timeouts, sized for a
 // loaded machine: a start may wait for the peer to let go of the volume
-// (drbd) or make the filesystem (fs, first start only).
+// (drbd) or make the filesystem (fs, first start only). The mail agent
+// gives its own (they depend on the workload's kind).
 var builtinTimeouts = map[string]map[string]time.Duration{
 	"vip":  {"start": 20 * time.Second, "stop": 20 * time.Second, "monitor": 10 * time.Second},
 	"drbd": {"start": 90 * time.Second, "stop": 60 * time.Second, "monitor": 15 * time.Second},
 	"fs":   {"start": 120 * time.Second, "stop": 60 * time.Second, "monitor": 15 * time.Second},
-	"mail": {"start": 180 * time.Second, "stop": 120 * time.Second, "monitor": 20 * time.Second},
 }
 
 // newResource builds the agent of a resource. Built-in agents are Go code
 // in the daemon; OCF agents get their meta-data read, default timeouts
 // filled and validate-all run.
 func newResource(ctx context.Context, d *Daemon, rc ResourceConfig) (*resource, error) {
-	if def, ok := builtinTimeouts[rc.Agent]; ok {
-		t := map[string]time.Duration{}
-		for k, v := range def {
-			t[k] = v
-		}
-		for k, v := range rc.Timeouts {
-			t[k] = v
-		}
-		rc.Timeouts = t
+	if slices.Contains(builtins, rc.Agent) {
 		r, err := newBuiltin(d, rc)
 		if err != nil {
 			return nil, fmt.Errorf("resource %s: %w", rc.Name, err)
 		}
+		t := maps.Clone(builtinTimeouts[rc.Agent])
+		if m, ok := r.(mailResource); ok {
+			t = m.w.Timeouts()
+		}
+		maps.Copy(t, rc.Timeouts)
+		rc.Timeouts = t
 		return &resource{cfg: rc, r: r}, nil
 	}
 	prov, typ, err := ocf.Parse(rc.Agent)
@@ -92,7 +96,12 @@ func newBuiltin(d *Daemon, rc ResourceConfig) (Resource, error) {
 	case "fs":
 		return newFS(d, rc.Params)
 	case "mail":
-		return nil, errors.New("the mail agent is not wired yet")
+		w, err := mail.FromParams(rc.Params)
+		if err != nil {
+			return nil, err
+		}
+		w.Logf = func(f string, a ...any) { d.log.Info(fmt.Sprintf(f, a...), "resource", rc.Name) }
+		return mailResource{w}, nil
 	}
 	v, err := vip.Parse(rc.Params["address"], rc.Params["interface"])
 	if err != nil {
@@ -119,6 +128,18 @@ func (o ocfResource) Start(ctx context.Context) error { return o.a.Start(ctx) }
 func (o ocfResource) Stop(ctx context.Context) error  { return o.a.Stop(ctx) }
 func (o ocfResource) Monitor(ctx context.Context) error {
 	if err := o.a.Monitor(ctx); errors.Is(err, ocf.ErrNotRunning) {
+		return fmt.Errorf("%w: %w", ErrNotRunning, err)
+	} else {
+		return err
+	}
+}
+
+type mailResource struct{ w *mail.Workload }
+
+func (m mailResource) Start(ctx context.Context) error { return m.w.Start(ctx) }
+func (m mailResource) Stop(ctx context.Context) error  { return m.w.Stop(ctx) }
+func (m mailResource) Monitor(ctx context.Context) error {
+	if err := m.w.Monitor(ctx); errors.Is(err, mail.ErrNotRunning) {
 		return fmt.Errorf("%w: %w", ErrNotRunning, err)
 	} else {
 		return err

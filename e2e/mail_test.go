@@ -1,0 +1,423 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"tandem/internal/lab"
+	"tandem/internal/testenv"
+	"tandem/services/cluster"
+	"tandem/services/mail/mailprobe"
+)
+
+// mailLab is the lab with its three nodes paired into a cluster from their
+// seeds, the host's administrator certificate, and the record of every
+// message the VIP acknowledged.
+type mailLab struct {
+	t     *testing.T
+	l     *lab.Lab
+	dir   string
+	seed  *lab.ClusterSeed
+	ctl   string // tandemctl binary
+	admin string // its -state directory
+	start time.Time
+
+	mu    sync.Mutex
+	acked []string // Message-IDs that got a 250
+	seq   int
+}
+
+var (
+	vipSMTP = lab.VIP.String() + ":25"
+	vipIMAP = lab.VIP.String() + ":143"
+)
+
+// startMailLab builds both images, boots the lab with the cluster seed and
+// obtains the administrator certificate.
+func startMailLab(t *testing.T) *mailLab {
+	testenv.RequireRoot(t)
+	testenv.RequireTool(t, "ip")
+	build(t, "kvm-node")
+	build(t, "kvm-arbitrator")
+	seed, err := lab.NewClusterSeed(lab.Nodes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &mailLab{t: t, dir: t.TempDir(), seed: seed, start: time.Now()}
+	m.ctl = filepath.Join(m.dir, "tandemctl")
+	if out, err := exec.Command("go", "build", "-o", m.ctl, "../cmd/tandemctl").CombinedOutput(); err != nil {
+		t.Fatalf("build tandemctl: %v\n%s", err, out)
+	}
+	m.admin = filepath.Join(m.dir, "admin")
+	m.l, err = lab.Start(context.Background(), lab.Options{Dir: filepath.Join(m.dir, "lab"), Images: images(), Nodes: seed.Apply(lab.Nodes), Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			logTails(t, filepath.Join(m.dir, "lab"))
+		}
+		if err := m.l.Stop(); err != nil {
+			t.Errorf("Stop: %v", err)
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), bootLimit)
+	defer cancel()
+	if err := m.l.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The founder serves the pairing API once its etcd runs.
+	m.retry(ctx, "administrator certificate", func(ctx context.Context) error {
+		_, err := m.run(ctx, "cluster", "admin", "-cluster", lab.ClusterName, "-name", lab.AdminName,
+			"-peer", "https://"+lab.Nodes[0].Addr.String()+":7443", "-code", seed.AdminCode)
+		return err
+	})
+	return m
+}
+
+// run runs tandemctl from the lab's namespace against the arbiter, which
+// every test keeps up and on the majority side.
+func (m *mailLab) run(ctx context.Context, args ...string) ([]byte, error) {
+	c, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	full := append([]string{"-state", m.admin, "-endpoint", "https://" + lab.Nodes[2].Addr.String() + ":7443"}, args...)
+	out, err := m.l.HostCommand(c, m.ctl, full...).CombinedOutput()
+	if err != nil {
+		return out, fmt.Errorf("tandemctl %s: %w: %s", strings.Join(args, " "), err, out)
+	}
+	return out, nil
+}
+
+// retry calls f every 2 s until it succeeds or ctx ends (then the test fails).
+func (m *mailLab) retry(ctx context.Context, what string, f func(context.Context) error) {
+	m.t.Helper()
+	var err error
+	for {
+		if err = f(ctx); err == nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			m.t.Fatalf("%s: %v (last error: %v)", what, ctx.Err(), err)
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+func (m *mailLab) status(ctx context.Context) (*cluster.Status, error) {
+	out, err := m.run(ctx, "status", "-json")
+	if err != nil {
+		return nil, err
+	}
+	var s cluster.Status
+	return &s, json.Unmarshal(out, &s)
+}
+
+// waitServing waits until the group runs in full on a node other than
+// notOn and the VIP answers SMTP, and returns that node.
+func (m *mailLab) waitServing(ctx context.Context, notOn string) string {
+	m.t.Helper()
+	var owner string
+	m.retry(ctx, "group serving on a node other than "+notOn, func(ctx context.Context) error {
+		s, err := m.status(ctx)
+		if err != nil {
+			return err
+		}
+		if s.Owner == "" || s.Owner == notOn {
+			return fmt.Errorf("owner %q", s.Owner)
+		}
+		for _, r := range s.Group {
+			if r.States[s.Owner] != "started" {
+				return fmt.Errorf("%s on %s is %q", r.Name, s.Owner, r.States[s.Owner])
+			}
+		}
+		if _, err := mailprobe.Banner(ctx, m.l.Dial, vipSMTP); err != nil {
+			return err
+		}
+		owner = s.Owner
+		return nil
+	})
+	return owner
+}
+
+// waitReplicated waits until both data nodes are connected and UpToDate
+// with no split brain.
+func (m *mailLab) waitReplicated(ctx context.Context) {
+	m.t.Helper()
+	m.retry(ctx, "replication connected and UpToDate", func(ctx context.Context) error {
+		out, err := m.run(ctx, "replication", "status", "-json")
+		if err != nil {
+			return err
+		}
+		var rs cluster.ReplicationStatus
+		if err := json.Unmarshal(out, &rs); err != nil {
+			return err
+		}
+		if len(rs.Nodes) != 2 {
+			return fmt.Errorf("%d nodes report", len(rs.Nodes))
+		}
+		for n, st := range rs.Nodes {
+			if !st.Connected() {
+				return fmt.Errorf("%s: %+v", n, st)
+			}
+		}
+		return nil
+	})
+}
+
+// sendOne sends one message to the VIP and records it if acknowledged.
+func (m *mailLab) sendOne(ctx context.Context) error {
+	m.mu.Lock()
+	m.seq++
+	id := fmt.Sprintf("<e2e-%d-%d@lab.tandem.test>", m.start.Unix(), m.seq)
+	m.mu.Unlock()
+	c, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	ok, err := mailprobe.Send(c, m.l.Dial, vipSMTP, mailprobe.Message{
+		From: "e2e@example.test", To: m.seed.MailUser, Subject: "e2e " + id, MessageID: id, Body: "tandem e2e\n",
+	})
+	if ok {
+		m.mu.Lock()
+		m.acked = append(m.acked, id)
+		m.mu.Unlock()
+	}
+	return err
+}
+
+// sender sends messages back to back until the returned stop is called;
+// failures (the service moving) are expected and only counted.
+func (m *mailLab) sender() (stop func() (acked, failed int)) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	var ok, bad int
+	m.mu.Lock()
+	before := len(m.acked)
+	m.mu.Unlock()
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			if err := m.sendOne(ctx); err != nil {
+				bad++
+				time.Sleep(200 * time.Millisecond)
+			}
+		}
+	}()
+	return func() (int, int) {
+		cancel()
+		<-done
+		m.mu.Lock()
+		ok = len(m.acked) - before
+		m.mu.Unlock()
+		return ok, bad
+	}
+}
+
+// checkAllReadable waits until every acknowledged message is in the
+// user's INBOX on the VIP (a queued message may still be on its way to
+// the mailbox) and fails the test naming the ones that never arrive.
+func (m *mailLab) checkAllReadable(ctx context.Context) {
+	m.t.Helper()
+	m.mu.Lock()
+	want := append([]string(nil), m.acked...)
+	m.mu.Unlock()
+	var missing []string
+	c, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	for {
+		ids, err := m.inbox(c)
+		if err == nil {
+			have := map[string]bool{}
+			for _, id := range ids {
+				have[id] = true
+			}
+			missing = missing[:0]
+			for _, id := range want {
+				if !have[id] {
+					missing = append(missing, id)
+				}
+			}
+			if len(missing) == 0 {
+				m.t.Logf("all %d acknowledged messages are readable over IMAP on the VIP (%d in the INBOX)", len(want), len(ids))
+				return
+			}
+		}
+		select {
+		case <-c.Done():
+			m.t.Fatalf("%d of %d acknowledged messages lost: %v (last IMAP error: %v)", len(missing), len(want), missing, err)
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+func (m *mailLab) inbox(ctx context.Context) ([]string, error) {
+	c, err := mailprobe.Login(ctx, m.l.Dial, vipIMAP, m.seed.MailUser, m.seed.MailPassword)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Logout()
+	if _, err := c.Select("INBOX"); err != nil {
+		return nil, err
+	}
+	return c.MessageIDs()
+}
+
+// logTime finds the first line at or after since in node's console log
+// whose message matches re, and returns its slog time (the nodes' clocks
+// follow the host's through the lab's NTP server).
+func (m *mailLab) logTime(node string, since time.Time, re *regexp.Regexp) (time.Time, bool) {
+	f, err := os.Open(filepath.Join(m.dir, "lab", node+".log"))
+	if err != nil {
+		return time.Time{}, false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		ts, ok := strings.CutPrefix(line, "time=")
+		if !ok || !re.MatchString(line) {
+			continue
+		}
+		at, err := time.Parse(time.RFC3339Nano, strings.Fields(ts)[0])
+		if err == nil && !at.Before(since) {
+			return at, true
+		}
+	}
+	return time.Time{}, false
+}
+
+var (
+	vipStopped = regexp.MustCompile(`msg="resource action done" .*op=stop resource=vip`)
+	vipStarted = regexp.MustCompile(`msg="resource action done" .*op=start resource=vip`)
+)
+
+// TestMailCluster is issue 5's end-to-end run: three images pair with no
+// console input; mail sent to the VIP survives a hard kill of the owner, a
+// partition of the owner, a planned standby and online, and a power cycle
+// of both data nodes, with every acknowledged message readable afterwards.
+func TestMailCluster(t *testing.T) {
+	m := startMailLab(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
+	defer cancel()
+	owner := m.waitServing(ctx, "")
+	t.Logf("cluster formed and serving on %s %.0f s after the lab started", owner, time.Since(m.start).Seconds())
+	out, err := m.run(ctx, "status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"Quorum: yes (3 of 3 members online)", "Online: [ data-a data-b ]", "Arbitrator: [ arbiter ]", "Group owner: " + owner} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("tandemctl status lacks %q:\n%s", want, out)
+		}
+	}
+	m.waitReplicated(ctx)
+	for i := 0; i < 5; i++ {
+		if err := m.sendOne(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m.checkAllReadable(ctx)
+
+	t.Run("kill owner", func(t *testing.T) {
+		stop := m.sender()
+		time.Sleep(5 * time.Second)
+		killed := owner
+		at := time.Now()
+		if err := m.l.Kill(killed); err != nil {
+			t.Fatal(err)
+		}
+		owner = m.waitServing(ctx, killed)
+		t.Logf("SIGKILL of %s to SMTP banner on the VIP from %s: %.1f s", killed, owner, time.Since(at).Seconds())
+		time.Sleep(5 * time.Second)
+		acked, failed := stop()
+		t.Logf("%d messages acknowledged, %d attempts failed while the service moved", acked, failed)
+		m.checkAllReadable(ctx)
+		if err := m.l.Boot(killed); err != nil {
+			t.Fatal(err)
+		}
+		m.waitReplicated(ctx)
+	})
+
+	t.Run("partition owner", func(t *testing.T) {
+		stop := m.sender()
+		time.Sleep(5 * time.Second)
+		cut := owner
+		at := time.Now()
+		if err := m.l.Partition(cut); err != nil {
+			t.Fatal(err)
+		}
+		owner = m.waitServing(ctx, cut)
+		t.Logf("partition of %s to SMTP banner on the VIP from %s: %.1f s", cut, owner, time.Since(at).Seconds())
+		acked, failed := stop()
+		t.Logf("%d messages acknowledged, %d attempts failed while the service moved", acked, failed)
+		// Never two owners: the cut-off node let go of the VIP (or was
+		// reset by its watchdog, which a full boot line shows) before
+		// the new owner took it.
+		started, ok := m.logTime(owner, at, vipStarted)
+		if !ok {
+			t.Errorf("%s's log shows no VIP start after the partition", owner)
+		}
+		if stopped, ok := m.logTime(cut, at, vipStopped); ok {
+			t.Logf("%s stopped the VIP %.1f s before %s started it", cut, started.Sub(stopped).Seconds(), owner)
+			if !stopped.Before(started) {
+				t.Errorf("%s stopped the VIP at %s, after %s started it at %s", cut, stopped.Format(time.StampMilli), owner, started.Format(time.StampMilli))
+			}
+		} else if _, reset := m.logTime(cut, at, regexp.MustCompile(`tandem: init starting`)); !reset {
+			t.Errorf("%s neither stopped the VIP nor was reset after the partition", cut)
+		}
+		if err := m.l.Heal(); err != nil {
+			t.Fatal(err)
+		}
+		m.waitReplicated(ctx)
+		m.checkAllReadable(ctx)
+		if s, err := m.status(ctx); err != nil || s.Owner != owner {
+			t.Errorf("after heal the owner is %v (%v), want %s to keep the group", s, err, owner)
+		}
+	})
+
+	t.Run("standby and online", func(t *testing.T) {
+		stop := m.sender()
+		time.Sleep(3 * time.Second)
+		from := owner
+		at := time.Now()
+		if _, err := m.run(ctx, "node", "standby", from); err != nil {
+			t.Fatal(err)
+		}
+		owner = m.waitServing(ctx, from)
+		t.Logf("standby of %s to SMTP banner from %s: %.1f s", from, owner, time.Since(at).Seconds())
+		if _, err := m.run(ctx, "node", "online", from); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(3 * time.Second)
+		acked, failed := stop()
+		t.Logf("%d messages acknowledged, %d attempts failed while the service moved", acked, failed)
+		m.checkAllReadable(ctx)
+		m.waitReplicated(ctx)
+	})
+
+	t.Run("both data nodes power-cycled", func(t *testing.T) {
+		for _, n := range []string{"data-a", "data-b"} {
+			if err := m.l.Reboot(n); err != nil {
+				t.Fatal(err)
+			}
+		}
+		c, cancel := context.WithTimeout(ctx, bootLimit)
+		defer cancel()
+		if err := m.l.WaitReady(c, "data-a", "data-b"); err != nil {
+			t.Fatal(err)
+		}
+		owner = m.waitServing(ctx, "")
+		m.checkAllReadable(ctx)
+		m.waitReplicated(ctx)
+	})
+}
