@@ -80,9 +80,16 @@ func (d *Daemon) status() Status {
 	if len(s.Nodes) == 0 {
 		s.Nodes = []NodeStatus{{Name: d.cfg.Node, Role: string(d.cfg.Role), Address: d.cfg.Address, Online: true}}
 	}
+	// An offline node's last published states say nothing about now.
+	live := map[string]map[string]string{}
+	for n, m := range v.rstates {
+		if st.Online[n] {
+			live[n] = m
+		}
+	}
 	for _, rc := range d.cfg.Group {
 		rs := ResourceStatus{Name: rc.Name, Agent: rc.Agent, States: map[string]string{}, FailCounts: map[string]int{}}
-		for n, m := range v.rstates {
+		for n, m := range live {
 			if x, ok := m[rc.Name]; ok && n != d.cfg.Node {
 				rs.States[n] = x
 			}
@@ -96,7 +103,7 @@ func (d *Daemon) status() Status {
 		s.Group = append(s.Group, rs)
 	}
 	if s.Group == nil && v.rstates != nil {
-		s.Group = groupFromPeers(v.rstates, st.FailCounts)
+		s.Group = groupFromPeers(live, st.FailCounts)
 	}
 	return s
 }
