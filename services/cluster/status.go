@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -33,8 +35,10 @@ type Status struct {
 	Nodes       []NodeStatus     `json:"nodes"`
 	Group       []ResourceStatus `json:"group"`
 	// StateAge is how old the cluster part of this view is.
-	StateAge string    `json:"state_age,omitempty"`
-	Time     time.Time `json:"time"`
+	StateAge string `json:"state_age,omitempty"`
+	// Memory is the queried node's memory (from /proc/meminfo).
+	Memory *Memory   `json:"memory,omitempty"`
+	Time   time.Time `json:"time"`
 }
 
 // NodeStatus is one member.
@@ -63,6 +67,7 @@ func (d *Daemon) status() Status {
 	s := Status{
 		Cluster: d.cf.Cluster, Node: d.cfg.Node, Role: string(d.cfg.Role), Quorum: cs.Quorum,
 		Phase: string(cs.Phase), Held: cs.Held, Token: cs.Token, Reason: cs.Reason, Time: time.Now(),
+		Memory: readMemory("/proc/meminfo"),
 	}
 	if !v.at.IsZero() {
 		s.StateAge = time.Since(v.at).Round(100 * time.Millisecond).String()
@@ -243,6 +248,44 @@ func FormatStatus(w io.Writer, s Status) {
 		fmt.Fprintf(w, ": %s", s.Reason)
 	}
 	fmt.Fprintln(w)
+	if m := s.Memory; m != nil {
+		fmt.Fprintf(w, "  memory: %d MiB used of %d MiB\n", m.UsedMiB(), m.TotalKiB>>10)
+	}
+}
+
+// Memory is a node's memory as the kernel counts it.
+type Memory struct {
+	TotalKiB     uint64 `json:"total_kib"`
+	AvailableKiB uint64 `json:"available_kib"`
+}
+
+// UsedMiB is what the node cannot give back: total less available.
+func (m Memory) UsedMiB() uint64 { return (m.TotalKiB - m.AvailableKiB) >> 10 }
+
+// readMemory reads MemTotal and MemAvailable; nil if it cannot.
+func readMemory(path string) *Memory {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	var m Memory
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		v, _ := strconv.ParseUint(f[1], 10, 64)
+		switch f[0] {
+		case "MemTotal:":
+			m.TotalKiB = v
+		case "MemAvailable:":
+			m.AvailableKiB = v
+		}
+	}
+	if m.TotalKiB == 0 || m.AvailableKiB > m.TotalKiB {
+		return nil
+	}
+	return &m
 }
 
 func resourceLine(r ResourceStatus) string {
