@@ -237,7 +237,7 @@ func ping(l *lab.Lab, addr string, expect bool) bool {
 }
 
 // logTails logs the end of each node's serial log.
-func logTails(t *testing.T, dir string) {
+func logTails(t testing.TB, dir string) {
 	t.Helper()
 	for _, n := range lab.Nodes {
 		b, _ := os.ReadFile(filepath.Join(dir, n.Name+".log"))

@@ -24,7 +24,7 @@ import (
 // seeds, the host's administrator certificate, and the record of every
 // message the VIP acknowledged.
 type mailLab struct {
-	t     *testing.T
+	t     testing.TB
 	l     *lab.Lab
 	dir   string
 	seed  *lab.ClusterSeed
@@ -44,7 +44,7 @@ var (
 
 // startMailLab builds both images, boots the lab with the cluster seed and
 // obtains the administrator certificate.
-func startMailLab(t *testing.T) *mailLab {
+func startMailLab(t testing.TB) *mailLab {
 	testenv.RequireRoot(t)
 	testenv.RequireTool(t, "ip")
 	build(t, "kvm-node")

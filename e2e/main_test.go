@@ -32,7 +32,7 @@ func kvmNode(t *testing.T) (dir string, m *image.Manifest) {
 // build builds recipes/NAME.yaml once for all tests of the run into
 // DIR/NAME, DIR being the same for every recipe (see images), and returns
 // that directory and its manifest.
-func build(t *testing.T, name string) (dir string, m *image.Manifest) {
+func build(t testing.TB, name string) (dir string, m *image.Manifest) {
 	t.Helper()
 	testenv.RequireTool(t, "qemu-system-x86_64", "qemu-img", "grub-mkimage", "mke2fs")
 	buildMu.Lock()

@@ -71,6 +71,10 @@ func (s *Service) Run(ctx context.Context, cfg *nodeconfig.Config, emit func(Eve
 		}
 	}
 	wg.Wait()
+	// A node with static addresses only has nothing to renew, but the
+	// service lives as long as the node: returning early made PID 1
+	// restart it over and over.
+	<-ctx.Done()
 	return nil
 }
 

@@ -1,0 +1,173 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"tandem/internal/lab"
+	"tandem/services/cluster"
+	"tandem/services/mail/mailprobe"
+)
+
+// Failover milestones in the new owner's log, in the order they happen.
+var milestones = []struct {
+	name string
+	re   *regexp.Regexp
+}{
+	{"detection", regexp.MustCompile(`msg="acquired the group's lease"`)},
+	{"promote", regexp.MustCompile(`msg="resource action done" .*op=start resource=drbd`)},
+	{"mount", regexp.MustCompile(`msg="resource action done" .*op=start resource=fs`)},
+	{"workload", regexp.MustCompile(`msg="resource action done" .*op=start resource=mail`)},
+	{"vip", regexp.MustCompile(`msg="resource action done" .*op=start resource=vip`)},
+}
+
+// BenchmarkMailCluster measures issue 5's figures in the lab (TCG):
+// boot to the cluster serving, unplanned failover (SIGKILL of the owner
+// to the SMTP banner on the VIP) split at the new owner's milestones
+// (times from its log; the nodes' clocks follow the host's through the
+// lab's NTP server), resync of the killed node after it boots again
+// (mail kept flowing meanwhile), the same after both data nodes are
+// power-cycled, and each node's memory in use when idle.
+//
+// TANDEM_BENCH_RUNS (default 5) failovers are made in one lab;
+// TANDEM_BENCH_SOAK (a duration, default none) then keeps mail flowing
+// that long and checks SMTP, IMAP and every acknowledged message after.
+// Run it with scripts/bench-mail.sh.
+func BenchmarkMailCluster(b *testing.B) {
+	runs := 5
+	if v, err := strconv.Atoi(os.Getenv("TANDEM_BENCH_RUNS")); err == nil && v > 0 {
+		runs = v
+	}
+	var soak time.Duration
+	if v := os.Getenv("TANDEM_BENCH_SOAK"); v != "" {
+		var err error
+		if soak, err = time.ParseDuration(v); err != nil {
+			b.Fatalf("TANDEM_BENCH_SOAK=%q: %v", v, err)
+		}
+	}
+	for i := 0; i < b.N; i++ {
+		benchMailCluster(b, runs, soak)
+	}
+}
+
+func benchMailCluster(b *testing.B, runs int, soak time.Duration) {
+	m := startMailLab(b)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(runs)*10*time.Minute+soak+30*time.Minute)
+	defer cancel()
+	owner := m.waitServing(ctx, "")
+	b.Logf("boot to cluster serving (lab start to SMTP banner on the VIP): %.1f s", time.Since(m.start).Seconds())
+	b.ReportMetric(time.Since(m.start).Seconds(), "s-boot-to-serving")
+	m.waitReplicated(ctx)
+	time.Sleep(20 * time.Second) // settle: no first-boot work left
+	for _, n := range lab.Nodes {
+		if mem := m.memory(ctx, n); mem != nil {
+			b.Logf("idle memory on %s: %d MiB used of %d MiB", n.Name, mem.UsedMiB(), mem.TotalKiB>>10)
+			b.ReportMetric(float64(mem.UsedMiB()), "MiB-idle-"+n.Name)
+		}
+	}
+
+	split := map[string][]float64{}
+	var banner, resync []float64
+	for r := 0; r < runs; r++ {
+		stop := m.sender()
+		time.Sleep(3 * time.Second)
+		killed := owner
+		at := time.Now()
+		if err := m.l.Kill(killed); err != nil {
+			b.Fatal(err)
+		}
+		owner = m.waitServing(ctx, killed)
+		banner = append(banner, time.Since(at).Seconds())
+		line := fmt.Sprintf("run %d: kill %s -> banner from %s %.1f s;", r+1, killed, owner, banner[len(banner)-1])
+		for _, ms := range milestones {
+			if t, ok := m.logTime(owner, at, ms.re); ok {
+				split[ms.name] = append(split[ms.name], t.Sub(at).Seconds())
+				line += fmt.Sprintf(" %s %.1f s", ms.name, t.Sub(at).Seconds())
+			}
+		}
+		b.Log(line)
+		if err := m.l.Boot(killed); err != nil {
+			b.Fatal(err)
+		}
+		if err := m.l.WaitReady(ctx, killed); err != nil {
+			b.Fatal(err)
+		}
+		back := time.Now()
+		m.waitReplicated(ctx)
+		resync = append(resync, time.Since(back).Seconds())
+		acked, failed := stop()
+		b.Logf("run %d: %s ready to replication UpToDate again %.1f s; %d messages acknowledged, %d attempts failed", r+1, killed, resync[len(resync)-1], acked, failed)
+	}
+	m.checkAllReadable(ctx)
+	report(b, "failover-banner", banner)
+	for _, ms := range milestones {
+		report(b, "failover-"+ms.name, split[ms.name])
+	}
+	report(b, "resync-after-boot", resync)
+
+	at := time.Now()
+	for _, n := range []string{"data-a", "data-b"} {
+		if err := m.l.Reboot(n); err != nil {
+			b.Fatal(err)
+		}
+	}
+	owner = m.waitServing(ctx, "")
+	b.Logf("both data nodes power-cycled to SMTP banner from %s: %.1f s", owner, time.Since(at).Seconds())
+	b.ReportMetric(time.Since(at).Seconds(), "s-powercycle-to-serving")
+	m.checkAllReadable(ctx)
+
+	if soak > 0 {
+		stop := m.sender()
+		time.Sleep(soak)
+		acked, failed := stop()
+		if _, err := mailprobe.Banner(ctx, m.l.Dial, vipSMTP); err != nil {
+			b.Errorf("after a %v soak: SMTP: %v", soak, err)
+		}
+		m.checkAllReadable(ctx)
+		b.Logf("soak %v: %d messages acknowledged, %d attempts failed; SMTP and IMAP answer", soak, acked, failed)
+	}
+}
+
+// report logs the median and range of xs (seconds) and reports the median.
+func report(b *testing.B, name string, xs []float64) {
+	if len(xs) == 0 {
+		b.Logf("%s: no samples", name)
+		return
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	med := s[len(s)/2]
+	if len(s)%2 == 0 {
+		med = (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
+	var parts []string
+	for _, x := range xs {
+		parts = append(parts, fmt.Sprintf("%.1f", x))
+	}
+	b.Logf("%s: median %.1f s over %d runs (%s)", name, med, len(xs), strings.Join(parts, ", "))
+	b.ReportMetric(med, "s-"+name)
+}
+
+// memory asks node n's API for its memory.
+func (m *mailLab) memory(ctx context.Context, n lab.Node) *cluster.Memory {
+	c, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	out, err := m.l.HostCommand(c, m.ctl, "-state", m.admin, "-endpoint", "https://"+n.Addr.String()+":7443", "status", "-json").Output()
+	if err != nil {
+		m.t.Logf("memory of %s: %v", n.Name, err)
+		return nil
+	}
+	var s cluster.Status
+	if json.Unmarshal(out, &s) != nil {
+		return nil
+	}
+	return s.Memory
+}
