@@ -34,3 +34,4 @@ bench: deps
 	$(GO) run ./cmd/tandem bench recipes/kvm-node.yaml
 	bash scripts/bench-services.sh
 	bash scripts/bench-cluster.sh
+	bash scripts/bench-mail.sh

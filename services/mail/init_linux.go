@@ -178,10 +178,29 @@ func mountSteps(rootfs string) []step {
 	}
 	return append(steps,
 		step{"chdir " + rootfs, func() error { return unix.Chdir(rootfs) }},
-		step{"pivot_root", func() error { return unix.PivotRoot(".", ".") }},
-		step{"detach old root", func() error { return unix.Unmount(".", unix.MNT_DETACH) }},
+		step{"enter rootfs", enterRoot},
 		step{"chdir /", func() error { return unix.Chdir("/") }},
 	)
+}
+
+// enterRoot makes the current directory the root: pivot_root(".", ".")
+// and a lazy unmount of the old root, as runc does. A node's own root is
+// its initramfs (rootfs), which pivot_root refuses to move (EINVAL, see
+// pivot_root(2)); there the new root is moved over "/" and chrooted into,
+// as switch_root does (runc's --no-pivot). The old root then stays
+// mounted beneath, in this mount namespace only.
+func enterRoot() error {
+	err := unix.PivotRoot(".", ".")
+	if errors.Is(err, unix.EINVAL) {
+		if err := unix.Mount(".", "/", "", unix.MS_MOVE, ""); err != nil {
+			return fmt.Errorf("move the root over /: %w", err)
+		}
+		return unix.Chroot(".")
+	}
+	if err != nil {
+		return err
+	}
+	return unix.Unmount(".", unix.MNT_DETACH)
 }
 
 // containerEnv is every program's environment in the container.
