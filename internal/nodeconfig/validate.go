@@ -1,13 +1,13 @@
 package nodeconfig
 
 import (
-	"time"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"regexp"
 	"strings"
+	"time"
 )
 
 // fieldError names the field that is wrong.
