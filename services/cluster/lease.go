@@ -62,15 +62,20 @@ func (d *Daemon) renew(ctx context.Context, id clientv3.LeaseID) {
 			return
 		case <-tick.C:
 		}
-		sent := time.Now()
-		c, cancel := context.WithTimeout(ctx, t.RenewInterval)
-		_, err := d.cli.KeepAliveOnce(c, id)
-		cancel()
-		if err == nil {
-			d.send(ctx, core.Renewed{SentAt: sent})
-		} else if ctx.Err() == nil {
-			d.log.Warn("lease renewal failed", "err", err)
-		}
+		// Each renewal runs on its own and may take as long as it can
+		// still be of use (ttl - stop_margin): on a loaded machine a
+		// round trip can outlast the interval, and the core counts a
+		// renewal from when it was sent, whenever the answer comes, so a
+		// slow one is safe and keeps the lease where a cut-off one lost it.
+		go func(sent time.Time) {
+			c, cancel := context.WithTimeout(ctx, t.LeaseTTL-t.StopMargin)
+			defer cancel()
+			if _, err := d.cli.KeepAliveOnce(c, id); err == nil {
+				d.send(ctx, core.Renewed{SentAt: sent})
+			} else if ctx.Err() == nil {
+				d.log.Warn("lease renewal failed", "sent", sent.Format(time.StampMilli), "err", err)
+			}
+		}(time.Now())
 	}
 }
 
