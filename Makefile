@@ -34,4 +34,5 @@ bench: deps
 	$(GO) run ./cmd/tandem bench recipes/kvm-node.yaml
 	bash scripts/bench-services.sh
 	bash scripts/bench-cluster.sh
+	$(GO) test -run '^$$' -bench '^BenchmarkReplicatedWrite$$' -benchtime 1x -timeout 15m -v ./services/replication
 	bash scripts/bench-mail.sh

@@ -45,25 +45,42 @@ var drbdPrograms = []string{"sbin/drbdadm", "sbin/drbdsetup", "sbin/drbdmeta", "
 func TestGuestFailover(t *testing.T) {
 	testenv.RequireRoot(t)
 	testenv.RequireTool(t, guest.Tools...)
-	kernel := guest.DebianKernel(t)
-	initrd := guestInitramfs(t, kernel)
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
+	p := runPair(ctx, t, nil)
+	if *update {
+		writeEvents(t, p.reports[0].events, p.reports[1].events)
+	}
+	checkReports(t, p.reports[0].marks, p.reports[1].marks, p.vms[0].Serial(), p.vms[1].Serial())
+}
 
+// guestPair is guests A and B of a run, after both powered off.
+type guestPair struct {
+	vms     [2]*guest.VM
+	reports [2]report
+}
+
+// runPair boots guests A and B (extraA: more QEMU arguments for A), joined
+// by their two socket links, and collects their reports until both power
+// off; it fails if they are still running when ctx ends.
+func runPair(ctx context.Context, t testing.TB, extraA []string) guestPair {
+	t.Helper()
+	kernel := guest.DebianKernel(t)
+	initrd := guestInitramfs(t, kernel)
 	dir := t.TempDir()
 	ports := [2]int{freePort(t), freePort(t)}
-	vmA := guest.Start(ctx, t, guest.Config{Kernel: kernel, Initrd: initrd, Args: guestArgs(t, dir, "a", "listen", ports)})
+	vmA := guest.Start(ctx, t, guest.Config{Kernel: kernel, Initrd: initrd, Args: append(guestArgs(t, dir, "a", "listen", ports), extraA...)})
 	waitListening(t, ports[0])
 	waitListening(t, ports[1])
 	vmB := guest.Start(ctx, t, guest.Config{Kernel: kernel, Initrd: initrd, Args: guestArgs(t, dir, "b", "connect", ports)})
 
+	p := guestPair{vms: [2]*guest.VM{vmA, vmB}}
 	var wg sync.WaitGroup
-	reports := make([]report, 2)
-	for i, vm := range []*guest.VM{vmA, vmB} {
+	for i, vm := range p.vms {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			reports[i] = collect(t, "ab"[i:i+1], vm)
+			p.reports[i] = collect(t, "ab"[i:i+1], vm)
 		}()
 	}
 	wg.Wait()
@@ -73,10 +90,7 @@ func TestGuestFailover(t *testing.T) {
 	if ctx.Err() != nil {
 		t.Fatalf("guests still running after the deadline; A:\n%s\nB:\n%s", vmA.Serial(), vmB.Serial())
 	}
-	if *update {
-		writeEvents(t, reports[0].events, reports[1].events)
-	}
-	checkReports(t, reports[0].marks, reports[1].marks, vmA.Serial(), vmB.Serial())
+	return p
 }
 
 // writeEvents saves the events2 output the guests captured as
@@ -181,7 +195,7 @@ type report struct {
 }
 
 // collect reads a guest's console until QEMU exits.
-func collect(t *testing.T, name string, vm *guest.VM) report {
+func collect(t testing.TB, name string, vm *guest.VM) report {
 	r := report{marks: map[string]string{}, events: map[string][]string{}}
 	for line := range vm.Lines() {
 		i := strings.Index(line, guestMark)
@@ -203,15 +217,9 @@ func collect(t *testing.T, name string, vm *guest.VM) report {
 // guestArgs are a guest's disk and NICs: eth0 the replication link (the
 // one the guests cut), eth1 their control link, both QEMU socket links on
 // 127.0.0.1 (A listens, B connects).
-func guestArgs(t *testing.T, dir, name, mode string, ports [2]int) []string {
+func guestArgs(t testing.TB, dir, name, mode string, ports [2]int) []string {
 	t.Helper()
-	disk := filepath.Join(dir, name+".img")
-	if err := os.WriteFile(disk, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(disk, guestDiskSize); err != nil {
-		t.Fatal(err)
-	}
+	disk := newDisk(t, filepath.Join(dir, name+".img"))
 	mac, mac1 := guestMACA, "52:54:00:98:00:01"
 	if name == "b" {
 		mac, mac1 = guestMACB, "52:54:00:98:00:02"
@@ -225,8 +233,20 @@ func guestArgs(t *testing.T, dir, name, mode string, ports [2]int) []string {
 	}
 }
 
+// newDisk creates an empty (sparse) disk image of guestDiskSize.
+func newDisk(t testing.TB, path string) string {
+	t.Helper()
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(path, guestDiskSize); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
 // freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -239,7 +259,7 @@ func freePort(t *testing.T) int {
 // waitListening waits until something listens on 127.0.0.1:port (QEMU's
 // socket netdev), reading /proc/net/tcp: a probing connection would be
 // the one QEMU accepts.
-func waitListening(t *testing.T, port int) {
+func waitListening(t testing.TB, port int) {
 	t.Helper()
 	want := fmt.Sprintf("0100007F:%04X 00000000:0000 0A", port)
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
@@ -256,9 +276,10 @@ func waitListening(t *testing.T, port int) {
 // libraries they need (from the host, Debian like the guest's kernel).
 // crc32c_generic goes first: libcrc32c asks the crypto API for crc32c
 // when it loads, and the guest has no modprobe to load it on demand.
-func guestInitramfs(t *testing.T, k guest.Kernel) string {
+// qemu_fw_cfg shows QEMU's -fw_cfg items to the guest (benchParams).
+func guestInitramfs(t testing.TB, k guest.Kernel) string {
 	t.Helper()
-	base := guest.Initramfs(t, k, "crc32c_generic", "drbd", "virtio_pci", "virtio_blk", "virtio_net")
+	base := guest.Initramfs(t, k, "crc32c_generic", "drbd", "qemu_fw_cfg", "virtio_pci", "virtio_blk", "virtio_net")
 	utils := guest.DebianPackage(t, "drbd-utils")
 	tree := initramfs.NewTree()
 	for _, p := range drbdPrograms {

@@ -19,7 +19,8 @@ import (
 	"tandem/internal/guest"
 )
 
-// This file is the other half of TestGuestFailover: the same test binary,
+// This file is the other half of TestGuestFailover (and, with
+// guestbench_test.go, of BenchmarkReplicatedWrite): the same test binary,
 // built static, is /init of both guests. The NIC's MAC says which guest
 // it is. The guests drive the resource through Resource, talk to each
 // other over TCP on the replication link to take turns (A tells B when it
@@ -99,7 +100,15 @@ func guestRun() error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
+	rounds, err := benchRounds()
+	if err != nil {
+		return err
+	}
+	timeout := 150 * time.Second
+	if rounds > 0 {
+		timeout = 8 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	r := &Resource{Config: guestConfig(), ConfigPath: "/etc/drbd.d/data.res", Self: self, Cmd: Exec{},
 		Logf: func(f string, a ...any) { fmt.Printf(f+"\n", a...) }}
@@ -125,6 +134,9 @@ func guestRun() error {
 	guestSay(markMetaAfter, "%v", m)
 	if err := r.Up(ctx); err != nil {
 		return err
+	}
+	if self == "tandem-a" && rounds > 0 {
+		return guestBenchA(ctx, r, rounds)
 	}
 	if self == "tandem-a" {
 		return guestA(ctx, r)
@@ -307,7 +319,7 @@ func readHandlerLog() string {
 }
 
 // guestB waits for A to demote, promotes, reads the data back and reports
-// its state.
+// its state; in the benchmark it only waits for A to finish.
 func guestB(ctx context.Context, r *Resource) error {
 	l, err := net.Listen("tcp", fmt.Sprintf(":%d", guestTalkPort))
 	if err != nil {
@@ -319,8 +331,13 @@ func guestB(ctx context.Context, r *Resource) error {
 	}
 	defer c.Close()
 	rd := bufio.NewReader(c)
-	if l, err := rd.ReadString('\n'); err != nil || l != "demoted\n" {
-		return fmt.Errorf("waiting for A to demote: %q, %v", l, err)
+	first, err := rd.ReadString('\n')
+	if first == "bench\n" {
+		// BenchmarkReplicatedWrite: A writes; B stays up until it is done.
+		return expect(rd, "done")
+	}
+	if err != nil || first != "demoted\n" {
+		return fmt.Errorf("waiting for A to demote: %q, %v", first, err)
 	}
 	if err := r.Primary(ctx, false); err != nil {
 		return err
