@@ -37,12 +37,12 @@ func BenchmarkReplicatedWrite(b *testing.B) {
 	ctx, cancel := context.WithTimeout(b.Context(), 9*time.Minute)
 	defer cancel()
 	img := newDisk(b, filepath.Join(b.TempDir(), "raw.img"))
-	p := runPair(ctx, b, []string{
-		"-drive", "file=" + img + ",format=raw,if=none,id=raw,cache=unsafe",
+	fwCfg := []string{"-fw_cfg", fmt.Sprintf("name=%s,string=%d", benchFwCfg, rounds)}
+	p := runPair(ctx, b, [2][]string{append(fwCfg,
+		"-drive", "file="+img+",format=raw,if=none,id=raw,cache=unsafe",
 		// A PCI slot after the others: the guest names it vdb.
-		"-device", "virtio-blk-pci,drive=raw,addr=0x10,serial=" + benchRawSerial,
-		"-fw_cfg", fmt.Sprintf("name=%s,string=%d", benchFwCfg, rounds),
-	})
+		"-device", "virtio-blk-pci,drive=raw,addr=0x10,serial="+benchRawSerial,
+	), fwCfg})
 	for i, r := range p.reports {
 		if e, ok := r.marks[markError]; ok {
 			b.Fatalf("guest %s failed: %s\nA:\n%s\nB:\n%s", "AB"[i:i+1], e, p.vms[0].Serial(), p.vms[1].Serial())

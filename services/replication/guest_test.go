@@ -47,7 +47,7 @@ func TestGuestFailover(t *testing.T) {
 	testenv.RequireTool(t, guest.Tools...)
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
-	p := runPair(ctx, t, nil)
+	p := runPair(ctx, t, [2][]string{})
 	if *update {
 		writeEvents(t, p.reports[0].events, p.reports[1].events)
 	}
@@ -60,19 +60,23 @@ type guestPair struct {
 	reports [2]report
 }
 
-// runPair boots guests A and B (extraA: more QEMU arguments for A), joined
-// by their two socket links, and collects their reports until both power
-// off; it fails if they are still running when ctx ends.
-func runPair(ctx context.Context, t testing.TB, extraA []string) guestPair {
+// runPair boots guests A and B (extra: more QEMU arguments for each),
+// joined by their two socket links, and collects their reports until both
+// power off; once one reports an error, the other is stopped too (it
+// would wait for its peer until its deadline). It fails if they are still
+// running when ctx ends.
+func runPair(ctx context.Context, t testing.TB, extra [2][]string) guestPair {
 	t.Helper()
+	run, stop := context.WithCancel(ctx)
+	defer stop()
 	kernel := guest.DebianKernel(t)
 	initrd := guestInitramfs(t, kernel)
 	dir := t.TempDir()
 	ports := [2]int{freePort(t), freePort(t)}
-	vmA := guest.Start(ctx, t, guest.Config{Kernel: kernel, Initrd: initrd, Args: append(guestArgs(t, dir, "a", "listen", ports), extraA...)})
+	vmA := guest.Start(run, t, guest.Config{Kernel: kernel, Initrd: initrd, Args: append(guestArgs(t, dir, "a", "listen", ports), extra[0]...)})
 	waitListening(t, ports[0])
 	waitListening(t, ports[1])
-	vmB := guest.Start(ctx, t, guest.Config{Kernel: kernel, Initrd: initrd, Args: guestArgs(t, dir, "b", "connect", ports)})
+	vmB := guest.Start(run, t, guest.Config{Kernel: kernel, Initrd: initrd, Args: append(guestArgs(t, dir, "b", "connect", ports), extra[1]...)})
 
 	p := guestPair{vms: [2]*guest.VM{vmA, vmB}}
 	var wg sync.WaitGroup
@@ -81,6 +85,9 @@ func runPair(ctx context.Context, t testing.TB, extraA []string) guestPair {
 		go func() {
 			defer wg.Done()
 			p.reports[i] = collect(t, "ab"[i:i+1], vm)
+			if _, failed := p.reports[i].marks[markError]; failed {
+				stop()
+			}
 		}()
 	}
 	wg.Wait()

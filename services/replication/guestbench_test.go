@@ -14,8 +14,8 @@ import (
 )
 
 // This file is the guests' half of BenchmarkReplicatedWrite. The host
-// asks for the benchmark with a QEMU -fw_cfg item on guest A (the number
-// of rounds) and gives A a second, raw virtio disk. A seeds the resource
+// asks for the benchmark with a QEMU -fw_cfg item (the number of rounds)
+// and gives guest A a second, raw virtio disk. A seeds the resource
 // (no initial sync), promotes and compares writes to /dev/drbd0 with
 // writes to the raw disk; B only brings the resource up and waits.
 
@@ -123,16 +123,30 @@ func benchPasses(devs []*os.File, buf []byte, rounds int, mark string) error {
 	return nil
 }
 
-// benchSeed waits for the connection (both disks new, Inconsistent),
-// starts the data generation without a sync as the cluster does on
-// creation, waits for both disks UpToDate and promotes.
+// benchSeed waits until the two new disks are connected, starts the data
+// generation without a sync as the cluster does on creation, waits for
+// both disks UpToDate and promotes. DRBD refuses to seed ("Need to be
+// StandAlone") unless the connection is established at that moment, and
+// a loaded TCG guest can lose it and reconnect (ping-timeout), so seeding
+// is tried again a few times.
 func benchSeed(ctx context.Context, r *Resource) error {
-	if _, err := waitStatus(ctx, r, func(s Status) bool { return s.Connection == "Connected" }); err != nil {
-		return err
+	bothNew := func(s Status) bool {
+		return s.Connection == "Connected" && s.Replication == "Established" && s.Disk == "Inconsistent" && s.PeerDisk == "Inconsistent"
 	}
 	start := time.Now()
-	if err := r.SeedNew(ctx); err != nil {
-		return err
+	for try := 1; ; try++ {
+		if _, err := waitStatus(ctx, r, bothNew); err != nil {
+			return err
+		}
+		err := r.SeedNew(ctx)
+		if err == nil {
+			break
+		}
+		if try == 5 {
+			return err
+		}
+		fmt.Printf("replication bench: %v; trying again\n", err)
+		time.Sleep(time.Second)
 	}
 	s, err := waitStatus(ctx, r, Status.Connected)
 	if err != nil {
