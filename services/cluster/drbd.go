@@ -197,7 +197,7 @@ func (a *drbdAgent) tryPromote(ctx context.Context) (bool, error) {
 		}
 	}
 	if st.Disk == "Inconsistent" {
-		if st.Connection == "Connected" && st.PeerDisk == "Inconsistent" && st.PeerRole == "Secondary" {
+		if st.Connection == "Connected" && st.Replication == "Established" && st.PeerDisk == "Inconsistent" && st.PeerRole == "Secondary" {
 			return false, a.seed(ctx)
 		}
 		return false, nil // resyncing, or waiting for the peer
@@ -221,7 +221,14 @@ func (a *drbdAgent) seed(ctx context.Context) error {
 	if !tr.Succeeded {
 		return fmt.Errorf("replication %s: both disks Inconsistent but the cluster's data was created before: not starting over (run tandemctl replication status)", a.res())
 	}
-	return a.r.SeedNew(ctx)
+	if err := a.r.SeedNew(ctx); err != nil {
+		// DRBD refuses unless the connection is up at that instant (it
+		// can drop under load). Nothing changed: give the record back
+		// so that this or the other node tries again.
+		a.d.log.Warn("replication: seeding failed, retrying", "err", err)
+		a.d.cli.Txn(context.WithoutCancel(ctx)).If(clientv3.Compare(clientv3.Value(k), "=", a.d.cfg.Node)).Then(clientv3.OpDelete(k)).Commit()
+	}
+	return nil
 }
 
 func (a *drbdAgent) Stop(ctx context.Context) error {
