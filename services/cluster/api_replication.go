@@ -45,14 +45,23 @@ func (d *Daemon) replicationAgent(w http.ResponseWriter) *drbdAgent {
 	return a
 }
 
+// handleReplication answers on every member: the data nodes publish their
+// status in etcd, so the arbitrator can tell it too (it finds the
+// resource's name there).
 func (d *Daemon) handleReplication(w http.ResponseWriter, r *http.Request) {
-	a := d.replicationAgent(w)
-	if a == nil {
-		return
-	}
 	c, cancel := context.WithTimeout(r.Context(), 3*time.Second)
 	defer cancel()
-	rs, err := d.replicationStatus(c, a.res())
+	res := ""
+	if a := d.drbd(); a != nil {
+		res = a.res()
+	} else if g, err := d.cli.Get(c, prefixReplication, clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithLimit(1)); err == nil && len(g.Kvs) > 0 {
+		res, _, _ = strings.Cut(strings.TrimPrefix(string(g.Kvs[0].Key), prefixReplication), "/")
+	}
+	if res == "" {
+		writeJSON(w, http.StatusNotFound, apiError{"no replicated volume is known to the cluster (yet)"})
+		return
+	}
+	rs, err := d.replicationStatus(c, res)
 	if err != nil {
 		writeJSON(w, http.StatusServiceUnavailable, apiError{"replication status: cluster state not readable (no quorum?): " + err.Error()})
 		return
