@@ -39,8 +39,13 @@ func TestBadArguments(t *testing.T) {
 		{[]string{"resource", "cleanup", "app", "extra"}, "resource cleanup [RESOURCE] [-node NODE]"},
 		{[]string{"maintenance", "maybe"}, "maintenance on|off"},
 		{[]string{"status", "now"}, "status takes no arguments"},
-		{[]string{"cluster"}, "cluster create|join|code"},
+		{[]string{"cluster"}, "cluster create|join|code|admin"},
 		{[]string{"cluster", "split"}, `not "split"`},
+		{[]string{"cluster", "admin", "-name", "me"}, "cluster admin needs -cluster, -name, -peer and -code"},
+		{[]string{"replication"}, "replication status|resolve-split-brain"},
+		{[]string{"replication", "heal"}, `not "heal"`},
+		{[]string{"replication", "resolve-split-brain"}, "resolve-split-brain -keep NODE"},
+		{[]string{"replication", "status", "extra"}, "bad arguments to replication status"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, "_"), func(t *testing.T) {

@@ -5,6 +5,8 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"strings"
+	"tandem/services/replication"
 	"testing"
 )
 
@@ -66,5 +68,20 @@ func TestReadMemory(t *testing.T) {
 	os.WriteFile(p, []byte("garbage\n"), 0o644)
 	if m := readMemory(p); m != nil {
 		t.Errorf("readMemory of garbage = %+v, want nil", m)
+	}
+}
+
+func TestFormatReplication(t *testing.T) {
+	rs := &ReplicationStatus{Resource: "mail", Seeded: "data-a", Outdated: []string{"data-b"}, Nodes: map[string]replication.Status{
+		"data-a": {Up: true, Role: "Primary", Disk: "UpToDate", Connection: "StandAlone", PeerRole: "Unknown", PeerDisk: "DUnknown", Suspended: "fencing"},
+		"data-b": {Up: false},
+	}}
+	var b strings.Builder
+	FormatReplication(&b, rs)
+	for _, want := range []string{"Replicated volume mail (created by data-a)", "data-a:    Primary", "I/O FROZEN (fencing)",
+		"data-b:    down", "Outdated (may not be promoted until resynced): data-b", "resolve-split-brain -keep NODE"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("FormatReplication lacks %q:\n%s", want, b.String())
+		}
 	}
 }
