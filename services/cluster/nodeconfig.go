@@ -89,9 +89,13 @@ func FromNodeConfig(nc *nodeconfig.Config, dataDevice string) (*Config, error) {
 	return finish(cfg)
 }
 
-// scaledTiming scales the default timings (for a 3 s lease) to ttl, which
-// keeps every rule of core.Timing.Validate: renewals and the stop margin
-// take 5/6 of the lease, the watchdog fires at 5/6 of it.
+// scaledTiming gives the timings for a lease of ttl, for nodes that stall
+// (the reason to set lease_ttl), keeping every rule of
+// core.Timing.Validate: renewals and the stop margin take 5/6 of the
+// lease. The watchdog gets half of it: the daemon may pet only after a
+// renewal whose round trip left ttl - watchdog_timeout, and the default
+// 5/6 left a loaded node (round trips over a second) unable to pet, so it
+// was reset while it still held its lease.
 func scaledTiming(ttl time.Duration) TimingConfig {
 	if ttl == 0 {
 		return TimingConfig{}
@@ -99,7 +103,7 @@ func scaledTiming(ttl time.Duration) TimingConfig {
 	retries := 3
 	takeover := ttl / 6
 	return TimingConfig{LeaseTTL: ttl, RenewInterval: ttl / 8, RenewRetries: &retries,
-		StopMargin: ttl / 3, WatchdogTimeout: ttl * 5 / 6, TakeoverMargin: &takeover}
+		StopMargin: ttl / 3, WatchdogTimeout: ttl / 2, TakeoverMargin: &takeover}
 }
 
 func finish(cfg *Config) (*Config, error) {
