@@ -73,3 +73,26 @@ func (d DNS) ForwarderAddrs() []netip.AddrPort {
 	}
 	return out
 }
+
+// Interface is a configured interface (link, bond or VLAN) with its
+// addressing.
+type Interface struct {
+	Name string
+	Addressing
+}
+
+// Interfaces lists every configured interface in the order they are
+// brought up: links, bonds, VLANs.
+func (c *Config) Interfaces() []Interface {
+	var out []Interface
+	for _, l := range c.Network.Links {
+		out = append(out, Interface{l.Name, l.Addressing})
+	}
+	for _, b := range c.Network.Bonds {
+		out = append(out, Interface{b.Name, b.Addressing})
+	}
+	for _, v := range c.Network.VLANs {
+		out = append(out, Interface{v.Name, v.Addressing})
+	}
+	return out
+}

@@ -121,24 +121,10 @@ func vipOn(nc *nodeconfig.Config) (netip.Prefix, string, error) {
 	if !v.IsValid() {
 		return netip.Prefix{}, "", fmt.Errorf("%w: node config: cluster.vip: a data node needs the VIP", ErrConfig)
 	}
-	type iface struct {
-		name string
-		a    nodeconfig.Addressing
-	}
-	var all []iface
-	for _, l := range nc.Network.Links {
-		all = append(all, iface{l.Name, l.Addressing})
-	}
-	for _, b := range nc.Network.Bonds {
-		all = append(all, iface{b.Name, b.Addressing})
-	}
-	for _, vl := range nc.Network.VLANs {
-		all = append(all, iface{vl.Name, vl.Addressing})
-	}
-	for _, i := range all {
-		for _, p := range i.a.Prefixes() {
+	for _, i := range nc.Interfaces() {
+		for _, p := range i.Prefixes() {
 			if p.Addr().Is4() && p.Masked().Contains(v) {
-				return netip.PrefixFrom(v, p.Bits()), i.name, nil
+				return netip.PrefixFrom(v, p.Bits()), i.Name, nil
 			}
 		}
 	}

@@ -360,19 +360,7 @@ var ErrBusy = errors.New("another node is still joining; try again in a few seco
 // admit signs the joiner's certificate and adds it as a learner; if a
 // later step fails, the learner is removed again.
 func (d *Daemon) admit(ctx context.Context, req pairRequest, secret string) (*pairResponse, error) {
-	pub, err := ParsePublicKey([]byte(req.PublicKey))
-	if err != nil {
-		return nil, &refusal{"bad public key: " + err.Error()}
-	}
-	caCert, err := d.st.Read("ca.crt")
-	if err != nil {
-		return nil, err
-	}
-	caKey, err := d.caKey(ctx)
-	if err != nil {
-		return nil, err
-	}
-	crt, err := Issue(caCert, caKey, req.Member.Name, net.ParseIP(req.Member.Address), pub)
+	caCert, crt, err := d.issue(ctx, req, net.ParseIP(req.Member.Address))
 	if err != nil {
 		return nil, err
 	}
@@ -400,6 +388,24 @@ func (d *Daemon) admit(ctx context.Context, req pairRequest, secret string) (*pa
 	return resp, nil
 }
 
+// issue signs the certificate the joiner asked for (its key, its name,
+// addr) with the cluster CA and returns the CA's and the new certificate.
+func (d *Daemon) issue(ctx context.Context, req pairRequest, addr net.IP) (caCert, crt []byte, err error) {
+	pub, err := ParsePublicKey([]byte(req.PublicKey))
+	if err != nil {
+		return nil, nil, &refusal{"bad public key: " + err.Error()}
+	}
+	if caCert, err = d.st.Read("ca.crt"); err != nil {
+		return nil, nil, err
+	}
+	caKey, err := d.caKey(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	crt, err = Issue(caCert, caKey, req.Member.Name, addr, pub)
+	return caCert, crt, err
+}
+
 // admitAdmin consumes the code and signs an administrator's certificate;
 // nothing joins etcd.
 func (d *Daemon) admitAdmin(ctx context.Context, req pairRequest, rev int64, secret string) (*pairResponse, error) {
@@ -411,19 +417,7 @@ func (d *Daemon) admitAdmin(ctx context.Context, req pairRequest, rev int64, sec
 	if !tr.Succeeded {
 		return nil, &refusal{"pairing code already used"}
 	}
-	pub, err := ParsePublicKey([]byte(req.PublicKey))
-	if err != nil {
-		return nil, &refusal{"bad public key: " + err.Error()}
-	}
-	caCert, err := d.st.Read("ca.crt")
-	if err != nil {
-		return nil, err
-	}
-	caKey, err := d.caKey(ctx)
-	if err != nil {
-		return nil, err
-	}
-	crt, err := Issue(caCert, caKey, req.Member.Name, net.IPv4(127, 0, 0, 1), pub)
+	caCert, crt, err := d.issue(ctx, req, net.IPv4(127, 0, 0, 1))
 	if err != nil {
 		return nil, err
 	}

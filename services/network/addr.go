@@ -36,9 +36,9 @@ func (s *Service) addrs(index uint32) ([]netip.Prefix, error) {
 
 func (s *Service) applyAddresses(cfg *nodeconfig.Config) ([]Change, error) {
 	var changes []Change
-	for _, ifc := range ifaces(cfg) {
+	for _, ifc := range cfg.Interfaces() {
 		for _, p := range ifc.Prefixes() {
-			ch, err := s.ensureAddr(ifc.name, p)
+			ch, err := s.ensureAddr(ifc.Name, p)
 			if err != nil {
 				return changes, err
 			}

@@ -61,12 +61,12 @@ func (s *Service) Run(ctx context.Context, cfg *nodeconfig.Config, emit func(Eve
 	}
 	emit(Event{Kind: EventApplied, Changes: changes})
 	var wg sync.WaitGroup
-	for _, ifc := range ifaces(cfg) {
+	for _, ifc := range cfg.Interfaces() {
 		if ifc.DHCP {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				s.runDHCP(ctx, ifc.name, emit)
+				s.runDHCP(ctx, ifc.Name, emit)
 			}()
 		}
 	}

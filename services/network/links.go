@@ -293,8 +293,8 @@ func (s *Service) applyLinkSettings(cfg *nodeconfig.Config) ([]Change, error) {
 			return changes, err
 		}
 	}
-	for _, ifc := range ifaces(cfg) {
-		ch, err := s.setLink(ifc.name, ifc.MTU)
+	for _, ifc := range cfg.Interfaces() {
+		ch, err := s.setLink(ifc.Name, ifc.MTU)
 		changes = append(changes, ch...)
 		if err != nil {
 			return changes, err

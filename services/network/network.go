@@ -156,27 +156,6 @@ func (s *Service) Apply(cfg *nodeconfig.Config) ([]Change, error) {
 	return all, nil
 }
 
-// ifaces lists every configured interface with its addressing, in the
-// order they are brought up (links, bonds, VLANs).
-func ifaces(cfg *nodeconfig.Config) []iface {
-	var out []iface
-	for _, l := range cfg.Network.Links {
-		out = append(out, iface{l.Name, l.Addressing})
-	}
-	for _, b := range cfg.Network.Bonds {
-		out = append(out, iface{b.Name, b.Addressing})
-	}
-	for _, v := range cfg.Network.VLANs {
-		out = append(out, iface{v.Name, v.Addressing})
-	}
-	return out
-}
-
-type iface struct {
-	name string
-	nodeconfig.Addressing
-}
-
 func changef(format string, args ...any) Change {
 	return Change(strings.TrimSpace(fmt.Sprintf(format, args...)))
 }
