@@ -173,11 +173,7 @@ func (r *Resource) Up(ctx context.Context) error {
 	if err := r.EnsureModule(ctx); err != nil {
 		return err
 	}
-	r.logf("up %s", r.Config.Resource)
-	if _, err := r.drbdadm(ctx, "up", r.Config.Resource); err != nil {
-		return fmt.Errorf("up %s: %w", r.Config.Resource, err)
-	}
-	return nil
+	return r.run(ctx, "up", "up")
 }
 
 // Start writes the config, loads the module, creates the metadata if the
@@ -209,15 +205,11 @@ func (r *Resource) Start(ctx context.Context) (created bool, err error) {
 // the node that created the metadata (both disks Inconsistent): it makes
 // this side's data the good copy.
 func (r *Resource) Primary(ctx context.Context, force bool) error {
-	args := []string{"primary", r.Config.Resource}
+	args := []string{"primary"}
 	if force {
-		args = []string{"primary", "--force", r.Config.Resource}
+		args = append(args, "--force")
 	}
-	r.logf("%s", strings.Join(args, " "))
-	if _, err := r.drbdadm(ctx, args...); err != nil {
-		return fmt.Errorf("promote %s: %w", r.Config.Resource, err)
-	}
-	return nil
+	return r.run(ctx, "promote", args...)
 }
 
 // SeedNew skips the initial sync of a resource whose two disks are both
@@ -227,44 +219,28 @@ func (r *Resource) Primary(ctx context.Context, force bool) error {
 // blocks never written may differ between the two, which a filesystem
 // made afterwards never reads.
 func (r *Resource) SeedNew(ctx context.Context) error {
-	r.logf("new-current-uuid --clear-bitmap %s", r.Config.Resource)
-	if _, err := r.drbdadm(ctx, "--", "--clear-bitmap", "new-current-uuid", r.Config.Resource); err != nil {
-		return fmt.Errorf("seed %s: %w", r.Config.Resource, err)
-	}
-	return nil
+	return r.run(ctx, "seed", "--", "--clear-bitmap", "new-current-uuid")
 }
 
 // Disconnect drops the connection to the peer (StandAlone).
 func (r *Resource) Disconnect(ctx context.Context) error {
-	r.logf("disconnect %s", r.Config.Resource)
-	if _, err := r.drbdadm(ctx, "disconnect", r.Config.Resource); err != nil {
-		return fmt.Errorf("disconnect %s: %w", r.Config.Resource, err)
-	}
-	return nil
+	return r.run(ctx, "disconnect", "disconnect")
 }
 
 // Connect starts connecting to the peer again; discardMine makes this
 // node the split-brain victim: its changes since the split are dropped
 // and it resyncs from the peer.
 func (r *Resource) Connect(ctx context.Context, discardMine bool) error {
-	args := []string{"connect", r.Config.Resource}
+	args := []string{"connect"}
 	if discardMine {
-		args = []string{"connect", "--discard-my-data", r.Config.Resource}
+		args = append(args, "--discard-my-data")
 	}
-	r.logf("%s", strings.Join(args, " "))
-	if _, err := r.drbdadm(ctx, args...); err != nil {
-		return fmt.Errorf("connect %s: %w", r.Config.Resource, err)
-	}
-	return nil
+	return r.run(ctx, "connect", args...)
 }
 
 // Secondary demotes the resource (its device must not be in use).
 func (r *Resource) Secondary(ctx context.Context) error {
-	r.logf("secondary %s", r.Config.Resource)
-	if _, err := r.drbdadm(ctx, "secondary", r.Config.Resource); err != nil {
-		return fmt.Errorf("demote %s: %w", r.Config.Resource, err)
-	}
-	return nil
+	return r.run(ctx, "demote", "secondary")
 }
 
 // ResumeIO resumes I/O that DRBD froze because the fence-peer handler
@@ -273,18 +249,20 @@ func (r *Resource) Secondary(ctx context.Context) error {
 // succeeded after quorum came back) or it was fenced; DRBD itself resumes
 // when the peer reconnects.
 func (r *Resource) ResumeIO(ctx context.Context) error {
-	r.logf("resume-io %s", r.Config.Resource)
-	if _, err := r.drbdadm(ctx, "resume-io", r.Config.Resource); err != nil {
-		return fmt.Errorf("resume-io %s: %w", r.Config.Resource, err)
-	}
-	return nil
+	return r.run(ctx, "resume-io", "resume-io")
 }
 
 // Down disconnects and detaches the resource.
 func (r *Resource) Down(ctx context.Context) error {
-	r.logf("down %s", r.Config.Resource)
-	if _, err := r.drbdadm(ctx, "down", r.Config.Resource); err != nil {
-		return fmt.Errorf("down %s: %w", r.Config.Resource, err)
+	return r.run(ctx, "down", "down")
+}
+
+// run logs and runs "drbdadm ARGS RESOURCE"; a failure is "WHAT RESOURCE: ...".
+func (r *Resource) run(ctx context.Context, what string, args ...string) error {
+	args = append(args, r.Config.Resource)
+	r.logf("%s", strings.Join(args, " "))
+	if _, err := r.drbdadm(ctx, args...); err != nil {
+		return fmt.Errorf("%s %s: %w", what, r.Config.Resource, err)
 	}
 	return nil
 }
