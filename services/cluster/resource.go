@@ -60,8 +60,10 @@ func newResource(ctx context.Context, d *Daemon, rc ResourceConfig) (*resource, 
 			return nil, fmt.Errorf("resource %s: %w", rc.Name, err)
 		}
 		t := maps.Clone(builtinTimeouts[rc.Agent])
-		if m, ok := r.(mailResource); ok {
-			t = m.w.Timeouts()
+		if a, ok := r.(agent); ok {
+			if w, ok := a.Resource.(*mail.Workload); ok {
+				t = w.Timeouts() // they depend on the workload's kind
+			}
 		}
 		maps.Copy(t, rc.Timeouts)
 		rc.Timeouts = t
@@ -86,7 +88,7 @@ func newResource(ctx context.Context, d *Daemon, rc ResourceConfig) (*resource, 
 		return nil, fmt.Errorf("resource %s: validate-all: %w", rc.Name, err)
 	}
 	rc.Timeouts = a.Timeouts
-	return &resource{cfg: rc, r: ocfResource{a}}, nil
+	return &resource{cfg: rc, r: agent{a, ocf.ErrNotRunning}}, nil
 }
 
 func newBuiltin(d *Daemon, rc ResourceConfig) (Resource, error) {
@@ -101,47 +103,26 @@ func newBuiltin(d *Daemon, rc ResourceConfig) (Resource, error) {
 			return nil, err
 		}
 		w.Logf = func(f string, a ...any) { d.log.Info(fmt.Sprintf(f, a...), "resource", rc.Name) }
-		return mailResource{w}, nil
+		return agent{w, mail.ErrNotRunning}, nil
 	}
 	v, err := vip.Parse(rc.Params["address"], rc.Params["interface"])
 	if err != nil {
 		return nil, err
 	}
-	return vipResource{v}, nil
+	return agent{v, vip.ErrNotRunning}, nil
 }
 
-type vipResource struct{ v *vip.VIP }
-
-func (v vipResource) Start(ctx context.Context) error { return v.v.Start(ctx) }
-func (v vipResource) Stop(ctx context.Context) error  { return v.v.Stop(ctx) }
-func (v vipResource) Monitor(ctx context.Context) error {
-	if err := v.v.Monitor(ctx); errors.Is(err, vip.ErrNotRunning) {
-		return fmt.Errorf("%w: %w", ErrNotRunning, err)
-	} else {
-		return err
-	}
+// agent adapts an agent package's Start, Stop and Monitor, whose monitor
+// reports "cleanly stopped" with that package's own sentinel.
+type agent struct {
+	Resource
+	notRunning error
 }
 
-type ocfResource struct{ a *ocf.Agent }
-
-func (o ocfResource) Start(ctx context.Context) error { return o.a.Start(ctx) }
-func (o ocfResource) Stop(ctx context.Context) error  { return o.a.Stop(ctx) }
-func (o ocfResource) Monitor(ctx context.Context) error {
-	if err := o.a.Monitor(ctx); errors.Is(err, ocf.ErrNotRunning) {
+func (a agent) Monitor(ctx context.Context) error {
+	err := a.Resource.Monitor(ctx)
+	if errors.Is(err, a.notRunning) {
 		return fmt.Errorf("%w: %w", ErrNotRunning, err)
-	} else {
-		return err
 	}
-}
-
-type mailResource struct{ w *mail.Workload }
-
-func (m mailResource) Start(ctx context.Context) error { return m.w.Start(ctx) }
-func (m mailResource) Stop(ctx context.Context) error  { return m.w.Stop(ctx) }
-func (m mailResource) Monitor(ctx context.Context) error {
-	if err := m.w.Monitor(ctx); errors.Is(err, mail.ErrNotRunning) {
-		return fmt.Errorf("%w: %w", ErrNotRunning, err)
-	} else {
-		return err
-	}
+	return err
 }
