@@ -234,7 +234,7 @@ func (m *mailLab) checkAllReadable(ctx context.Context) {
 	c, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
 	for {
-		ids, err := m.inbox(c)
+		ids, err := mailprobe.Inbox(c, m.l.Dial, vipIMAP, m.seed.MailUser, m.seed.MailPassword)
 		if err == nil {
 			have := map[string]bool{}
 			for _, id := range ids {
@@ -257,18 +257,6 @@ func (m *mailLab) checkAllReadable(ctx context.Context) {
 		case <-time.After(2 * time.Second):
 		}
 	}
-}
-
-func (m *mailLab) inbox(ctx context.Context) ([]string, error) {
-	c, err := mailprobe.Login(ctx, m.l.Dial, vipIMAP, m.seed.MailUser, m.seed.MailPassword)
-	if err != nil {
-		return nil, err
-	}
-	defer c.Logout()
-	if _, err := c.Select("INBOX"); err != nil {
-		return nil, err
-	}
-	return c.MessageIDs()
 }
 
 // logTime finds the first line at or after since in node's console log

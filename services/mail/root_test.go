@@ -207,7 +207,7 @@ func sendN(t *testing.T, w *Workload, ctx context.Context, to string, n int) []s
 func waitMessages(t *testing.T, w *Workload, ctx context.Context, user, pass string, ids []string) {
 	t.Helper()
 	for {
-		got, err := inbox(ctx, w, user, pass)
+		got, err := mailprobe.Inbox(ctx, w.Dial, "127.0.0.1:143", user, pass)
 		if err == nil && containsAll(got, ids) {
 			return
 		}
@@ -217,18 +217,6 @@ func waitMessages(t *testing.T, w *Workload, ctx context.Context, user, pass str
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-}
-
-func inbox(ctx context.Context, w *Workload, user, pass string) ([]string, error) {
-	c, err := mailprobe.Login(ctx, w.Dial, "127.0.0.1:143", user, pass)
-	if err != nil {
-		return nil, err
-	}
-	defer c.Logout()
-	if _, err := c.Select("INBOX"); err != nil {
-		return nil, err
-	}
-	return c.MessageIDs()
 }
 
 func containsAll(have, want []string) bool {

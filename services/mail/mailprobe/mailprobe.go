@@ -257,3 +257,17 @@ func cutFold(s, prefix string) (string, bool) {
 	}
 	return "", false
 }
+
+// Inbox logs in, reads the Message-ID of every message in INBOX, and logs
+// out.
+func Inbox(ctx context.Context, dial Dial, addr, user, password string) ([]string, error) {
+	c, err := Login(ctx, dial, addr, user, password)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Logout()
+	if _, err := c.Select("INBOX"); err != nil {
+		return nil, err
+	}
+	return c.MessageIDs()
+}
