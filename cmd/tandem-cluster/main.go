@@ -57,8 +57,8 @@ func main() {
 
 // handler forwards a DRBD handler call to the local daemon.
 func handler(ctx context.Context, name string) int {
-	st := cluster.State{Dir: envOr("TANDEM_STATE", "/perm/tandem/cluster")}
-	c, err := cluster.NewClient(st, envOr("TANDEM_ENDPOINT", "https://127.0.0.1:7443"))
+	dir, endpoint := cluster.ClientDefaults()
+	c, err := cluster.NewClient(cluster.State{Dir: dir}, endpoint)
 	if err == nil {
 		var code int
 		if code, err = c.RunHandler(ctx, name, os.Getenv("DRBD_RESOURCE")); err == nil {
@@ -69,12 +69,6 @@ func handler(ctx context.Context, name string) int {
 	return replication.ExitFailed
 }
 
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return def
-}
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("tandem-cluster", flag.ContinueOnError)

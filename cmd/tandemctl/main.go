@@ -81,8 +81,9 @@ type cli struct {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("tandemctl", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	state := fs.String("state", envOr("TANDEM_STATE", "/perm/tandem/cluster"), "state directory of this node (its certificate authenticates the client)")
-	endpoint := fs.String("endpoint", envOr("TANDEM_ENDPOINT", "https://127.0.0.1:7443"), "API of a cluster node")
+	defState, defEndpoint := cluster.ClientDefaults()
+	state := fs.String("state", defState, "state directory of this node (its certificate authenticates the client)")
+	endpoint := fs.String("endpoint", defEndpoint, "API of a cluster node")
 	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -116,12 +117,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return fmt.Errorf("%w: unknown command %q", errUsage, a[0])
 }
 
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return def
-}
 
 func (c *cli) client() (*cluster.Client, error) {
 	return cluster.NewClient(c.state, c.endpoint)

@@ -10,6 +10,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -303,4 +305,18 @@ func (c *Client) Code(ctx context.Context) (string, error) {
 	var out map[string]string
 	err := c.do(ctx, http.MethodPost, "/v1/pairing/code", struct{}{}, &out)
 	return out["code"], err
+}
+
+// ClientDefaults are the state directory and API endpoint a client on a
+// node uses unless told otherwise: $TANDEM_STATE and $TANDEM_ENDPOINT,
+// else this node's own.
+func ClientDefaults() (stateDir, endpoint string) {
+	stateDir, endpoint = os.Getenv("TANDEM_STATE"), os.Getenv("TANDEM_ENDPOINT")
+	if stateDir == "" {
+		stateDir = "/perm/tandem/cluster"
+	}
+	if endpoint == "" {
+		endpoint = "https://127.0.0.1:" + strconv.Itoa(DefaultAPIPort)
+	}
+	return stateDir, endpoint
 }
