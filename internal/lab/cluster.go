@@ -52,7 +52,7 @@ func (s *ClusterSeed) Apply(nodes []Node) []Node {
 			seed = map[string][]byte{}
 		}
 		seed["node.yaml"] = s.Configs[out[i].Name]
-		if out[i].Image != "kvm-arbitrator" {
+		if !out[i].Arbitrator() {
 			seed["mail-users"] = []byte(users)
 		}
 		out[i].Seed = seed
@@ -71,7 +71,7 @@ cluster:
   lease_ttl: {{.LeaseTTL}}
   nodes:
 {{- range .Nodes}}
-    - {name: {{.Name}}, address: {{.Addr}}{{if eq .Image "kvm-arbitrator"}}, role: arbitrator{{end}}}
+    - {name: {{.Name}}, address: {{.Addr}}{{if .Arbitrator}}, role: arbitrator{{end}}}
 {{- end}}
   pairing:
     founder: {{.Founder}}

@@ -59,6 +59,9 @@ type Node struct {
 	Seed map[string][]byte
 }
 
+// Arbitrator reports whether the node boots the arbitrator's image.
+func (n Node) Arbitrator() bool { return n.Image == "kvm-arbitrator" }
+
 // Nodes are the lab's VMs: the sizes issue 5 asks to work.
 var Nodes = []Node{
 	{Name: "data-a", Image: "kvm-node", MemoryMiB: 1024, DiskMiB: 2048, MAC: "52:54:00:77:00:11", Addr: netip.MustParseAddr("10.77.0.11")},
@@ -198,7 +201,7 @@ func (l *Lab) boot(ctx context.Context, n Node) error {
 		Disk: disk, Firmware: qemu.BIOS, MemoryMiB: n.MemoryMiB, Dir: vmDir, Console: log,
 		Link: &qemu.Link{Remote: remote, MAC: n.MAC},
 		// Data nodes' cluster daemons need a watchdog that resets the VM.
-		Watchdog: n.Image != "kvm-arbitrator",
+		Watchdog: !n.Arbitrator(),
 	})
 	if err != nil {
 		log.Close()

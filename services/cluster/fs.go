@@ -180,8 +180,8 @@ func (a *fsAgent) mountInfo() (*mountEntry, error) {
 		if len(fields) < 10 || fields[4] != a.dir {
 			continue
 		}
-		for i, f := range fields {
-			if f == "-" && i+2 < len(fields) {
+		for i, field := range fields {
+			if field == "-" && i+2 < len(fields) {
 				found = &mountEntry{source: fields[i+2], readOnly: strings.HasPrefix(fields[5], "ro")}
 			}
 		}
