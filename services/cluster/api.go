@@ -49,7 +49,11 @@ func (d *Daemon) serveAPI() error {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/pair", d.handlePair)
-	mux.Handle("GET /v1/status", d.auth(func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, d.status()) }))
+	mux.Handle("GET /v1/status", d.auth(func(w http.ResponseWriter, r *http.Request) {
+		s := d.status()
+		s.Memory = readMemory("/proc/meminfo")
+		writeJSON(w, 200, s)
+	}))
 	mux.Handle("POST /v1/node/standby", d.auth(d.handleNode(true)))
 	mux.Handle("POST /v1/node/online", d.auth(d.handleNode(false)))
 	mux.Handle("POST /v1/resource/move", d.auth(d.handleMove))

@@ -36,7 +36,9 @@ type Status struct {
 	Group       []ResourceStatus `json:"group"`
 	// StateAge is how old the cluster part of this view is.
 	StateAge string `json:"state_age,omitempty"`
-	// Memory is the queried node's memory (from /proc/meminfo).
+	// Memory is the queried node's memory (from /proc/meminfo), in API
+	// answers only: in status.json it would change, and be rewritten, on
+	// every step.
 	Memory *Memory   `json:"memory,omitempty"`
 	Time   time.Time `json:"time"`
 }
@@ -67,7 +69,6 @@ func (d *Daemon) status() Status {
 	s := Status{
 		Cluster: d.cf.Cluster, Node: d.cfg.Node, Role: string(d.cfg.Role), Quorum: cs.Quorum,
 		Phase: string(cs.Phase), Held: cs.Held, Token: cs.Token, Reason: cs.Reason, Time: time.Now(),
-		Memory: readMemory("/proc/meminfo"),
 	}
 	if !v.at.IsZero() {
 		s.StateAge = time.Since(v.at).Round(100 * time.Millisecond).String()
