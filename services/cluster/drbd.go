@@ -38,9 +38,10 @@ const HandlerCommand = "/bin/tandem-cluster"
 // brought up (attached, connecting, Secondary) when the daemon starts, on
 // both data nodes, whoever owns the group: see prepare.
 type drbdAgent struct {
-	d  *Daemon
-	r  *replication.Resource
-	up chan struct{} // closed once the resource is up
+	d    *Daemon
+	name string // the group resource's name
+	r    *replication.Resource
+	up   chan struct{} // closed once the resource is up
 
 	mu   sync.Mutex
 	last replication.Status
@@ -51,7 +52,7 @@ var devRE = regexp.MustCompile(`^/dev/drbd([0-9]+)$`)
 // newDRBD builds the agent from its params: resource, device
 // (/dev/drbdN), disk (the backing data partition) and nodes
 // ("NAME=ADDR:PORT,NAME=ADDR:PORT", the two data nodes).
-func newDRBD(d *Daemon, p map[string]string) (*drbdAgent, error) {
+func newDRBD(d *Daemon, name string, p map[string]string) (*drbdAgent, error) {
 	m := devRE.FindStringSubmatch(p["device"])
 	if m == nil {
 		return nil, fmt.Errorf("params.device %q: want /dev/drbdN", p["device"])
@@ -78,7 +79,7 @@ func newDRBD(d *Daemon, p map[string]string) (*drbdAgent, error) {
 	if _, ok := cfg.Local(d.cfg.Node); !ok {
 		return nil, fmt.Errorf("params.nodes: this node %q is not one of them", d.cfg.Node)
 	}
-	return &drbdAgent{d: d, up: make(chan struct{}), r: &replication.Resource{
+	return &drbdAgent{d: d, name: name, up: make(chan struct{}), r: &replication.Resource{
 		Config: cfg, ConfigPath: "/etc/drbd.d/" + cfg.Resource + ".res", Self: d.cfg.Node,
 		Cmd: replication.Exec{}, Logf: func(f string, a ...any) { d.log.Info(fmt.Sprintf(f, a...)) },
 	}}, nil
@@ -291,8 +292,16 @@ func (d *Daemon) OutdatePeer(ctx context.Context, res, peer string) (replication
 }
 
 // ClearOutdated implements replication.Cluster for after-resync-target.
+// It also clears node's fail count of the drbd resource: a promotion
+// refused because the copy was outdated is fatal on that node (the group
+// must move on), but once the copy has resynced the reason is gone, and a
+// node left barred could not take over when the owner later fails.
 func (d *Daemon) ClearOutdated(ctx context.Context, res, node string) error {
-	if _, err := d.cli.Delete(ctx, replKey(res, "outdated", node)); err != nil {
+	ops := []clientv3.Op{clientv3.OpDelete(replKey(res, "outdated", node))}
+	if a := d.drbd(); a != nil {
+		ops = append(ops, clientv3.OpDelete(prefixFail+node+"/"+a.name))
+	}
+	if _, err := d.cli.Txn(ctx).Then(ops...).Commit(); err != nil {
 		return fmt.Errorf("clear outdated %s: %w", node, err)
 	}
 	d.log.Info("replication: outdated record cleared", "resource", res, "node", node)

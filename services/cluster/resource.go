@@ -94,7 +94,7 @@ func newResource(ctx context.Context, d *Daemon, rc ResourceConfig) (*resource, 
 func newBuiltin(d *Daemon, rc ResourceConfig) (Resource, error) {
 	switch rc.Agent {
 	case "drbd":
-		return newDRBD(d, rc.Params)
+		return newDRBD(d, rc.Name, rc.Params)
 	case "fs":
 		return newFS(d, rc.Params)
 	case "mail":
