@@ -9,7 +9,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -42,9 +41,6 @@ type drbdAgent struct {
 	name string // the group resource's name
 	r    *replication.Resource
 	up   chan struct{} // closed once the resource is up
-
-	mu   sync.Mutex
-	last replication.Status
 }
 
 var devRE = regexp.MustCompile(`^/dev/drbd([0-9]+)$`)
@@ -125,9 +121,6 @@ func (a *drbdAgent) prepare(ctx context.Context) {
 			a.d.log.Warn("replication: status", "err", err)
 			continue
 		}
-		a.mu.Lock()
-		a.last = st
-		a.mu.Unlock()
 		if b, _ := json.Marshal(st); string(b) != string(published) {
 			c, cancel := context.WithTimeout(ctx, 2*time.Second)
 			if _, err := a.d.cli.Put(c, replKey(a.res(), "status", a.d.cfg.Node), string(b)); err == nil {
