@@ -35,4 +35,4 @@ bench: deps
 	bash scripts/bench-services.sh
 	bash scripts/bench-cluster.sh
 	$(GO) test -run '^$$' -bench '^BenchmarkReplicatedWrite$$' -benchtime 1x -timeout 15m -v ./services/replication
-	bash scripts/bench-mail.sh
+	bash scripts/bench-mail.sh -soak 10m

@@ -42,10 +42,7 @@ var milestones = []struct {
 // that long and checks SMTP, IMAP and every acknowledged message after.
 // Run it with scripts/bench-mail.sh.
 func BenchmarkMailCluster(b *testing.B) {
-	runs := 5
-	if v, err := strconv.Atoi(os.Getenv("TANDEM_BENCH_RUNS")); err == nil && v > 0 {
-		runs = v
-	}
+	runs := benchRuns()
 	var soak time.Duration
 	if v := os.Getenv("TANDEM_BENCH_SOAK"); v != "" {
 		var err error
@@ -56,6 +53,55 @@ func BenchmarkMailCluster(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		benchMailCluster(b, runs, soak)
 	}
+}
+
+// BenchmarkLabBoot measures first boot to the cluster formed and to it
+// serving: TANDEM_BENCH_RUNS (default 5) fresh labs, one after the other,
+// each timed from the VMs' start (images already built) to every member
+// online with quorum in `tandemctl status`, then to the SMTP banner on the
+// VIP. The first boot includes pairing, DRBD's first start, mke2fs and
+// the template's unpack. Run it with scripts/bench-mail.sh.
+func BenchmarkLabBoot(b *testing.B) {
+	runs := benchRuns()
+	var formed, serving []float64
+	for r := 0; r < runs; r++ {
+		// A sub-benchmark per lab: its cleanup stops the lab before the
+		// next one takes the same namespace and addresses.
+		b.Run(fmt.Sprintf("lab-%d", r+1), func(b *testing.B) {
+			m := startMailLab(b)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+			defer cancel()
+			m.retry(ctx, "all members online", func(ctx context.Context) error {
+				s, err := m.status(ctx)
+				if err != nil {
+					return err
+				}
+				if !s.Quorum || len(s.Nodes) != len(lab.Nodes) {
+					return fmt.Errorf("quorum %v, %d members", s.Quorum, len(s.Nodes))
+				}
+				for _, n := range s.Nodes {
+					if !n.Online {
+						return fmt.Errorf("%s offline", n.Name)
+					}
+				}
+				return nil
+			})
+			formed = append(formed, time.Since(m.start).Seconds())
+			m.waitServing(ctx, "")
+			serving = append(serving, time.Since(m.start).Seconds())
+			b.Logf("lab %d: formed %.1f s, serving %.1f s", r+1, formed[len(formed)-1], serving[len(serving)-1])
+		})
+	}
+	report(b, "boot-to-formed", formed)
+	report(b, "boot-to-serving", serving)
+}
+
+// benchRuns is TANDEM_BENCH_RUNS, 5 when unset.
+func benchRuns() int {
+	if v, err := strconv.Atoi(os.Getenv("TANDEM_BENCH_RUNS")); err == nil && v > 0 {
+		return v
+	}
+	return 5
 }
 
 func benchMailCluster(b *testing.B, runs int, soak time.Duration) {

@@ -53,12 +53,13 @@ func startMailLab(t testing.TB) *mailLab {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := &mailLab{t: t, dir: t.TempDir(), seed: seed, start: time.Now()}
+	m := &mailLab{t: t, dir: t.TempDir(), seed: seed}
 	m.ctl = filepath.Join(m.dir, "tandemctl")
 	if out, err := exec.Command("go", "build", "-o", m.ctl, "../cmd/tandemctl").CombinedOutput(); err != nil {
 		t.Fatalf("build tandemctl: %v\n%s", err, out)
 	}
 	m.admin = filepath.Join(m.dir, "admin")
+	m.start = time.Now()
 	m.l, err = lab.Start(context.Background(), lab.Options{Dir: filepath.Join(m.dir, "lab"), Images: images(), Nodes: seed.Apply(lab.Nodes), Logf: t.Logf})
 	if err != nil {
 		t.Fatal(err)

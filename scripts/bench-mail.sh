@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Issue 5's figures in the three-VM lab (QEMU TCG; root: the lab's network
-# namespace). Builds the images, boots the lab, and runs BenchmarkMailCluster.
+# namespace). Builds the images, boots labs, and runs BenchmarkLabBoot and
+# BenchmarkMailCluster.
 #
 #   scripts/bench-mail.sh [-runs N] [-soak DURATION]
 #
-# -runs N        unplanned failovers (SIGKILL of the owner) in the lab (default 5)
+# -runs N        fresh labs booted, and unplanned failovers (SIGKILL of the
+#                owner) in one lab (default 5)
 # -soak 10m      then keep mail flowing that long and check that SMTP, IMAP
 #                and every acknowledged message are still there
 #
-# Prints: boot to the cluster serving; failover (kill to SMTP banner on the
+# Prints: first boot to the cluster formed and to it serving, one fresh
+# lab per run; then, in one lab: failover (kill to SMTP banner on the
 # VIP) with its split (lease taken, DRBD promoted, mounted, mail started,
 # VIP up), medians over the runs; resync of the killed node after it boots
 # again; both data nodes power-cycled to serving; idle memory per node.
@@ -21,7 +24,7 @@ while [ $# -gt 0 ]; do
 	case "$1" in
 	-runs) runs="$2"; shift 2 ;;
 	-soak) soak="$2"; shift 2 ;;
-	-h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+	-h|--help) sed -n '2,17p' "$0"; exit 0 ;;
 	*) echo "bench-mail: unknown argument $1" >&2; exit 2 ;;
 	esac
 done
@@ -31,5 +34,5 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 bash scripts/deps.sh
 TANDEM_BENCH_RUNS="$runs" TANDEM_BENCH_SOAK="$soak" \
-	go test -run '^$' -bench '^BenchmarkMailCluster$' -benchtime 1x -timeout 3h -v ./e2e |
-	grep -E 'median|run [0-9]+:|boot to|power-cycled|idle memory|soak|^Benchmark|^ok|FAIL|PASS'
+	go test -run '^$' -bench '^Benchmark(LabBoot|MailCluster)$' -benchtime 1x -timeout 3h -v ./e2e |
+	grep -E 'median|run [0-9]+:|lab [0-9]+:|boot to|power-cycled|idle memory|soak|^Benchmark|^ok|FAIL|PASS'
