@@ -102,6 +102,11 @@ func (m *mailLab) run(ctx context.Context, args ...string) ([]byte, error) {
 // retry calls f every 2 s until it succeeds or ctx ends (then the test fails).
 func (m *mailLab) retry(ctx context.Context, what string, f func(context.Context) error) {
 	m.t.Helper()
+	m.retryEvery(ctx, 2*time.Second, what, f)
+}
+
+func (m *mailLab) retryEvery(ctx context.Context, every time.Duration, what string, f func(context.Context) error) {
+	m.t.Helper()
 	var err error
 	for {
 		if err = f(ctx); err == nil {
@@ -110,7 +115,7 @@ func (m *mailLab) retry(ctx context.Context, what string, f func(context.Context
 		select {
 		case <-ctx.Done():
 			m.t.Fatalf("%s: %v (last error: %v)", what, ctx.Err(), err)
-		case <-time.After(2 * time.Second):
+		case <-time.After(every):
 		}
 	}
 }
@@ -125,11 +130,12 @@ func (m *mailLab) status(ctx context.Context) (*cluster.Status, error) {
 }
 
 // waitServing waits until the group runs in full on a node other than
-// notOn and the VIP answers SMTP, and returns that node.
+// notOn and the VIP answers SMTP, and returns that node. It asks every
+// 500 ms: its return is the failover figures' end.
 func (m *mailLab) waitServing(ctx context.Context, notOn string) string {
 	m.t.Helper()
 	var owner string
-	m.retry(ctx, "group serving on a node other than "+notOn, func(ctx context.Context) error {
+	m.retryEvery(ctx, 500*time.Millisecond, "group serving on a node other than "+notOn, func(ctx context.Context) error {
 		s, err := m.status(ctx)
 		if err != nil {
 			return err
@@ -300,6 +306,33 @@ var (
 	vipStarted = regexp.MustCompile(`msg="resource action done" .*op=start resource=vip`)
 )
 
+// milestones are a new owner's steps in taking the group over, in order,
+// as its log shows them.
+var milestones = []struct {
+	name string
+	re   *regexp.Regexp
+}{
+	{"detection", regexp.MustCompile(`msg="acquired the group's lease"`)},
+	{"promote", regexp.MustCompile(`msg="resource action done" .*op=start resource=drbd`)},
+	{"mount", regexp.MustCompile(`msg="resource action done" .*op=start resource=fs`)},
+	{"workload", regexp.MustCompile(`msg="resource action done" .*op=start resource=mail`)},
+	{"vip", vipStarted},
+}
+
+// split returns how many seconds after at the new owner reached each
+// milestone its log shows, and the same as one line for the test's log.
+func (m *mailLab) split(owner string, at time.Time) (map[string]float64, string) {
+	times := map[string]float64{}
+	var parts []string
+	for _, ms := range milestones {
+		if t, ok := m.logTime(owner, at, ms.re); ok {
+			times[ms.name] = t.Sub(at).Seconds()
+			parts = append(parts, fmt.Sprintf("%s %.1f s", ms.name, times[ms.name]))
+		}
+	}
+	return times, strings.Join(parts, ", ")
+}
+
 // TestMailCluster is issue 5's end-to-end run: three images pair with no
 // console input; mail sent to the VIP survives a hard kill of the owner, a
 // partition of the owner, a planned standby and online, and a power cycle
@@ -330,13 +363,15 @@ func TestMailCluster(t *testing.T) {
 	t.Run("kill owner", func(t *testing.T) {
 		stop := m.sender()
 		time.Sleep(5 * time.Second)
-		killed := owner
+		killed := m.waitServing(ctx, "") // a watchdog reset may have moved the group
 		at := time.Now()
 		if err := m.l.Kill(killed); err != nil {
 			t.Fatal(err)
 		}
-		owner = m.waitServing(ctx, killed)
-		t.Logf("SIGKILL of %s to SMTP banner on the VIP from %s: %.1f s", killed, owner, time.Since(at).Seconds())
+		owner := m.waitServing(ctx, killed)
+		took := time.Since(at)
+		_, line := m.split(owner, at)
+		t.Logf("SIGKILL of %s to SMTP banner on the VIP from %s: %.1f s (%s)", killed, owner, took.Seconds(), line)
 		time.Sleep(5 * time.Second)
 		acked, failed := stop()
 		t.Logf("%d messages acknowledged, %d attempts failed while the service moved", acked, failed)
@@ -350,14 +385,16 @@ func TestMailCluster(t *testing.T) {
 	t.Run("partition owner", func(t *testing.T) {
 		stop := m.sender()
 		time.Sleep(5 * time.Second)
-		cut := owner
+		cut := m.waitServing(ctx, "")
 		bootsBefore := m.boots(cut)
 		at := time.Now()
 		if err := m.l.Partition(cut); err != nil {
 			t.Fatal(err)
 		}
-		owner = m.waitServing(ctx, cut)
-		t.Logf("partition of %s to SMTP banner on the VIP from %s: %.1f s", cut, owner, time.Since(at).Seconds())
+		owner := m.waitServing(ctx, cut)
+		took := time.Since(at)
+		_, line := m.split(owner, at)
+		t.Logf("partition of %s to SMTP banner on the VIP from %s: %.1f s (%s)", cut, owner, took.Seconds(), line)
 		acked, failed := stop()
 		t.Logf("%d messages acknowledged, %d attempts failed while the service moved", acked, failed)
 		// Never two owners: the cut-off node let go of the VIP (or was
@@ -393,13 +430,15 @@ func TestMailCluster(t *testing.T) {
 	t.Run("standby and online", func(t *testing.T) {
 		stop := m.sender()
 		time.Sleep(3 * time.Second)
-		from := owner
+		from := m.waitServing(ctx, "")
 		at := time.Now()
 		if _, err := m.run(ctx, "node", "standby", from); err != nil {
 			t.Fatal(err)
 		}
-		owner = m.waitServing(ctx, from)
-		t.Logf("standby of %s to SMTP banner from %s: %.1f s", from, owner, time.Since(at).Seconds())
+		owner := m.waitServing(ctx, from)
+		took := time.Since(at)
+		_, line := m.split(owner, at)
+		t.Logf("standby of %s to SMTP banner from %s: %.1f s (%s)", from, owner, took.Seconds(), line)
 		if _, err := m.run(ctx, "node", "online", from); err != nil {
 			t.Fatal(err)
 		}
@@ -421,7 +460,7 @@ func TestMailCluster(t *testing.T) {
 		if err := m.l.WaitReady(c, "data-a", "data-b"); err != nil {
 			t.Fatal(err)
 		}
-		owner = m.waitServing(ctx, "")
+		m.waitServing(ctx, "")
 		m.checkAllReadable(ctx)
 		m.waitReplicated(ctx)
 	})
