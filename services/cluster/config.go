@@ -83,6 +83,11 @@ type PolicyConfig struct {
 	// MigrationThreshold: failures of a resource on a node before the
 	// group leaves it (default 3; 0 means never).
 	MigrationThreshold *int `yaml:"migration_threshold"`
+	// FailureTimeout is how long a node's fail count for a resource lasts
+	// after its last failure (default 10m; 0s: until a cleanup). Without
+	// it, transient failures on both data nodes keep the group down for
+	// good.
+	FailureTimeout *time.Duration `yaml:"failure_timeout"`
 	// ResourceStickiness is how much the group prefers to stay (default 100).
 	ResourceStickiness *int `yaml:"resource_stickiness"`
 	// PreferredNode and PreferredScore: the group moves back to the
@@ -103,6 +108,11 @@ type ResourceConfig struct {
 	Timeouts map[string]time.Duration `yaml:"timeouts"`
 	// MonitorInterval is how often monitor runs (default 2s).
 	MonitorInterval time.Duration `yaml:"monitor_interval"`
+	// MonitorFailures is how many monitors in a row must fail before the
+	// failure counts (default 1). A probe that times out on a loaded
+	// machine is then retried, not answered with a restart that loads it
+	// more; a resource its monitor reports not running counts at once.
+	MonitorFailures int `yaml:"monitor_failures"`
 	// OCFRoot overrides OCF_ROOT for this resource.
 	OCFRoot string `yaml:"ocf_root"`
 }
@@ -116,6 +126,7 @@ const (
 	DefaultPollInterval    = 200 * time.Millisecond
 	DefaultMonitorInterval = 2 * time.Second
 	DefaultMigration       = 3
+	DefaultFailureTimeout  = 10 * time.Minute
 	DefaultStickiness      = 100
 )
 
@@ -166,6 +177,9 @@ func (c *Config) defaults() {
 		if c.Group[i].MonitorInterval == 0 {
 			c.Group[i].MonitorInterval = DefaultMonitorInterval
 		}
+		if c.Group[i].MonitorFailures == 0 {
+			c.Group[i].MonitorFailures = 1
+		}
 	}
 }
 
@@ -191,6 +205,14 @@ func (c *Config) CoreTiming() core.Timing {
 		t.TakeoverMargin = *c.Timing.TakeoverMargin
 	}
 	return t
+}
+
+// FailureTimeout returns policy.failure_timeout with its default.
+func (c *Config) FailureTimeout() time.Duration {
+	if c.Policy.FailureTimeout != nil {
+		return *c.Policy.FailureTimeout
+	}
+	return DefaultFailureTimeout
 }
 
 // CoreConfig returns the decision core's configuration.
@@ -267,6 +289,9 @@ func (c *Config) validate() error {
 	if m := c.Policy.MigrationThreshold; m != nil && *m < 0 {
 		return fmt.Errorf("policy.migration_threshold %d: must not be negative", *m)
 	}
+	if f := c.Policy.FailureTimeout; f != nil && (*f < 0 || *f%time.Second != 0) {
+		return fmt.Errorf("policy.failure_timeout %v: want whole seconds, 0s for never (etcd leases count seconds)", *f)
+	}
 	return c.validateGroup()
 }
 
@@ -300,6 +325,9 @@ func (c *Config) validateGroup() error {
 		}
 		if r.MonitorInterval < 100*time.Millisecond {
 			return fmt.Errorf("%s.monitor_interval %v: at least 100ms", field, r.MonitorInterval)
+		}
+		if r.MonitorFailures < 1 {
+			return fmt.Errorf("%s.monitor_failures %d: at least 1", field, r.MonitorFailures)
 		}
 	}
 	return nil

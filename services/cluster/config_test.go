@@ -35,8 +35,11 @@ func TestLoadConfigDefaults(t *testing.T) {
 	if got := strings.Join(cc.Resources, ","); got != "vip,app" {
 		t.Errorf("resources = %s, want vip,app (config order)", got)
 	}
-	if c.Group[0].MonitorInterval != DefaultMonitorInterval {
-		t.Errorf("monitor_interval = %v, want the default", c.Group[0].MonitorInterval)
+	if c.Group[0].MonitorInterval != DefaultMonitorInterval || c.Group[0].MonitorFailures != 1 {
+		t.Errorf("monitor_interval, monitor_failures = %v, %d, want the defaults", c.Group[0].MonitorInterval, c.Group[0].MonitorFailures)
+	}
+	if c.FailureTimeout() != DefaultFailureTimeout {
+		t.Errorf("failure timeout = %v, want the default %v", c.FailureTimeout(), DefaultFailureTimeout)
 	}
 	arb, err := LoadConfig(strings.NewReader("cluster: mail\nnode: c\nrole: arbitrator\naddress: 10.0.0.3\n"), "c.yaml")
 	if err != nil {
@@ -68,6 +71,9 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"data without watchdog", strings.Replace(goodData, "/dev/watchdog", "none", 1), "a data node needs a watchdog"},
 		{"negative threshold", goodData + "policy: {migration_threshold: -1}\n", "policy.migration_threshold"},
 		{"bad timeout", goodData + "    timeouts: {start: 0s}\n", "group[1].timeouts.start"},
+		{"negative monitor failures", goodData + "    monitor_failures: -1\n", "group[1].monitor_failures -1"},
+		{"negative failure timeout", goodData + "policy: {failure_timeout: -1s}\n", "policy.failure_timeout"},
+		{"fractional failure timeout", goodData + "policy: {failure_timeout: 1500ms}\n", "policy.failure_timeout 1.5s"},
 		{"fence self", goodData + "fencing: {a: {agent: ipmi, address: 10.0.0.9, user: u, password_file: /p}}\n", "fencing.a: a node cannot fence itself"},
 		{"fence agent", goodData + "fencing: {b: {agent: ssh, address: 10.0.0.9, user: u, password_file: /p}}\n", `fencing.b.agent "ssh"`},
 		{"fence no password", goodData + "fencing: {b: {agent: ipmi, address: 10.0.0.9, user: u}}\n", "fencing.b: user and password_file"},

@@ -194,7 +194,7 @@ func (d *Daemon) do(ctx context.Context, a core.Action) {
 	case core.Revoke:
 		go d.revokeOwner(ctx, a.Node, a.Token)
 	case core.IncFail:
-		go d.incFail(ctx, a.Resource)
+		go d.incFail(ctx, a.Resource, a.AtLeast)
 	case core.ClearMove:
 		go d.clearMove(ctx)
 	case core.Watchdog:

@@ -33,9 +33,13 @@ func (d *Daemon) run(ctx context.Context, j job) {
 		c, cancel := context.WithTimeout(ctx, r.timeout("monitor"))
 		err := r.r.Monitor(c)
 		cancel()
-		if err != nil && ctx.Err() == nil {
+		switch {
+		case ctx.Err() != nil:
+		case r.monitorCounts(err):
 			d.log.Warn("monitor failed", "resource", j.res, "err", err)
 			d.send(ctx, core.MonitorFailed{Resource: j.res, Err: err.Error()})
+		case err != nil:
+			d.log.Warn("monitor failed; tried again before it counts", "resource", j.res, "failures", r.failing, "of", r.cfg.MonitorFailures, "err", err)
 		}
 		if j.token != 0 {
 			select {
@@ -48,6 +52,7 @@ func (d *Daemon) run(ctx context.Context, j job) {
 	var err error
 	switch j.op {
 	case core.OpStart:
+		r.failing = 0
 		if err = d.tokenValid(ctx, j.token); err == nil {
 			c, cancel := context.WithTimeout(ctx, r.timeout("start"))
 			err = r.r.Start(c)

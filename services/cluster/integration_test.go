@@ -174,6 +174,7 @@ func (l *lab) writeConfig(n *node) {
 		cfg += fmt.Sprintf(`watchdog: record:%s
 policy:
   migration_threshold: 2
+  failure_timeout: 20s
 group:
   - name: app
     agent: ocf:heartbeat:Dummy
@@ -580,6 +581,26 @@ func TestCluster(t *testing.T) {
 			return err == nil && len(s.Group[0].FailCounts) == 0
 		})
 		l.steady(3*time.Second, owner) // stickiness: cleanup moves nothing
+	})
+
+	step("fail-count-expires", func(t *testing.T) {
+		os.Remove(filepath.Join(l.nodes[owner].dir, "app.state")) // one failure: restarted in place
+		l.waitFor(15*time.Second, "fail count 1 on "+owner, func() bool {
+			s, err := l.status(owner)
+			return err == nil && s.Group[0].FailCounts[owner] == 1
+		})
+		seen := time.Now()
+		l.waitFor(40*time.Second, "the fail count to expire (failure_timeout 20s)", func() bool {
+			s, err := l.status(owner)
+			return err == nil && len(s.Group[0].FailCounts) == 0
+		})
+		// Seen within a second or so of the raise: gone much sooner than
+		// 20 s would mean something else cleared it.
+		if took := time.Since(seen); took < 10*time.Second {
+			t.Errorf("fail count gone %v after it was seen, before failure_timeout 20s", took.Round(time.Second))
+		}
+		t.Logf("fail count expired %v after it was seen", time.Since(seen).Round(time.Second))
+		l.steady(2*time.Second, owner)
 	})
 
 	step("standby-online-move", func(t *testing.T) {

@@ -81,26 +81,44 @@ func (d *Daemon) renew(ctx context.Context, id clientv3.LeaseID) {
 
 // tokenValid reports whether this node still holds the lease with token,
 // checked locally and then in etcd (the owner key's revision).
+//
+// A check etcd does not answer in time is asked again while this node
+// still holds the token (its lease is renewed or dropped meanwhile), for
+// up to tokenCheckFor: on a loaded node a slow answer is no failure of
+// the resource, and counting it as one barred the node.
 func (d *Daemon) tokenValid(ctx context.Context, token int64) error {
-	d.mu.Lock()
-	held := d.lease.token
-	d.mu.Unlock()
-	if held == 0 || held != token {
-		return fmt.Errorf("fencing token %d is not held (holding %d)", token, held)
+	var err error
+	for end := time.Now().Add(tokenCheckFor); ; {
+		d.mu.Lock()
+		held := d.lease.token
+		d.mu.Unlock()
+		if held == 0 || held != token {
+			return fmt.Errorf("fencing token %d is not held (holding %d)", token, held)
+		}
+		c, cancel := context.WithTimeout(ctx, time.Second)
+		var r *clientv3.TxnResponse
+		r, err = d.cli.Txn(c).If(
+			clientv3.Compare(clientv3.ModRevision(keyOwner), "=", token),
+			clientv3.Compare(clientv3.Value(keyOwner), "=", d.cfg.Node)).Commit()
+		cancel()
+		if err == nil && !r.Succeeded {
+			return fmt.Errorf("fencing token %d is stale", token)
+		}
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil || time.Now().After(end) {
+			return fmt.Errorf("check fencing token %d: %w", token, err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(300 * time.Millisecond):
+		}
 	}
-	c, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	r, err := d.cli.Txn(c).If(
-		clientv3.Compare(clientv3.ModRevision(keyOwner), "=", token),
-		clientv3.Compare(clientv3.Value(keyOwner), "=", d.cfg.Node)).Commit()
-	if err != nil {
-		return fmt.Errorf("check fencing token %d: %w", token, err)
-	}
-	if !r.Succeeded {
-		return fmt.Errorf("fencing token %d is stale", token)
-	}
-	return nil
 }
+
+// tokenCheckFor bounds tokenValid's retries.
+const tokenCheckFor = 30 * time.Second
 
 func (d *Daemon) takeLease(token int64) (leaseState, bool) {
 	d.mu.Lock()
@@ -152,7 +170,9 @@ func (d *Daemon) revokeOwner(ctx context.Context, node string, token int64) {
 	}
 }
 
-func (d *Daemon) incFail(ctx context.Context, res string) {
+// incFail raises this node's fail count of res by one, to at least
+// atLeast. The count lives for policy.failure_timeout after the raise.
+func (d *Daemon) incFail(ctx context.Context, res string, atLeast int) {
 	k := prefixFail + d.cfg.Node + "/" + res
 	for i := 0; i < 10 && ctx.Err() == nil; i++ {
 		c, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -163,11 +183,16 @@ func (d *Daemon) incFail(ctx context.Context, res string) {
 				n, _ = strconv.Atoi(string(r.Kvs[0].Value))
 				rev = r.Kvs[0].ModRevision
 			}
+			n = max(n+1, atLeast)
+			var opts []clientv3.OpOption
+			opts, err = d.failCountLease(c)
 			var tr *clientv3.TxnResponse
-			tr, err = d.cli.Txn(c).If(clientv3.Compare(clientv3.ModRevision(k), "=", rev)).Then(clientv3.OpPut(k, strconv.Itoa(n+1))).Commit()
+			if err == nil {
+				tr, err = d.cli.Txn(c).If(clientv3.Compare(clientv3.ModRevision(k), "=", rev)).Then(clientv3.OpPut(k, strconv.Itoa(n), opts...)).Commit()
+			}
 			if err == nil && tr.Succeeded {
 				cancel()
-				d.log.Warn("fail count raised", "resource", res, "count", n+1)
+				d.log.Warn("fail count raised", "resource", res, "count", n)
 				return
 			}
 		}
@@ -175,6 +200,21 @@ func (d *Daemon) incFail(ctx context.Context, res string) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	d.log.Error("could not raise fail count", "resource", res)
+}
+
+// failCountLease gives a fail count written now the lifetime of
+// policy.failure_timeout: a fresh lease at each raise (the previous one,
+// left without keys, just expires).
+func (d *Daemon) failCountLease(ctx context.Context) ([]clientv3.OpOption, error) {
+	ttl := d.cfg.FailureTimeout()
+	if ttl == 0 {
+		return nil, nil
+	}
+	lg, err := d.cli.Grant(ctx, int64(ttl/time.Second))
+	if err != nil {
+		return nil, err
+	}
+	return []clientv3.OpOption{clientv3.WithLease(lg.ID)}, nil
 }
 
 func (d *Daemon) clearMove(ctx context.Context) {

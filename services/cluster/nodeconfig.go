@@ -83,7 +83,12 @@ func FromNodeConfig(nc *nodeconfig.Config, dataDevice string) (*Config, error) {
 	cfg.Group = []ResourceConfig{
 		{Name: "drbd", Agent: "drbd", Params: map[string]string{"resource": DRBDResource, "device": DRBDDevice, "disk": dataDevice, "nodes": strings.Join(peers, ",")}},
 		{Name: "fs", Agent: "fs", Params: map[string]string{"device": DRBDDevice, "directory": MailRoot}},
-		{Name: "mail", Agent: "mail", Params: map[string]string{"root": MailRoot, "domain": c.Domain, "service": service, "users": MailUsers}},
+		// The mail monitor logs in over IMAP (a login process and an
+		// imap process each time): every 5 s, and three failures in a
+		// row before one counts, so a loaded node is not restarted for
+		// a slow answer.
+		{Name: "mail", Agent: "mail", Params: map[string]string{"root": MailRoot, "domain": c.Domain, "service": service, "users": MailUsers},
+			MonitorInterval: 5 * time.Second, MonitorFailures: 3},
 		{Name: "vip", Agent: "vip", Params: map[string]string{"address": vip.String(), "interface": iface}},
 	}
 	return finish(cfg)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"tandem/internal/nodeconfig"
 )
@@ -56,6 +57,12 @@ func TestFromNodeConfigData(t *testing.T) {
 	}
 	if m := cfg.Group[2].Params; m["domain"] != "lab.tandem.test" || m["service"] != "mail" {
 		t.Errorf("mail params = %v", m)
+	}
+	if m := cfg.Group[2]; m.MonitorInterval != 5*time.Second || m.MonitorFailures != 3 {
+		t.Errorf("mail monitor every %v, %d failures in a row, want 5s and 3", m.MonitorInterval, m.MonitorFailures)
+	}
+	if d := cfg.Group[0]; d.MonitorFailures != 1 {
+		t.Errorf("drbd monitor_failures = %d, want the default 1", d.MonitorFailures)
 	}
 }
 

@@ -28,6 +28,25 @@ var ErrNotRunning = errors.New("not running")
 type resource struct {
 	cfg ResourceConfig
 	r   Resource
+	// failing counts monitors failed in a row (exec loop only).
+	failing int
+}
+
+// monitorCounts reports whether a monitor's result is a failure that
+// counts: the MonitorFailures-th in a row, or a resource the monitor
+// found not running (no probe was slow there). Any other result is
+// remembered or, on success, forgets the failures before it.
+func (r *resource) monitorCounts(err error) bool {
+	switch {
+	case err == nil:
+		r.failing = 0
+		return false
+	case errors.Is(err, ErrNotRunning) || r.failing+1 >= r.cfg.MonitorFailures:
+		r.failing = 0
+		return true
+	}
+	r.failing++
+	return false
 }
 
 func (r *resource) timeout(action string) time.Duration {

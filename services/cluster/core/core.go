@@ -257,8 +257,12 @@ type Revoke struct {
 	Token int64
 }
 
-// IncFail asks to add one to this node's fail count of Resource.
-type IncFail struct{ Resource string }
+// IncFail asks to add one to this node's fail count of Resource, and to
+// make it at least AtLeast (a failed start takes it to the threshold).
+type IncFail struct {
+	Resource string
+	AtLeast  int
+}
 
 // ClearMove asks to remove a completed move request.
 type ClearMove struct{}
@@ -274,7 +278,9 @@ func (a Resource) String() string { return fmt.Sprintf("%s %s token=%d", a.Op, a
 func (a Release) String() string  { return fmt.Sprintf("release token=%d", a.Token) }
 func (a Drop) String() string     { return fmt.Sprintf("drop token=%d", a.Token) }
 func (a Revoke) String() string   { return fmt.Sprintf("revoke %s token=%d", a.Node, a.Token) }
-func (a IncFail) String() string  { return "incfail " + a.Resource }
+func (a IncFail) String() string {
+	return fmt.Sprintf("incfail %s to at least %d", a.Resource, a.AtLeast)
+}
 func (ClearMove) String() string  { return "clear-move" }
 func (a Watchdog) String() string { return "watchdog " + a.Op }
 func (a Fence) String() string    { return "fence " + a.Node }

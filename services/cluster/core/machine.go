@@ -192,7 +192,7 @@ func (c *Core) done(e Done) []Action {
 			n = 1
 		}
 		c.localFail[e.Resource] = n
-		out := []Action{IncFail{Resource: e.Resource}}
+		out := []Action{IncFail{Resource: e.Resource, AtLeast: n}}
 		c.reason = fmt.Sprintf("start of %s failed: %s", e.Resource, e.Err)
 		return append(out, c.beginStop(thenRelease)...)
 	case e.Op == OpStart:
@@ -232,7 +232,7 @@ func (c *Core) monitorFailed(e MonitorFailed) []Action {
 	c.rstate[e.Resource] = "failed"
 	n := c.failCount(c.cfg.Node, e.Resource) + 1
 	c.localFail[e.Resource] = n
-	out := []Action{IncFail{Resource: e.Resource}}
+	out := []Action{IncFail{Resource: e.Resource, AtLeast: n}}
 	c.reason = fmt.Sprintf("monitor of %s failed (%s), fail count %d", e.Resource, e.Err, n)
 	if c.cfg.MigrationThreshold > 0 && n >= c.cfg.MigrationThreshold {
 		return append(out, c.beginStop(thenRelease)...)
