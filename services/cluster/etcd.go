@@ -43,6 +43,18 @@ func mustURL(s string) url.URL {
 // kilobytes of keys, so 16 MB segments leave room for the kept ones.
 func init() { wal.SegmentSizeBytes = 16 << 20 }
 
+// raftTiming gives etcd's heartbeat and election timeout for a lease of
+// ttl: etcd's defaults (100ms, 1s) up to a 4s lease, then ttl/40 and ten
+// heartbeats. A longer lease is set for nodes that stall; there the
+// default election timeout made every stall of the leader over a second
+// an election, during which no lease could be renewed. The leader is the
+// arbitrator (leaderLoop), so a data node's death costs no election, and
+// etcd's minimum lease TTL (1.5 election timeouts) stays under ttl/2.
+func raftTiming(ttl time.Duration) (tickMs, electionMs uint) {
+	tick := max(100*time.Millisecond, ttl/40)
+	return uint(tick.Milliseconds()), uint(10 * tick.Milliseconds())
+}
+
 // startEtcd starts the embedded etcd member; it does not wait for quorum.
 func startEtcd(cfg *Config, st State, cf *ClusterFile) (*embed.Etcd, error) {
 	self := MemberOf(cfg)
@@ -56,6 +68,7 @@ func startEtcd(cfg *Config, st State, cf *ClusterFile) (*embed.Etcd, error) {
 	ec.InitialCluster = cf.InitialCluster()
 	ec.ClusterState = cf.Bootstrap
 	ec.InitialClusterToken = cf.Cluster
+	ec.TickMs, ec.ElectionMs = raftTiming(cfg.CoreTiming().LeaseTTL)
 	ti := transport.TLSInfo{
 		CertFile: st.Path("node.crt"), KeyFile: st.Path("node.key"), TrustedCAFile: st.Path("ca.crt"),
 		ClientCertAuth: true,

@@ -107,8 +107,11 @@ func scaledTiming(ttl time.Duration) TimingConfig {
 	}
 	retries := 3
 	takeover := ttl / 6
+	// Polls every ttl/16 (500ms at 8s): each is a linearizable read, a
+	// heartbeat round through the etcd leader, and a loaded node paid
+	// for five a second on every member.
 	return TimingConfig{LeaseTTL: ttl, RenewInterval: ttl / 8, RenewRetries: &retries,
-		StopMargin: ttl / 3, WatchdogTimeout: ttl / 2, TakeoverMargin: &takeover}
+		StopMargin: ttl / 3, WatchdogTimeout: ttl / 2, TakeoverMargin: &takeover, PollInterval: ttl / 16}
 }
 
 func finish(cfg *Config) (*Config, error) {

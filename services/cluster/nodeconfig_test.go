@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"tandem/internal/nodeconfig"
+	"tandem/services/cluster/core"
 )
 
 const labNode = `hostname: %s
@@ -94,5 +95,31 @@ func TestFromNodeConfigErrors(t *testing.T) {
 				t.Errorf("FromNodeConfig = %v, want ErrConfig with %q", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestScaledTiming(t *testing.T) {
+	nc := loadNode(t, "data-a", "11")
+	nc.Cluster.LeaseTTL = 8 * time.Second
+	cfg, err := FromNodeConfig(nc, "/dev/vda4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := cfg.CoreTiming()
+	want := core.Timing{LeaseTTL: 8 * time.Second, RenewInterval: time.Second, RenewRetries: 3,
+		StopMargin: 8 * time.Second / 3, WatchdogTimeout: 4 * time.Second, TakeoverMargin: 8 * time.Second / 6}
+	if got != want {
+		t.Errorf("timing = %+v, want %+v", got, want)
+	}
+	if cfg.Timing.PollInterval != 500*time.Millisecond {
+		t.Errorf("poll interval = %v, want ttl/16", cfg.Timing.PollInterval)
+	}
+	for _, c := range []struct {
+		ttl                time.Duration
+		tickMs, electionMs uint
+	}{{3 * time.Second, 100, 1000}, {4 * time.Second, 100, 1000}, {8 * time.Second, 200, 2000}} {
+		if tk, el := raftTiming(c.ttl); tk != c.tickMs || el != c.electionMs {
+			t.Errorf("raftTiming(%v) = %d, %d ms, want %d, %d", c.ttl, tk, el, c.tickMs, c.electionMs)
+		}
 	}
 }
