@@ -419,6 +419,14 @@ func guestFenced(ctx context.Context, r *Resource) error {
 	if err != nil {
 		return err
 	}
+	// DRBD marks the peer Outdated and then resumes I/O: a status read
+	// between the two still shows it suspended. A few seconds for the
+	// second; if I/O stays frozen the host sees it in the mark.
+	c, cancel := context.WithTimeout(ctx, 5*time.Second)
+	if resumed, err := waitStatus(c, r, func(s Status) bool { return s.Suspended == "no" }); err == nil {
+		s = resumed
+	}
+	cancel()
 	guestSay(markFenced, "role=%s suspended=%s peer-disk=%s after %.1fs", s.Role, s.Suspended, s.PeerDisk, time.Since(start).Seconds())
 	guestEvents(ctx, r, "primary-fenced")
 	guestSay(markHandler, "%s", readHandlerLog())
