@@ -69,7 +69,6 @@ func handler(ctx context.Context, name string) int {
 	return replication.ExitFailed
 }
 
-
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("tandem-cluster", flag.ContinueOnError)
 	fs.SetOutput(stderr)

@@ -117,7 +117,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return fmt.Errorf("%w: unknown command %q", errUsage, a[0])
 }
 
-
 func (c *cli) client() (*cluster.Client, error) {
 	return cluster.NewClient(c.state, c.endpoint)
 }
