@@ -174,7 +174,7 @@ func (d *Daemon) handleCleanup(w http.ResponseWriter, r *http.Request) {
 	key, opts := prefixFail, []clientv3.OpOption{clientv3.WithPrefix()}
 	switch {
 	case req.Node != "" && req.Resource != "":
-		key, opts = prefixFail+req.Node+"/"+req.Resource, nil
+		key, opts = failKey(req.Node, req.Resource), nil
 	case req.Node != "":
 		key = prefixFail + req.Node + "/"
 	}
@@ -189,7 +189,7 @@ func (d *Daemon) handleCleanup(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		for _, m := range ms {
-			ops = append(ops, clientv3.OpDelete(prefixFail+m.Name+"/"+req.Resource))
+			ops = append(ops, clientv3.OpDelete(failKey(m.Name, req.Resource)))
 		}
 	}
 	d.write(w, r, "cleanup "+strings.TrimSpace(req.Resource+" "+req.Node), ops...)

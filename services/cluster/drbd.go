@@ -292,7 +292,7 @@ func (d *Daemon) OutdatePeer(ctx context.Context, res, peer string) (replication
 func (d *Daemon) ClearOutdated(ctx context.Context, res, node string) error {
 	ops := []clientv3.Op{clientv3.OpDelete(replKey(res, "outdated", node))}
 	if a := d.drbd(); a != nil {
-		ops = append(ops, clientv3.OpDelete(prefixFail+node+"/"+a.name))
+		ops = append(ops, clientv3.OpDelete(failKey(node, a.name)))
 	}
 	if _, err := d.cli.Txn(ctx).Then(ops...).Commit(); err != nil {
 		return fmt.Errorf("clear outdated %s: %w", node, err)

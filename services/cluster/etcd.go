@@ -22,13 +22,16 @@ const (
 	keyMove        = "/tandem/move"
 	keyMaintenance = "/tandem/maintenance"
 	prefixStandby  = "/tandem/standby/"
-	prefixFail     = "/tandem/fail/"
+	prefixFail     = "/tandem/fail/" // + NODE/RESOURCE: failKey
 	prefixNodes    = "/tandem/nodes/"
 	prefixAlive    = "/tandem/alive/"
 	prefixPairing  = "/tandem/pairing/"
 	prefixRState   = "/tandem/rstate/"
 	keyCAKey       = "/tandem/ca/key"
 )
+
+// failKey is the key of node's fail count of resource res.
+func failKey(node, res string) string { return prefixFail + node + "/" + res }
 
 func mustURL(s string) url.URL {
 	u, err := url.Parse(s)

@@ -173,7 +173,7 @@ func (d *Daemon) revokeOwner(ctx context.Context, node string, token int64) {
 // incFail raises this node's fail count of res by one, to at least
 // atLeast. The count lives for policy.failure_timeout after the raise.
 func (d *Daemon) incFail(ctx context.Context, res string, atLeast int) {
-	k := prefixFail + d.cfg.Node + "/" + res
+	k := failKey(d.cfg.Node, res)
 	for i := 0; i < 10 && ctx.Err() == nil; i++ {
 		c, cancel := context.WithTimeout(ctx, 2*time.Second)
 		r, err := d.cli.Get(c, k)
