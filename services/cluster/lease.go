@@ -87,7 +87,6 @@ func (d *Daemon) renew(ctx context.Context, id clientv3.LeaseID) {
 // up to tokenCheckFor: on a loaded node a slow answer is no failure of
 // the resource, and counting it as one barred the node.
 func (d *Daemon) tokenValid(ctx context.Context, token int64) error {
-	var err error
 	for end := time.Now().Add(tokenCheckFor); ; {
 		d.mu.Lock()
 		held := d.lease.token
@@ -96,18 +95,16 @@ func (d *Daemon) tokenValid(ctx context.Context, token int64) error {
 			return fmt.Errorf("fencing token %d is not held (holding %d)", token, held)
 		}
 		c, cancel := context.WithTimeout(ctx, time.Second)
-		var r *clientv3.TxnResponse
-		r, err = d.cli.Txn(c).If(
+		r, err := d.cli.Txn(c).If(
 			clientv3.Compare(clientv3.ModRevision(keyOwner), "=", token),
 			clientv3.Compare(clientv3.Value(keyOwner), "=", d.cfg.Node)).Commit()
 		cancel()
-		if err == nil && !r.Succeeded {
-			return fmt.Errorf("fencing token %d is stale", token)
-		}
-		if err == nil {
+		switch {
+		case err == nil && r.Succeeded:
 			return nil
-		}
-		if ctx.Err() != nil || time.Now().After(end) {
+		case err == nil:
+			return fmt.Errorf("fencing token %d is stale", token)
+		case ctx.Err() != nil || time.Now().After(end):
 			return fmt.Errorf("check fencing token %d: %w", token, err)
 		}
 		select {
