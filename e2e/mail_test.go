@@ -333,6 +333,15 @@ func (m *mailLab) split(owner string, at time.Time) (map[string]float64, string)
 	return times, strings.Join(parts, ", ")
 }
 
+// logMove logs how long the group took from at (what happened then) to
+// the SMTP banner on the VIP from owner, with the new owner's split.
+func (m *mailLab) logMove(t testing.TB, what, owner string, at time.Time) {
+	t.Helper()
+	took := time.Since(at)
+	_, line := m.split(owner, at)
+	t.Logf("%s to SMTP banner on the VIP from %s: %.1f s (%s)", what, owner, took.Seconds(), line)
+}
+
 // TestMailCluster is issue 5's end-to-end run: three images pair with no
 // console input; mail sent to the VIP survives a hard kill of the owner, a
 // partition of the owner, a planned standby and online, and a power cycle
@@ -369,9 +378,7 @@ func TestMailCluster(t *testing.T) {
 			t.Fatal(err)
 		}
 		owner := m.waitServing(ctx, killed)
-		took := time.Since(at)
-		_, line := m.split(owner, at)
-		t.Logf("SIGKILL of %s to SMTP banner on the VIP from %s: %.1f s (%s)", killed, owner, took.Seconds(), line)
+		m.logMove(t, "SIGKILL of "+killed, owner, at)
 		time.Sleep(5 * time.Second)
 		acked, failed := stop()
 		t.Logf("%d messages acknowledged, %d attempts failed while the service moved", acked, failed)
@@ -392,9 +399,7 @@ func TestMailCluster(t *testing.T) {
 			t.Fatal(err)
 		}
 		owner := m.waitServing(ctx, cut)
-		took := time.Since(at)
-		_, line := m.split(owner, at)
-		t.Logf("partition of %s to SMTP banner on the VIP from %s: %.1f s (%s)", cut, owner, took.Seconds(), line)
+		m.logMove(t, "partition of "+cut, owner, at)
 		acked, failed := stop()
 		t.Logf("%d messages acknowledged, %d attempts failed while the service moved", acked, failed)
 		// Never two owners: the cut-off node let go of the VIP (or was
@@ -436,9 +441,7 @@ func TestMailCluster(t *testing.T) {
 			t.Fatal(err)
 		}
 		owner := m.waitServing(ctx, from)
-		took := time.Since(at)
-		_, line := m.split(owner, at)
-		t.Logf("standby of %s to SMTP banner from %s: %.1f s (%s)", from, owner, took.Seconds(), line)
+		m.logMove(t, "standby of "+from, owner, at)
 		if _, err := m.run(ctx, "node", "online", from); err != nil {
 			t.Fatal(err)
 		}
