@@ -25,9 +25,13 @@ vet:
 # CI runs this as root with CI=true. Tests that need root, QEMU or a Debian
 # daemon fail (never skip) under CI=true when what they need is missing.
 # -count=1: these tests exercise QEMU, namespaces and daemons, whose results
-# the Go test cache cannot vouch for.
+# the Go test cache cannot vouch for. The packages that boot QEMU guests or
+# run clusters of daemons take a machine-wide lock (testenv.LockMachine), so
+# they run one at a time while the others run beside them; a package's wait
+# for the lock counts against go test's kill timer (-timeout plus a minute),
+# hence 60m although no package runs for half that.
 test: deps vet
-	$(GO) test -count=1 -timeout 40m ./...
+	$(GO) test -count=1 -timeout 60m ./...
 
 # Figures, never pass/fail: image build and boot, DNS and DHCP, failover.
 bench: deps

@@ -81,6 +81,7 @@ func buildRecipe(name, dir string) error {
 }
 
 func TestMain(m *testing.M) {
+	testenv.LockMachine("e2e")
 	code := m.Run()
 	if builtRoot != "" {
 		os.RemoveAll(builtRoot)

@@ -202,6 +202,9 @@ func (l *Lab) boot(ctx context.Context, n Node) error {
 		Link: &qemu.Link{Remote: remote, MAC: n.MAC},
 		// Data nodes' cluster daemons need a watchdog that resets the VM.
 		Watchdog: !n.Arbitrator(),
+		// A reset starts a fresh QEMU (below): in place, TCG can take
+		// minutes to boot the kernel again (qemu.Config.NoReboot).
+		NoReboot: true,
 	})
 	if err != nil {
 		log.Close()
@@ -210,8 +213,18 @@ func (l *Lab) boot(ctx context.Context, n Node) error {
 	go func() {
 		vm.Wait(context.Background())
 		log.Close()
-		if l.writeState() == nil { // not while Stop kills it
+		if l.writeState() != nil { // Stop is killing it
+			return
+		}
+		by := vm.ResetBy()
+		if by == "" {
 			l.opts.Logf("lab: %s's QEMU (pid %d) has exited", n.Name, vm.PID())
+			return
+		}
+		// A reset is a power cycle, as on a server: the node boots again.
+		l.opts.Logf("lab: %s was reset (by its %s); booting it in a fresh QEMU", n.Name, by)
+		if err := l.Boot(n.Name); err != nil {
+			l.opts.Logf("lab: %s: %v", n.Name, err)
 		}
 	}()
 	l.mu.Lock()

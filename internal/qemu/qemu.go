@@ -8,6 +8,7 @@ package qemu
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -57,7 +58,12 @@ type Config struct {
 	MemoryMiB int
 	// Watchdog adds an i6300esb watchdog.
 	Watchdog bool
-	// NoReboot makes a guest reboot end QEMU instead.
+	// NoReboot makes a guest reboot (or a watchdog reset) end QEMU
+	// instead; VM.ResetBy then says the guest asked for it. Under TCG a
+	// guest reset in place can boot at a crawl: after one, the lab saw
+	// the kernel's first page clears run at two seconds a page for
+	// minutes (stores into pages that still held the last boot's
+	// translated code), so the lab starts a fresh QEMU instead.
 	NoReboot bool
 	// Console, if set, also receives everything the serial port prints.
 	Console io.Writer
@@ -95,17 +101,19 @@ type VM struct {
 	monitor string
 	dir     string
 	ownDir  bool
+	qmpDone chan struct{}
 
 	mu    sync.Mutex
 	lines []string
 	cond  *sync.Cond
 	done  chan struct{}
 	err   error
+	reset string // what reset the guest, from QMP's events
 }
 
 // Start boots a VM.
 func Start(ctx context.Context, c Config) (*VM, error) {
-	vm := &VM{done: make(chan struct{}), dir: c.Dir}
+	vm := &VM{done: make(chan struct{}), qmpDone: make(chan struct{}), dir: c.Dir}
 	vm.cond = sync.NewCond(&vm.mu)
 	if vm.dir == "" {
 		d, err := os.MkdirTemp("", "tandem-vm-")
@@ -132,6 +140,7 @@ func Start(ctx context.Context, c Config) (*VM, error) {
 	if err := vm.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start qemu-system-x86_64: %w (make deps installs qemu-system-x86)", err)
 	}
+	go vm.events(filepath.Join(vm.dir, "qmp.sock"))
 	go vm.read(out, c.Console)
 	return vm, nil
 }
@@ -154,6 +163,7 @@ func (c Config) args(dir, monitor string) ([]string, error) {
 	a := []string{"-accel", "tcg", "-m", fmt.Sprint(mem), "-smp", "1",
 		"-nographic", "-no-user-config", "-nodefaults", "-serial", "stdio",
 		"-monitor", "unix:" + monitor + ",server,nowait",
+		"-qmp", "unix:" + filepath.Join(dir, "qmp.sock") + ",server=on,wait=off",
 		// Entropy from the host, as a KVM/Proxmox VM with VirtIO RNG has.
 		"-device", "virtio-rng-pci"}
 	if c.Firmware == UEFI {
@@ -223,6 +233,10 @@ func (vm *VM) read(r io.Reader, console io.Writer) {
 		}
 	}
 	err := vm.cmd.Wait()
+	select { // QMP's socket closes with QEMU: its last events are in
+	case <-vm.qmpDone:
+	case <-time.After(2 * time.Second):
+	}
 	vm.mu.Lock()
 	vm.err = err
 	close(vm.done)
@@ -338,6 +352,63 @@ func (vm *VM) Exited() bool {
 	default:
 		return false
 	}
+}
+
+// events follows QEMU's QMP events until QEMU ends, keeping what reset
+// the guest: "watchdog" after a WATCHDOG event with action reset, else
+// "guest" for a SHUTDOWN the guest caused by resetting (with NoReboot).
+func (vm *VM) events(sock string) {
+	defer close(vm.qmpDone)
+	var c net.Conn
+	for {
+		var err error
+		if c, err = net.Dial("unix", sock); err == nil {
+			break
+		}
+		select {
+		case <-vm.done:
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, `{"execute":"qmp_capabilities"}`+"\n"); err != nil {
+		return
+	}
+	watchdog := false
+	sc := bufio.NewScanner(c)
+	for sc.Scan() {
+		var ev struct {
+			Event string `json:"event"`
+			Data  struct {
+				Action string `json:"action"`
+				Reason string `json:"reason"`
+			} `json:"data"`
+		}
+		if json.Unmarshal(sc.Bytes(), &ev) != nil {
+			continue
+		}
+		switch {
+		case ev.Event == "WATCHDOG" && ev.Data.Action == "reset":
+			watchdog = true
+		case ev.Event == "SHUTDOWN" && ev.Data.Reason == "guest-reset":
+			vm.mu.Lock()
+			vm.reset = "guest"
+			if watchdog {
+				vm.reset = "watchdog"
+			}
+			vm.mu.Unlock()
+		}
+	}
+}
+
+// ResetBy says why QEMU ended, once it has: "watchdog" or "guest" when
+// the guest was reset (a NoReboot VM ends then), "" otherwise (powered
+// off, or killed).
+func (vm *VM) ResetBy() string {
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	return vm.reset
 }
 
 // Kill stops QEMU at once (by its PID) and removes its directory.

@@ -5,9 +5,13 @@
 package testenv
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // InCI reports whether the tests run under CI, where nothing may be skipped.
@@ -40,3 +44,37 @@ func RequireTool(t testing.TB, names ...string) {
 		}
 	}
 }
+
+// LockMachine serialises the test packages that load the whole machine
+// (QEMU guests under TCG, clusters of daemons in namespaces): it takes a
+// lock shared by every process on the machine and holds it until this
+// process exits. `go test ./...` runs two packages at once; two such
+// packages side by side starved each other's guests on a two-core machine
+// until leases expired and watchdogs fired.
+//
+// It is called from TestMain, before m.Run starts the test binary's own
+// -timeout clock, and says on stderr when it has to wait and for how long.
+func LockMachine(pkg string) {
+	path := filepath.Join(os.TempDir(), "tandem-machine.lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: machine lock %s: %v (running without it)\n", pkg, path, err)
+		return
+	}
+	if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
+		machineLock = f
+		return
+	}
+	start := time.Now()
+	fmt.Fprintf(os.Stderr, "%s: waiting for the machine lock %s (another package's QEMU or cluster tests run)\n", pkg, path)
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: machine lock %s: %v (running without it)\n", pkg, path, err)
+		return
+	}
+	fmt.Fprintf(os.Stderr, "%s: got the machine lock after %s\n", pkg, time.Since(start).Round(time.Second))
+	machineLock = f
+}
+
+// machineLock keeps the lock's file open (and so the lock held) for the
+// life of the process.
+var machineLock *os.File

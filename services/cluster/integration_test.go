@@ -51,6 +51,7 @@ func buildBinaries(t testing.TB) (daemon, ctl string) {
 }
 
 func TestMain(m *testing.M) {
+	testenv.LockMachine("services/cluster")
 	code := m.Run()
 	if bins.dir != "" {
 		os.RemoveAll(bins.dir)

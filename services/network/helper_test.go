@@ -19,6 +19,7 @@ import (
 
 	"tandem/internal/netnstest"
 	"tandem/internal/nodeconfig"
+	"tandem/internal/testenv"
 )
 
 // The tests run the service in a child process (this test binary again)
@@ -39,6 +40,7 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
+	testenv.LockMachine("services/network")
 	os.Exit(m.Run())
 }
 

@@ -24,6 +24,7 @@ func TestMain(m *testing.M) {
 	if filepath.Base(os.Args[0]) == guestHandler {
 		os.Exit(guestHandlerMain(os.Args[1:])) // drbdadm runs it in a guest
 	}
+	testenv.LockMachine("services/replication")
 	os.Exit(m.Run())
 }
 

@@ -15,6 +15,7 @@ func TestMain(m *testing.M) {
 	if guest.IsGuest() {
 		guestMain() // the QEMU guest of TestGuestReset; never returns
 	}
+	testenv.LockMachine("services/cluster/watchdog")
 	os.Exit(m.Run())
 }
 
