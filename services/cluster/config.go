@@ -207,6 +207,23 @@ func (c *Config) CoreTiming() core.Timing {
 	return t
 }
 
+// The waits of the daemon's etcd requests, derived from the lease (see
+// docs/cluster.md, "Timing rules"). A request that etcd answers late is
+// no failure of the cluster: on a loaded node a linearizable read or a
+// lease grant can take seconds, and a daemon that gave up after one
+// second read "no quorum" while it had one, and its alive key, granted
+// and put in two seconds, never came back.
+//
+// pollTimeout bounds one read of the cluster state (a quarter lease, at
+// least 1s); quorumGrace is how long reads may fail before this node
+// says it has no quorum (half a lease); requestTimeout bounds the other
+// requests (alive key, promotion, bootstrap: half a lease, at least 2s).
+func (c *Config) pollTimeout() time.Duration { return max(time.Second, c.CoreTiming().LeaseTTL/4) }
+func (c *Config) quorumGrace() time.Duration { return c.CoreTiming().LeaseTTL / 2 }
+func (c *Config) requestTimeout() time.Duration {
+	return max(2*time.Second, c.CoreTiming().LeaseTTL/2)
+}
+
 // FailureTimeout returns policy.failure_timeout with its default.
 func (c *Config) FailureTimeout() time.Duration {
 	if c.Policy.FailureTimeout != nil {

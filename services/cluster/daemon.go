@@ -40,6 +40,8 @@ type Daemon struct {
 	order  []string
 
 	mu        sync.Mutex
+	started   time.Time
+	learners  map[string]bool // etcd members not yet voting, by name (memberLoop)
 	lease     leaseState
 	view      view        // last poll, for status
 	coreView  core.Status // the core's status after the last step
@@ -51,6 +53,9 @@ type Daemon struct {
 	rstatePut   string // resource states last published
 	rstateAt    time.Time
 	booted      atomic.Bool // bootstrap moved codes and CA key into etcd
+	// resetPending: the core announced a reset (ResetComing) and the
+	// watchdog has not been petted or disarmed since; main loop only.
+	resetPending bool
 }
 
 // Options are the daemon's inputs besides its config.
@@ -97,8 +102,10 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 // here), releases the lease and stops etcd. ready is called once the API
 // serves (the main sends sd_notify READY=1 from it).
 func (d *Daemon) Run(ctx context.Context, ready func()) error {
+	d.started = time.Now()
 	d.coreView = d.core.Status()
 	d.writeStatusFile() // replace what a previous process left
+	d.reportLastReset()
 	e, err := startEtcd(d.cfg, d.st, d.cf)
 	if err != nil {
 		return err
@@ -119,7 +126,8 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 	if ready != nil {
 		ready()
 	}
-	go promote(ctx, e, d.cf, d.cfg.Node, d.st, d.log)
+	go promote(ctx, e, d.cf, d.cfg.Node, d.st, d.cfg.requestTimeout(), d.log)
+	go d.memberLoop(ctx)
 	go d.bootstrap(ctx)
 	go d.aliveLoop(ctx)
 	go d.pollLoop(ctx)
@@ -201,6 +209,8 @@ func (d *Daemon) do(ctx context.Context, a core.Action) {
 		d.watchdog(a.Op)
 	case core.Fence:
 		go d.fence(ctx, a.Node)
+	case core.ResetComing:
+		d.resetComing(a)
 	}
 }
 
@@ -232,6 +242,9 @@ func (d *Daemon) fence(ctx context.Context, node string) {
 }
 
 func (d *Daemon) watchdog(op string) {
+	if op != "arm" {
+		d.resetAverted(op)
+	}
 	if d.wd == nil {
 		return
 	}
@@ -320,7 +333,7 @@ func (d *Daemon) bootstrap(ctx context.Context) {
 }
 
 func (d *Daemon) bootstrapOnce(ctx context.Context) error {
-	c, cancel := context.WithTimeout(ctx, 3*time.Second)
+	c, cancel := context.WithTimeout(ctx, d.cfg.requestTimeout())
 	defer cancel()
 	mj, _ := json.Marshal(MemberOf(d.cfg))
 	ops := []clientv3.Op{clientv3.OpPut(prefixNodes+d.cfg.Node, string(mj))}

@@ -102,9 +102,13 @@ func newClient(endpoints []string, st State) (*clientv3.Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	// gRPC closes a connection whose keepalive ping goes unanswered for
+	// DialKeepAliveTimeout, failing every request on it; a loaded member
+	// can take seconds to answer one, and a new connection costs a TLS
+	// handshake, so the pings are rare and patient.
 	c, err := clientv3.New(clientv3.Config{
-		Endpoints: endpoints, TLS: tlsc, DialTimeout: 2 * time.Second,
-		DialKeepAliveTime: 2 * time.Second, DialKeepAliveTimeout: 1 * time.Second,
+		Endpoints: endpoints, TLS: tlsc, DialTimeout: 5 * time.Second,
+		DialKeepAliveTime: 10 * time.Second, DialKeepAliveTimeout: 10 * time.Second,
 		Logger: zap.NewNop(),
 	})
 	if err != nil {
@@ -114,8 +118,13 @@ func newClient(endpoints []string, st State) (*clientv3.Client, error) {
 }
 
 // promote turns this member from learner into voter once it has caught
-// up; the leader refuses until then, so it retries.
-func promote(ctx context.Context, e *embed.Etcd, cf *ClusterFile, self string, st State, log *slog.Logger) {
+// up; the leader refuses until then, so it retries, every second, each
+// attempt given wait. It first asks whether this member is still a
+// learner: etcd proposes a promotion of a voter to raft, which every
+// member then rejects ("can only promote a learner member"), and a
+// founder or a node whose earlier promotion timed out on the client side
+// is one.
+func promote(ctx context.Context, e *embed.Etcd, cf *ClusterFile, self string, st State, wait time.Duration, log *slog.Logger) {
 	var eps []string
 	for _, m := range cf.Members {
 		if m.Name != self {
@@ -132,20 +141,41 @@ func promote(ctx context.Context, e *embed.Etcd, cf *ClusterFile, self string, s
 	}
 	defer cli.Close()
 	id := uint64(e.Server.MemberID())
-	for i := 0; ctx.Err() == nil; i++ {
-		c, cancel := context.WithTimeout(ctx, 2*time.Second)
-		_, err := cli.MemberPromote(c, id)
-		cancel()
-		if err == nil || errors.Is(err, rpctypes.ErrMemberNotLearner) {
+	for last := time.Now(); ctx.Err() == nil; {
+		err := promoteOnce(ctx, cli, id, wait)
+		if err == nil {
 			log.Info("promoted from learner to voting member")
 			return
 		}
-		if i%10 == 9 {
+		if errors.Is(err, rpctypes.ErrMemberNotLearner) {
+			log.Debug("promote: a voting member already")
+			return
+		}
+		if time.Since(last) > 30*time.Second {
 			log.Info("promote: not yet", "err", err)
+			last = time.Now()
 		}
 		select {
 		case <-ctx.Done():
-		case <-time.After(300 * time.Millisecond):
+		case <-time.After(time.Second):
 		}
 	}
+}
+
+// promoteOnce promotes member id if it is a learner; ErrMemberNotLearner
+// if it is a voter already.
+func promoteOnce(ctx context.Context, cli *clientv3.Client, id uint64, wait time.Duration) error {
+	c, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	ml, err := cli.MemberList(c)
+	if err != nil {
+		return err
+	}
+	for _, m := range ml.Members {
+		if m.ID == id && !m.IsLearner {
+			return rpctypes.ErrMemberNotLearner
+		}
+	}
+	_, err = cli.MemberPromote(c, id)
+	return err
 }

@@ -107,11 +107,12 @@ func scaledTiming(ttl time.Duration) TimingConfig {
 	}
 	retries := 3
 	takeover := ttl / 6
-	// Polls every ttl/16 (500ms at 8s): each is a linearizable read, a
-	// heartbeat round through the etcd leader, and a loaded node paid
-	// for five a second on every member.
+	// Polls every ttl/8 (1s at 8s): each is a linearizable read, a
+	// heartbeat round through the etcd leader, and three TCG guests on
+	// two cores with a busy neighbour could not pay for two a second on
+	// every member (reads then took over a second, docs/cluster.md).
 	return TimingConfig{LeaseTTL: ttl, RenewInterval: ttl / 8, RenewRetries: &retries,
-		StopMargin: ttl / 3, WatchdogTimeout: ttl / 2, TakeoverMargin: &takeover, PollInterval: ttl / 16}
+		StopMargin: ttl / 3, WatchdogTimeout: ttl / 2, TakeoverMargin: &takeover, PollInterval: ttl / 8}
 }
 
 func finish(cfg *Config) (*Config, error) {

@@ -19,7 +19,10 @@ type view struct {
 	state   core.ClusterState
 	members []Member
 	rstates map[string]map[string]string // node -> resource -> state
-	failAt  time.Time
+	// failAt is when reads began to fail (zero while they succeed);
+	// failLogged says the failure was logged and reported to the core.
+	failAt     time.Time
+	failLogged bool
 }
 
 // pollLoop reads the cluster state with one linearizable transaction per
@@ -28,8 +31,9 @@ func (d *Daemon) pollLoop(ctx context.Context) {
 	t := time.NewTicker(d.cfg.Timing.PollInterval)
 	defer t.Stop()
 	for {
-		ev := d.poll(ctx)
-		d.send(ctx, ev)
+		if ev, ok := d.poll(ctx); ok {
+			d.send(ctx, ev)
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -38,8 +42,12 @@ func (d *Daemon) pollLoop(ctx context.Context) {
 	}
 }
 
-func (d *Daemon) poll(ctx context.Context) core.Poll {
-	c, cancel := context.WithTimeout(ctx, time.Second)
+// poll reads the cluster state. A read that fails is reported to the
+// core (as no quorum) only once no read has succeeded for quorumGrace;
+// until then the core keeps the state it has, and waits for a fresh one
+// where it needs one (needPoll).
+func (d *Daemon) poll(ctx context.Context) (core.Poll, bool) {
+	c, cancel := context.WithTimeout(ctx, d.cfg.pollTimeout())
 	defer cancel()
 	ops := []clientv3.Op{
 		clientv3.OpGet(keyOwner), clientv3.OpGet(keyMove), clientv3.OpGet(keyMaintenance),
@@ -50,13 +58,24 @@ func (d *Daemon) poll(ctx context.Context) core.Poll {
 	r, err := d.cli.Txn(c).Then(ops...).Commit()
 	if err != nil {
 		d.mu.Lock()
-		if d.view.ok || d.view.failAt.IsZero() {
-			d.log.Warn("cluster state unreadable (no quorum?)", "err", err)
+		defer d.mu.Unlock()
+		if d.view.failAt.IsZero() {
 			d.view.failAt = time.Now()
 		}
+		since := d.view.at
+		if since.IsZero() {
+			since = d.started
+		}
+		if time.Since(since) < d.cfg.quorumGrace() {
+			return core.Poll{}, false
+		}
+		if d.view.ok || !d.view.failLogged {
+			d.log.Warn("cluster state unreadable: no quorum, or etcd too slow to answer", "err", err,
+				"last_read", since.Format(time.StampMilli), "read_timeout", d.cfg.pollTimeout().String())
+			d.view.failLogged = true
+		}
 		d.view.ok = false
-		d.mu.Unlock()
-		return core.Poll{OK: false}
+		return core.Poll{OK: false}, true
 	}
 	kvs := func(i int) []*mvccKV {
 		var out []*mvccKV
@@ -104,12 +123,12 @@ func (d *Daemon) poll(ctx context.Context) core.Poll {
 		}
 	}
 	d.mu.Lock()
-	if !d.view.ok {
-		d.log.Info("cluster state readable (quorum)")
+	if d.view.failLogged {
+		d.log.Info("cluster state readable (quorum)", "unreadable_for", time.Since(d.view.failAt).Round(100*time.Millisecond).String())
 	}
 	d.view = view{ok: true, at: time.Now(), state: s, members: members, rstates: rstates}
 	d.mu.Unlock()
-	return core.Poll{OK: true, State: s}
+	return core.Poll{OK: true, State: s}, true
 }
 
 type mvccKV struct {
@@ -129,12 +148,15 @@ func (d *Daemon) aliveLoop(ctx context.Context) {
 		ttl = 2
 	}
 	for ctx.Err() == nil {
-		c, cancel := context.WithTimeout(ctx, 2*time.Second)
+		c, cancel := context.WithTimeout(ctx, 2*d.cfg.requestTimeout())
 		lg, err := d.cli.Grant(c, ttl)
 		if err == nil {
 			_, err = d.cli.Put(c, prefixAlive+d.cfg.Node, "1", clientv3.WithLease(lg.ID))
 		}
 		cancel()
+		if err != nil {
+			d.log.Debug("alive key", "err", err)
+		}
 		if err == nil {
 			ch, kerr := d.cli.KeepAlive(ctx, lg.ID)
 			if kerr == nil {
@@ -147,4 +169,39 @@ func (d *Daemon) aliveLoop(ctx context.Context) {
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
+}
+
+// memberLoop reads etcd's member list every few seconds, so status can
+// say which members vote: a learner (a node that joined and has not caught
+// up) is a member that does not count towards quorum.
+func (d *Daemon) memberLoop(ctx context.Context) {
+	for ctx.Err() == nil {
+		c, cancel := context.WithTimeout(ctx, d.cfg.requestTimeout())
+		ml, err := d.cli.MemberList(c)
+		cancel()
+		if err == nil {
+			learners := map[string]bool{}
+			for _, m := range ml.Members {
+				if m.IsLearner {
+					learners[memberName(m.Name, m.PeerURLs)] = true
+				}
+			}
+			d.mu.Lock()
+			d.learners = learners
+			d.mu.Unlock()
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(5 * time.Second):
+		}
+	}
+}
+
+// memberName is an etcd member's name, or for a learner that has not
+// started yet (etcd knows only its peer URL) that URL.
+func memberName(name string, peerURLs []string) string {
+	if name != "" || len(peerURLs) == 0 {
+		return name
+	}
+	return peerURLs[0]
 }

@@ -50,6 +50,9 @@ type NodeStatus struct {
 	Address string `json:"address"`
 	Online  bool   `json:"online"`
 	Standby bool   `json:"standby,omitempty"`
+	// Learner: an etcd member that has joined but does not vote yet
+	// (it is catching up); it does not count towards quorum.
+	Learner bool `json:"learner,omitempty"`
 }
 
 // ResourceStatus is one resource of the group.
@@ -64,7 +67,7 @@ type ResourceStatus struct {
 // status assembles this node's view.
 func (d *Daemon) status() Status {
 	d.mu.Lock()
-	v, cs := d.view, d.coreView
+	v, cs, learners := d.view, d.coreView, d.learners
 	d.mu.Unlock()
 	s := Status{
 		Cluster: d.cf.Cluster, Node: d.cfg.Node, Role: string(d.cfg.Role), Quorum: cs.Quorum,
@@ -80,7 +83,8 @@ func (d *Daemon) status() Status {
 	s.MoveTo, s.Maintenance = st.MoveTo, st.Maintenance
 	for _, m := range v.members {
 		s.Nodes = append(s.Nodes, NodeStatus{Name: m.Name, Role: m.Role, Address: m.Address,
-			Online: st.Online[m.Name] && v.ok || m.Name == d.cfg.Node, Standby: st.Standby[m.Name]})
+			Online: st.Online[m.Name] && v.ok || m.Name == d.cfg.Node, Standby: st.Standby[m.Name],
+			Learner: learners[m.Name] || learners[m.PeerURL()]})
 	}
 	sort.Slice(s.Nodes, func(i, j int) bool { return s.Nodes[i].Name < s.Nodes[j].Name })
 	if len(s.Nodes) == 0 {
@@ -179,12 +183,21 @@ func FormatStatus(w io.Writer, s Status) {
 	fmt.Fprintf(w, "  * Cluster: %s, queried on %s (%s)\n", s.Cluster, s.Node, s.Role)
 	if s.Quorum {
 		on := 0
+		var learners []string
 		for _, n := range s.Nodes {
-			if n.Online {
+			switch {
+			case n.Learner:
+				learners = append(learners, n.Name)
+			case n.Online:
 				on++
 			}
 		}
-		fmt.Fprintf(w, "  * Quorum: yes (%d of %d members online)\n", on, len(s.Nodes))
+		if len(learners) == 0 {
+			fmt.Fprintf(w, "  * Quorum: yes (%d of %d members online)\n", on, len(s.Nodes))
+		} else {
+			fmt.Fprintf(w, "  * Quorum: yes (%d of %d members online and voting; not voting yet, catching up: %s)\n",
+				on, len(s.Nodes), strings.Join(learners, " "))
+		}
 	} else {
 		fmt.Fprintf(w, "  * Quorum: NO (this node cannot reach a majority of the cluster; what follows may be stale)\n")
 	}
@@ -215,7 +228,9 @@ func FormatStatus(w io.Writer, s Status) {
 	for _, l := range lists {
 		var names []string
 		for _, n := range s.Nodes {
-			if l.f(n) {
+			if l.f(n) && n.Learner && n.Online {
+				names = append(names, n.Name+"(learner)")
+			} else if l.f(n) {
 				names = append(names, n.Name)
 			}
 		}

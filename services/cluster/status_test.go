@@ -32,6 +32,12 @@ func TestFormatStatus(t *testing.T) {
 			Reason: "no quorum: this node cannot reach a majority of the cluster; resources stay stopped",
 			Nodes:  []NodeStatus{{Name: "a", Role: "data"}, {Name: "b", Role: "data", Online: true}, {Name: "c", Role: "arbitrator"}},
 			Group:  []ResourceStatus{{Name: "vip", Agent: "vip", States: map[string]string{"b": "stopped"}}}}},
+		// A joined node still catching up does not vote: two voters online
+		// of three members, and the status says so.
+		{"learner", Status{Cluster: "mail", Node: "c", Role: "arbitrator", Quorum: true, Phase: "idle",
+			Reason: "arbitrator: never runs resources", Owner: "a", OwnerToken: 42,
+			Nodes: []NodeStatus{{Name: "a", Role: "data", Online: true}, {Name: "b", Role: "data", Online: true, Learner: true},
+				{Name: "c", Role: "arbitrator", Online: true}}, Group: group}},
 		{"maintenance-moving", Status{Cluster: "mail", Node: "c", Role: "arbitrator", Quorum: true, Phase: "idle",
 			Reason: "arbitrator: never runs resources", Maintenance: true, MoveTo: "b", Nodes: nodes,
 			Group: []ResourceStatus{{Name: "vip", Agent: "vip", States: map[string]string{"a": "stopping"}}}}},

@@ -273,6 +273,16 @@ type Watchdog struct{ Op string }
 // Fence asks the fencing agent to power off Node.
 type Fence struct{ Node string }
 
+// ResetComing says the core has stopped petting the armed watchdog: unless
+// the group stops first (and the watchdog is disarmed), it resets this
+// node at about At. Renewed is when the last renewal etcd answered was
+// sent, Expiry the earliest moment the lease can expire. The daemon logs
+// it and keeps it on perm, so the reset says why (on the next boot too).
+type ResetComing struct {
+	At, Renewed, Expiry time.Time
+	Why                 string
+}
+
 func (Acquire) String() string    { return "acquire" }
 func (a Resource) String() string { return fmt.Sprintf("%s %s token=%d", a.Op, a.Resource, a.Token) }
 func (a Release) String() string  { return fmt.Sprintf("release token=%d", a.Token) }
@@ -284,3 +294,6 @@ func (a IncFail) String() string {
 func (ClearMove) String() string  { return "clear-move" }
 func (a Watchdog) String() string { return "watchdog " + a.Op }
 func (a Fence) String() string    { return "fence " + a.Node }
+func (a ResetComing) String() string {
+	return fmt.Sprintf("reset-coming at=%s renewed=%s expiry=%s: %s", fmtT(a.At), fmtT(a.Renewed), fmtT(a.Expiry), a.Why)
+}

@@ -179,6 +179,31 @@ var scenarios = []struct {
 		at(1020, done(OpStop, "vip")), at(1030, done(OpStop, "fs")),
 		at(1100, Renewed{SentAt: t0(1100)}),
 	})},
+	// The lab's timings (lease 8s, watchdog 4s, stop margin 2.67s):
+	// renewals answered 3.5 s late keep the watchdog petted; once none is
+	// answered, the stop begins at the deadline (8 - 2.67 s after the last
+	// answered one was sent) and finishes, and the watchdog, announced to
+	// reset at the lease's expiry, is disarmed in time.
+	{"slow-renewals-keep-watchdog", cfgSlow, []step{
+		at(0, poll(st("", 0))),
+		at(10, done(OpStop, "mail")), at(20, done(OpStop, "vip")), at(30, done(OpStop, "fs")),
+		at(1500, Tick{}),
+		at(1510, Acquired{Token: 10, SentAt: t0(1500)}),
+		at(1520, done(OpStart, "fs")), at(1530, done(OpStart, "vip")), at(1540, done(OpStart, "mail")),
+		at(2500, Renewed{SentAt: t0(2500)}),
+		at(7000, Renewed{SentAt: t0(3500)}), at(8000, Renewed{SentAt: t0(4500)}),
+		at(8500, Tick{}), at(9000, Tick{}), at(9600, Tick{}),
+		at(9900, Tick{}), // deadline: 4500 + 8000 - 2667
+		at(10000, done(OpStop, "mail")), at(10100, done(OpStop, "vip")), at(10200, done(OpStop, "fs")),
+	}},
+}
+
+// cfgSlow is node a with the timings a lease of 8s scales to.
+func cfgSlow() Config {
+	c := cfgA()
+	c.Timing = Timing{LeaseTTL: 8 * time.Second, RenewInterval: time.Second, RenewRetries: 3,
+		StopMargin: 8 * time.Second / 3, WatchdogTimeout: 4 * time.Second, TakeoverMargin: 8 * time.Second / 6}
+	return c
 }
 
 func TestScenarios(t *testing.T) {

@@ -41,10 +41,13 @@ type Core struct {
 	vacantSince    time.Time
 	localFail      map[string]int
 
-	held     bool
-	token    int64
-	deadline time.Time
-	armed    bool
+	held      bool
+	token     int64
+	deadline  time.Time // stop the group from here on: renewed + ttl - stop_margin
+	renewedAt time.Time // when the last renewal etcd answered was sent
+	armed     bool
+	petted    time.Time // last watchdog pet
+	starved   bool      // the watchdog is no longer petted: ResetComing was sent
 
 	phase      Phase
 	idx        int // highest resource that may be active
@@ -142,8 +145,9 @@ func (c *Core) acquired(e Acquired) []Action {
 	}
 	c.held, c.token = true, e.Token
 	c.reason = ""
+	c.renewedAt = e.SentAt
 	c.deadline = e.SentAt.Add(c.cfg.Timing.LeaseTTL - c.cfg.Timing.StopMargin)
-	c.armed = true
+	c.armed, c.petted, c.starved = true, c.now, false
 	out := []Action{Watchdog{Op: "arm"}}
 	if c.cs.MoveTo == c.cfg.Node {
 		out = append(out, ClearMove{})
@@ -161,13 +165,47 @@ func (c *Core) renewed(e Renewed) []Action {
 	if !c.held {
 		return nil
 	}
-	if d := e.SentAt.Add(c.cfg.Timing.LeaseTTL - c.cfg.Timing.StopMargin); d.After(c.deadline) {
-		c.deadline = d
-	}
-	if c.stopFailed == "" && c.now.Sub(e.SentAt) <= c.cfg.Timing.LeaseTTL-c.cfg.Timing.WatchdogTimeout {
-		return []Action{Watchdog{Op: "pet"}}
+	if e.SentAt.After(c.renewedAt) {
+		c.renewedAt = e.SentAt
+		c.deadline = e.SentAt.Add(c.cfg.Timing.LeaseTTL - c.cfg.Timing.StopMargin)
 	}
 	return nil
+}
+
+// petWatchdog pets the armed watchdog at every step (at most every quarter
+// timeout) for as long as a reset that begins now would still come before
+// the lease can expire: now + watchdog_timeout <= the last answered
+// renewal's send time + lease_ttl. So the watchdog resets an owner only
+// when it has neither renewed nor stopped by the time its lease may
+// expire, and never earlier than the stop the deadline begins
+// (lease_ttl - stop_margin after that renewal); a slow renewal, answered
+// late but in time, is no reason for a reset. A hung daemon stops
+// stepping, and is reset one timeout after its last pet.
+//
+// Petting resumes if a late renewal makes the rule hold again before the
+// reset: the rule is safe at any moment.
+func (c *Core) petWatchdog() []Action {
+	if !c.armed {
+		return nil
+	}
+	t := c.cfg.Timing
+	expiry := c.renewedAt.Add(t.LeaseTTL)
+	if c.stopFailed == "" && !c.now.Add(t.WatchdogTimeout).After(expiry) {
+		if !c.starved && c.now.Sub(c.petted) < t.WatchdogTimeout/4 {
+			return nil
+		}
+		c.petted, c.starved = c.now, false
+		return []Action{Watchdog{Op: "pet"}}
+	}
+	if c.starved {
+		return nil
+	}
+	c.starved = true
+	why := fmt.Sprintf("lease not renewed since %s and the group not stopped; the lease may expire at %s", fmtT(c.renewedAt), fmtT(expiry))
+	if c.stopFailed != "" {
+		why = "stop of " + c.stopFailed + " failed; the lease is kept so the peer cannot start"
+	}
+	return []Action{ResetComing{At: c.petted.Add(t.WatchdogTimeout), Renewed: c.renewedAt, Expiry: expiry, Why: why}}
 }
 
 func (c *Core) op(op Op, i int) Action {
@@ -279,7 +317,7 @@ func (c *Core) finishStop() []Action {
 		c.phase = PhaseIdle
 	}
 	if c.armed && c.stopFailed == "" {
-		c.armed = false
+		c.armed, c.starved = false, false
 		out = append(out, Watchdog{Op: "disarm"})
 	}
 	return out
@@ -318,7 +356,7 @@ func (c *Core) evaluate() []Action {
 			out = append(out, c.beginStop(thenRelease)...)
 		}
 	}
-	return out
+	return append(out, c.petWatchdog()...)
 }
 
 // leaveReason says why this node may not run the group, or "".
