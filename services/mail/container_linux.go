@@ -24,6 +24,9 @@ const logName = "mail.log"
 
 func (w *Workload) socketPath() string { return filepath.Join(w.Root, socketName) }
 
+// WorkloadNice is the mail workload's nice value (see startInit).
+const WorkloadNice = 10
+
 // startInit re-executes this binary as the container's init in new mount,
 // PID, UTS and IPC namespaces (the network namespace is the host's, so
 // the daemons listen on the VIP). The init runs on after this returns.
@@ -54,7 +57,17 @@ func (w *Workload) startInit(spec initSpec) error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("mail: start container init: %w", err)
 	}
-	w.logf("container init started (pid %d)", cmd.Process.Pid)
+	// The workload yields the CPU to the node's own services: on a loaded
+	// node, Postfix and Dovecot starting at the same priority as the
+	// cluster daemon kept its etcd from answering lease renewals for
+	// seconds, until the owner lost its lease (Corosync runs at real-time
+	// priority for the same reason). The init leads its own process group
+	// (Setsid), and PRIO_PGRP reaches each of its threads; every process
+	// it starts inherits the value.
+	if err := unix.Setpriority(unix.PRIO_PGRP, cmd.Process.Pid, WorkloadNice); err != nil {
+		w.logf("container init: set nice %d: %v", WorkloadNice, err)
+	}
+	w.logf("container init started (pid %d, nice %d)", cmd.Process.Pid, WorkloadNice)
 	go cmd.Wait() // reap it; a restarted daemon leaves that to PID 1
 	return nil
 }

@@ -201,7 +201,7 @@ func (c *Core) petWatchdog() []Action {
 		return nil
 	}
 	c.starved = true
-	why := fmt.Sprintf("lease not renewed since %s and the group not stopped; the lease may expire at %s", fmtT(c.renewedAt), fmtT(expiry))
+	why := "no lease renewal answered in time, and the group not stopped"
 	if c.stopFailed != "" {
 		why = "stop of " + c.stopFailed + " failed; the lease is kept so the peer cannot start"
 	}
