@@ -139,8 +139,29 @@ func TestLab(t *testing.T) {
 	}
 	checkReach(t, l, map[string]bool{arb.Name: true})
 
+	// A reset (here the reset button; the watchdog's and the guest's own
+	// end QEMU the same way) boots the node again in a fresh QEMU.
+	ctx3, cancel3 := context.WithTimeout(context.Background(), bootLimit)
+	defer cancel3()
+	if err := arbVM.Monitor("system_reset"); err != nil {
+		t.Fatal(err)
+	}
+	for cur, _ := l.VM(arb.Name); !arbVM.Exited() || cur == arbVM; cur, _ = l.VM(arb.Name) {
+		if ctx3.Err() != nil {
+			t.Fatalf("arbiter: no fresh QEMU after system_reset (old pid %d, exited %v)", arbVM.PID(), arbVM.Exited())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if err := l.WaitReady(ctx3, arb.Name); err != nil {
+		t.Fatal(err)
+	}
+	arbVM, _ = l.VM(arb.Name)
+	if n := l.Status().Nodes[2]; !n.Up || n.Boots != 3 || n.PID != arbVM.PID() {
+		t.Errorf("after a reset: Status says %+v, want up, 3 boots, pid %d", n, arbVM.PID())
+	}
+
 	// A clean power-off.
-	if err := l.Shutdown(ctx2, arb.Name); err != nil {
+	if err := l.Shutdown(ctx3, arb.Name); err != nil {
 		t.Fatal(err)
 	}
 	if count(arbVM, "tandem: poweroff now") != 1 {

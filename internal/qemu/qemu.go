@@ -355,8 +355,9 @@ func (vm *VM) Exited() bool {
 }
 
 // events follows QEMU's QMP events until QEMU ends, keeping what reset
-// the guest: "watchdog" after a WATCHDOG event with action reset, else
-// "guest" for a SHUTDOWN the guest caused by resetting (with NoReboot).
+// the machine (with NoReboot, a reset is a SHUTDOWN event): "watchdog"
+// after a WATCHDOG event with action reset, "guest" for the guest's own,
+// "reset button" for the monitor's.
 func (vm *VM) events(sock string) {
 	defer close(vm.qmpDone)
 	var c net.Conn
@@ -392,19 +393,25 @@ func (vm *VM) events(sock string) {
 		case ev.Event == "WATCHDOG" && ev.Data.Action == "reset":
 			watchdog = true
 		case ev.Event == "SHUTDOWN" && ev.Data.Reason == "guest-reset":
-			vm.mu.Lock()
-			vm.reset = "guest"
+			vm.setReset("guest")
 			if watchdog {
-				vm.reset = "watchdog"
+				vm.setReset("watchdog")
 			}
-			vm.mu.Unlock()
+		case ev.Event == "SHUTDOWN" && ev.Data.Reason == "host-qmp-system-reset":
+			vm.setReset("reset button") // the monitor's system_reset
 		}
 	}
 }
 
-// ResetBy says why QEMU ended, once it has: "watchdog" or "guest" when
-// the guest was reset (a NoReboot VM ends then), "" otherwise (powered
-// off, or killed).
+func (vm *VM) setReset(by string) {
+	vm.mu.Lock()
+	vm.reset = by
+	vm.mu.Unlock()
+}
+
+// ResetBy says why QEMU ended, once it has: "watchdog", "guest" or
+// "reset button" when the machine was reset (a NoReboot VM ends then), ""
+// otherwise (powered off, or killed).
 func (vm *VM) ResetBy() string {
 	vm.mu.Lock()
 	defer vm.mu.Unlock()

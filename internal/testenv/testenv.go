@@ -55,7 +55,7 @@ func RequireTool(t testing.TB, names ...string) {
 // It is called from TestMain, before m.Run starts the test binary's own
 // -timeout clock, and says on stderr when it has to wait and for how long.
 func LockMachine(pkg string) {
-	path := filepath.Join(os.TempDir(), "tandem-machine.lock")
+	path := machineLockPath
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "%s: machine lock %s: %v (running without it)\n", pkg, path, err)
@@ -74,6 +74,9 @@ func LockMachine(pkg string) {
 	fmt.Fprintf(os.Stderr, "%s: got the machine lock after %s\n", pkg, time.Since(start).Round(time.Second))
 	machineLock = f
 }
+
+// machineLockPath is the lock every package shares.
+var machineLockPath = filepath.Join(os.TempDir(), "tandem-machine.lock")
 
 // machineLock keeps the lock's file open (and so the lock held) for the
 // life of the process.
