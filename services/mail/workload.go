@@ -67,8 +67,25 @@ func (w *Workload) Start(ctx context.Context) error {
 	if w.Kind == mailroot.KindZimbra {
 		return w.startZimbra(ctx)
 	}
-	if _, err := w.ensureRootfs(ctx); err != nil {
+	// Unpacking the template is the cluster's one-time set-up, not part
+	// of this start: it has its own limit, and the start's own time
+	// begins once it is done. On a busy host the lab's first unpack took
+	// nearly two minutes of the start's three, and the start failed,
+	// which bars the node.
+	budget, hasBudget := time.Duration(0), false
+	if dl, ok := ctx.Deadline(); ok {
+		budget, hasBudget = time.Until(dl), true
+	}
+	uctx, cancel := detachDeadline(ctx, UnpackTimeout)
+	unpacked, err := w.ensureRootfs(uctx)
+	cancel()
+	if err != nil {
 		return err
+	}
+	if unpacked && hasBudget {
+		var cancel context.CancelFunc
+		ctx, cancel = detachDeadline(ctx, budget)
+		defer cancel()
 	}
 	if err := w.configure(); err != nil {
 		return err
@@ -77,6 +94,21 @@ func (w *Workload) Start(ctx context.Context) error {
 		return err
 	}
 	return w.waitReady(ctx)
+}
+
+// UnpackTimeout bounds the first start's unpack of the template.
+const UnpackTimeout = 15 * time.Minute
+
+// detachDeadline returns a context that ends d from now or when parent is
+// cancelled, whatever parent's own deadline.
+func detachDeadline(parent context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), d)
+	stop := context.AfterFunc(parent, func() {
+		if errors.Is(parent.Err(), context.Canceled) {
+			cancel()
+		}
+	})
+	return ctx, func() { stop(); cancel() }
 }
 
 // waitReady polls the monitor until it passes, the container breaks, or
