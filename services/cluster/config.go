@@ -217,7 +217,9 @@ func (c *Config) CoreTiming() core.Timing {
 // pollTimeout bounds one read of the cluster state (a quarter lease, at
 // least 1s); quorumGrace is how long reads may fail before this node
 // says it has no quorum (half a lease); requestTimeout bounds the other
-// requests (alive key, promotion, bootstrap: half a lease, at least 2s).
+// requests (acquire, release, fail counts, published states, alive key,
+// promotion, bootstrap: half a lease, at least 2s). A renewal may take
+// until lease_ttl - stop_margin (renew).
 func (c *Config) pollTimeout() time.Duration { return max(time.Second, c.CoreTiming().LeaseTTL/4) }
 func (c *Config) quorumGrace() time.Duration { return c.CoreTiming().LeaseTTL / 2 }
 func (c *Config) requestTimeout() time.Duration {

@@ -122,7 +122,7 @@ func (a *drbdAgent) prepare(ctx context.Context) {
 			continue
 		}
 		if b, _ := json.Marshal(st); string(b) != string(published) {
-			c, cancel := context.WithTimeout(ctx, 2*time.Second)
+			c, cancel := context.WithTimeout(ctx, a.d.cfg.requestTimeout())
 			if _, err := a.d.cli.Put(c, replKey(a.res(), "status", a.d.cfg.Node), string(b)); err == nil {
 				published = b
 			}

@@ -16,7 +16,7 @@ import (
 func (d *Daemon) acquire(ctx context.Context) {
 	t := d.cfg.CoreTiming()
 	sent := time.Now()
-	c, cancel := context.WithTimeout(ctx, time.Second)
+	c, cancel := context.WithTimeout(ctx, d.cfg.requestTimeout())
 	defer cancel()
 	lg, err := d.cli.Grant(c, int64(t.LeaseTTL/time.Second))
 	if err != nil {
@@ -94,7 +94,7 @@ func (d *Daemon) tokenValid(ctx context.Context, token int64) error {
 		if held == 0 || held != token {
 			return fmt.Errorf("fencing token %d is not held (holding %d)", token, held)
 		}
-		c, cancel := context.WithTimeout(ctx, time.Second)
+		c, cancel := context.WithTimeout(ctx, d.cfg.pollTimeout())
 		r, err := d.cli.Txn(c).If(
 			clientv3.Compare(clientv3.ModRevision(keyOwner), "=", token),
 			clientv3.Compare(clientv3.Value(keyOwner), "=", d.cfg.Node)).Commit()
@@ -134,7 +134,7 @@ func (d *Daemon) takeLease(token int64) (leaseState, bool) {
 func (d *Daemon) release(ctx context.Context, token int64) {
 	l, ok := d.takeLease(token)
 	if ok {
-		c, cancel := context.WithTimeout(ctx, 2*time.Second)
+		c, cancel := context.WithTimeout(ctx, d.cfg.requestTimeout())
 		_, err := d.cli.Txn(c).If(clientv3.Compare(clientv3.ModRevision(keyOwner), "=", token)).
 			Then(clientv3.OpPut(keyOwner, "")).Commit()
 		if err == nil {
@@ -151,7 +151,7 @@ func (d *Daemon) release(ctx context.Context, token int64) {
 func (d *Daemon) dropLease(token int64) {
 	if l, ok := d.takeLease(token); ok {
 		go func() {
-			c, cancel := context.WithTimeout(context.Background(), time.Second)
+			c, cancel := context.WithTimeout(context.Background(), d.cfg.requestTimeout())
 			defer cancel()
 			d.cli.Revoke(c, l.id)
 		}()
@@ -159,7 +159,7 @@ func (d *Daemon) dropLease(token int64) {
 }
 
 func (d *Daemon) revokeOwner(ctx context.Context, node string, token int64) {
-	c, cancel := context.WithTimeout(ctx, 2*time.Second)
+	c, cancel := context.WithTimeout(ctx, d.cfg.requestTimeout())
 	defer cancel()
 	_, err := d.cli.Txn(c).If(clientv3.Compare(clientv3.ModRevision(keyOwner), "=", token)).Then(clientv3.OpDelete(keyOwner)).Commit()
 	if err != nil {
@@ -172,7 +172,7 @@ func (d *Daemon) revokeOwner(ctx context.Context, node string, token int64) {
 func (d *Daemon) incFail(ctx context.Context, res string, atLeast int) {
 	k := failKey(d.cfg.Node, res)
 	for i := 0; i < 10 && ctx.Err() == nil; i++ {
-		c, cancel := context.WithTimeout(ctx, 2*time.Second)
+		c, cancel := context.WithTimeout(ctx, d.cfg.requestTimeout())
 		r, err := d.cli.Get(c, k)
 		if err == nil {
 			n, rev := 0, int64(0)
@@ -215,7 +215,7 @@ func (d *Daemon) failCountLease(ctx context.Context) ([]clientv3.OpOption, error
 }
 
 func (d *Daemon) clearMove(ctx context.Context) {
-	c, cancel := context.WithTimeout(ctx, 2*time.Second)
+	c, cancel := context.WithTimeout(ctx, d.cfg.requestTimeout())
 	defer cancel()
 	d.cli.Txn(c).If(clientv3.Compare(clientv3.Value(keyMove), "=", d.cfg.Node)).Then(clientv3.OpDelete(keyMove)).Commit()
 }

@@ -158,7 +158,7 @@ func (d *Daemon) writeStatus() {
 	if string(rb) != d.rstatePut || time.Since(d.rstateAt) > 3*time.Second {
 		d.rstatePut, d.rstateAt = string(rb), time.Now()
 		go func() {
-			c, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			c, cancel := context.WithTimeout(context.Background(), d.cfg.requestTimeout())
 			defer cancel()
 			d.cli.Put(c, prefixRState+d.cfg.Node, string(rb))
 		}()
