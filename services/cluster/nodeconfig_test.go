@@ -111,8 +111,8 @@ func TestScaledTiming(t *testing.T) {
 	if got != want {
 		t.Errorf("timing = %+v, want %+v", got, want)
 	}
-	if cfg.Timing.PollInterval != 500*time.Millisecond {
-		t.Errorf("poll interval = %v, want ttl/16", cfg.Timing.PollInterval)
+	if cfg.Timing.PollInterval != time.Second {
+		t.Errorf("poll interval = %v, want ttl/8", cfg.Timing.PollInterval)
 	}
 	for _, c := range []struct {
 		ttl                time.Duration
