@@ -25,7 +25,7 @@ const logName = "mail.log"
 func (w *Workload) socketPath() string { return filepath.Join(w.Root, socketName) }
 
 // WorkloadNice is the mail workload's nice value (see startInit).
-const WorkloadNice = 10
+const WorkloadNice = 5
 
 // startInit re-executes this binary as the container's init in new mount,
 // PID, UTS and IPC namespaces (the network namespace is the host's, so
