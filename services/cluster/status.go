@@ -36,6 +36,10 @@ type Status struct {
 	Group       []ResourceStatus `json:"group"`
 	// StateAge is how old the cluster part of this view is.
 	StateAge string `json:"state_age,omitempty"`
+	// ReadsFailing says the last reads of the cluster state failed: the
+	// view is the last one read, and Quorum turns false once no read has
+	// succeeded for half a lease (docs/cluster.md, "Timing rules").
+	ReadsFailing bool `json:"reads_failing,omitempty"`
 	// Memory is the queried node's memory (from /proc/meminfo), in API
 	// answers only: in status.json it would change, and be rewritten, on
 	// every step.
@@ -76,6 +80,7 @@ func (d *Daemon) status() Status {
 	if !v.at.IsZero() {
 		s.StateAge = time.Since(v.at).Round(100 * time.Millisecond).String()
 	}
+	s.ReadsFailing = !v.failAt.IsZero()
 	st := v.state
 	if !st.Released {
 		s.Owner, s.OwnerToken = st.Owner, st.Token
@@ -167,7 +172,7 @@ func (d *Daemon) writeStatus() {
 
 func (d *Daemon) writeStatusFile() {
 	s := d.status()
-	s.Time, s.StateAge = time.Time{}, ""
+	s.Time, s.StateAge, s.ReadsFailing = time.Time{}, "", false
 	b, _ := json.MarshalIndent(s, "", "  ")
 	if string(b) != string(d.statusRaw) {
 		d.statusRaw = b
@@ -192,11 +197,15 @@ func FormatStatus(w io.Writer, s Status) {
 				on++
 			}
 		}
+		stale := ""
+		if s.ReadsFailing {
+			stale = fmt.Sprintf("; as read %s ago, reads failing since", s.StateAge)
+		}
 		if len(learners) == 0 {
-			fmt.Fprintf(w, "  * Quorum: yes (%d of %d members online)\n", on, len(s.Nodes))
+			fmt.Fprintf(w, "  * Quorum: yes (%d of %d members online%s)\n", on, len(s.Nodes), stale)
 		} else {
-			fmt.Fprintf(w, "  * Quorum: yes (%d of %d members online and voting; not voting yet, catching up: %s)\n",
-				on, len(s.Nodes), strings.Join(learners, " "))
+			fmt.Fprintf(w, "  * Quorum: yes (%d of %d members online and voting; not voting yet, catching up: %s%s)\n",
+				on, len(s.Nodes), strings.Join(learners, " "), stale)
 		}
 	} else {
 		fmt.Fprintf(w, "  * Quorum: NO (this node cannot reach a majority of the cluster; what follows may be stale)\n")

@@ -38,6 +38,10 @@ func TestFormatStatus(t *testing.T) {
 			Reason: "arbitrator: never runs resources", Owner: "a", OwnerToken: 42,
 			Nodes: []NodeStatus{{Name: "a", Role: "data", Online: true}, {Name: "b", Role: "data", Online: true, Learner: true},
 				{Name: "c", Role: "arbitrator", Online: true}}, Group: group}},
+		// Reads failing, for less than the quorum grace: the last view,
+		// said to be old.
+		{"reads-failing", Status{Cluster: "mail", Node: "b", Role: "data", Quorum: true, Phase: "idle",
+			Owner: "a", OwnerToken: 42, StateAge: "2.1s", ReadsFailing: true, Nodes: nodes, Group: group}},
 		{"maintenance-moving", Status{Cluster: "mail", Node: "c", Role: "arbitrator", Quorum: true, Phase: "idle",
 			Reason: "arbitrator: never runs resources", Maintenance: true, MoveTo: "b", Nodes: nodes,
 			Group: []ResourceStatus{{Name: "vip", Agent: "vip", States: map[string]string{"a": "stopping"}}}}},
