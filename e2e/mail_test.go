@@ -237,17 +237,19 @@ func (m *mailLab) checkAllReadable(ctx context.Context) {
 	m.mu.Lock()
 	want := append([]string(nil), m.acked...)
 	m.mu.Unlock()
-	var missing []string
+	missing := want // until an INBOX is read, none is known to be there
+	read := false
 	c, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
 	for {
 		ids, err := mailprobe.Inbox(c, m.l.Dial, vipIMAP, m.seed.MailUser, m.seed.MailPassword)
 		if err == nil {
+			read = true
 			have := map[string]bool{}
 			for _, id := range ids {
 				have[id] = true
 			}
-			missing = missing[:0]
+			missing = nil
 			for _, id := range want {
 				if !have[id] {
 					missing = append(missing, id)
@@ -260,6 +262,9 @@ func (m *mailLab) checkAllReadable(ctx context.Context) {
 		}
 		select {
 		case <-c.Done():
+			if !read {
+				m.t.Fatalf("the INBOX was never readable on the VIP in 3 minutes, so none of %d acknowledged messages could be checked (last IMAP error: %v)", len(want), err)
+			}
 			m.t.Fatalf("%d of %d acknowledged messages lost: %v (last IMAP error: %v)", len(missing), len(want), missing, err)
 		case <-time.After(2 * time.Second):
 		}
