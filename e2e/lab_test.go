@@ -260,9 +260,20 @@ func ping(l *lab.Lab, addr string, expect bool) bool {
 // logTails logs the end of each node's serial log.
 func logTails(t testing.TB, dir string) {
 	t.Helper()
+	keep, err := os.MkdirTemp("", "tandem-e2e-logs-")
 	for _, n := range lab.Nodes {
 		b, _ := os.ReadFile(filepath.Join(dir, n.Name+".log"))
 		lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
 		t.Logf("%s.log, last lines:\n%s", n.Name, strings.Join(lines[max(0, len(lines)-30):], "\n"))
+		if err == nil {
+			err = os.WriteFile(filepath.Join(keep, n.Name+".log"), b, 0o644)
+		}
+	}
+	// The test's directory goes with it; the whole logs stay for a
+	// post-mortem (every watchdog reset is explained in them).
+	if err != nil {
+		t.Logf("keep the lab's logs: %v", err)
+	} else {
+		t.Logf("the lab's whole serial logs are kept in %s", keep)
 	}
 }
