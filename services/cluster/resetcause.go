@@ -49,7 +49,11 @@ func (d *Daemon) resetAverted(op string) {
 		return
 	}
 	d.resetPending = false
-	d.log.Warn("watchdog: "+op+" again; no reset", "op", op)
+	msg := "watchdog: petted again (a late renewal came back); no reset"
+	if op == "disarm" {
+		msg = "watchdog: disarmed, the group stopped in time; no reset"
+	}
+	d.log.Warn(msg)
 	if err := os.Remove(d.st.Path(resetCauseFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		d.log.Error("watchdog: clear reset cause", "err", err)
 	}
