@@ -3,10 +3,8 @@ package guest
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -14,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"tandem/internal/qemu"
 )
 
 // Config says how to boot a guest.
@@ -30,12 +30,7 @@ type Config struct {
 }
 
 // Event is a QMP event QEMU sent.
-type Event struct {
-	Event string          `json:"event"`
-	Data  json.RawMessage `json:"data"`
-}
-
-func (e Event) String() string { return e.Event + " " + string(e.Data) }
+type Event = qemu.Event
 
 // VM is a running guest. QEMU runs with -no-reboot, so a guest reset or
 // power-off ends it; it dies with the test process and is killed (by its
@@ -136,34 +131,12 @@ func (vm *VM) read(r io.Reader) {
 	}
 }
 
-// watchQMP connects to QEMU's QMP socket, enters command mode and records
-// events until QEMU exits.
+// watchQMP records QEMU's QMP events until QEMU exits.
 func (vm *VM) watchQMP(path string) error {
-	var c net.Conn
-	var err error
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if c, err = net.Dial("unix", path); err == nil || time.Now().After(deadline) {
-			break
-		}
-	}
-	if err != nil {
-		return err
-	}
-	if _, err := io.WriteString(c, `{"execute":"qmp_capabilities"}`+"\n"); err != nil {
-		c.Close()
-		return err
-	}
-	go func() {
-		defer c.Close()
-		sc := bufio.NewScanner(c)
-		for sc.Scan() {
-			var e Event
-			if json.Unmarshal(sc.Bytes(), &e) == nil && e.Event != "" {
-				vm.mu.Lock()
-				vm.events = append(vm.events, e)
-				vm.mu.Unlock()
-			}
-		}
-	}()
-	return nil
+	_, err := qemu.WatchQMP(path, 10*time.Second, func(e Event) {
+		vm.mu.Lock()
+		vm.events = append(vm.events, e)
+		vm.mu.Unlock()
+	})
+	return err
 }

@@ -359,48 +359,25 @@ func (vm *VM) Exited() bool {
 // after a WATCHDOG event with action reset, "guest" for the guest's own,
 // "reset button" for the monitor's.
 func (vm *VM) events(sock string) {
-	defer close(vm.qmpDone)
-	var c net.Conn
-	for {
-		var err error
-		if c, err = net.Dial("unix", sock); err == nil {
-			break
-		}
-		select {
-		case <-vm.done:
-			return
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	defer c.Close()
-	if _, err := io.WriteString(c, `{"execute":"qmp_capabilities"}`+"\n"); err != nil {
-		return
-	}
 	watchdog := false
-	sc := bufio.NewScanner(c)
-	for sc.Scan() {
-		var ev struct {
-			Event string `json:"event"`
-			Data  struct {
-				Action string `json:"action"`
-				Reason string `json:"reason"`
-			} `json:"data"`
-		}
-		if json.Unmarshal(sc.Bytes(), &ev) != nil {
-			continue
-		}
+	done, err := WatchQMP(sock, 10*time.Second, func(e Event) {
+		var d struct{ Action, Reason string }
+		json.Unmarshal(e.Data, &d)
 		switch {
-		case ev.Event == "WATCHDOG" && ev.Data.Action == "reset":
+		case e.Event == "WATCHDOG" && d.Action == "reset":
 			watchdog = true
-		case ev.Event == "SHUTDOWN" && ev.Data.Reason == "guest-reset":
+		case e.Event == "SHUTDOWN" && d.Reason == "guest-reset" && watchdog:
+			vm.setReset("watchdog")
+		case e.Event == "SHUTDOWN" && d.Reason == "guest-reset":
 			vm.setReset("guest")
-			if watchdog {
-				vm.setReset("watchdog")
-			}
-		case ev.Event == "SHUTDOWN" && ev.Data.Reason == "host-qmp-system-reset":
+		case e.Event == "SHUTDOWN" && d.Reason == "host-qmp-system-reset":
 			vm.setReset("reset button") // the monitor's system_reset
 		}
+	})
+	if err == nil {
+		<-done
 	}
+	close(vm.qmpDone)
 }
 
 func (vm *VM) setReset(by string) {
