@@ -85,16 +85,22 @@ func (d *Daemon) reportLastReset() {
 	}
 }
 
+// sysWatchdog is where the kernel shows its watchdogs.
+var sysWatchdog = "/sys/class/watchdog"
+
 // watchdogCardReset reads the Linux watchdog's boot status from sysfs
 // (opening the device would start it): "yes" if the driver says its last
 // reset was its own (WDIOF_CARDRESET), "no", or "unknown".
 func watchdogCardReset(dev string) string {
+	if !strings.HasPrefix(dev, "/dev/") {
+		return "unknown" // none, or a test's recorder
+	}
 	name := filepath.Base(dev)
 	if name == "watchdog" {
 		name = "watchdog0"
 	}
-	b, err := os.ReadFile(filepath.Join("/sys/class/watchdog", name, "bootstatus"))
-	if err != nil || !strings.HasPrefix(dev, "/dev/") {
+	b, err := os.ReadFile(filepath.Join(sysWatchdog, name, "bootstatus"))
+	if err != nil {
 		return "unknown"
 	}
 	v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 0, 32)

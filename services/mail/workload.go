@@ -72,10 +72,8 @@ func (w *Workload) Start(ctx context.Context) error {
 	// begins once it is done. On a busy host the lab's first unpack took
 	// nearly two minutes of the start's three, and the start failed,
 	// which bars the node.
-	budget, hasBudget := time.Duration(0), false
-	if dl, ok := ctx.Deadline(); ok {
-		budget, hasBudget = time.Until(dl), true
-	}
+	dl, hasBudget := ctx.Deadline()
+	budget := time.Until(dl)
 	uctx, cancel := detachDeadline(ctx, UnpackTimeout)
 	unpacked, err := w.ensureRootfs(uctx)
 	cancel()
