@@ -114,6 +114,9 @@ func TestScaledTiming(t *testing.T) {
 	if cfg.Timing.PollInterval != time.Second {
 		t.Errorf("poll interval = %v, want ttl/8", cfg.Timing.PollInterval)
 	}
+	if r, g, q, s := cfg.pollTimeout(), cfg.quorumGrace(), cfg.requestTimeout(), stepEvery(8*time.Second); r != 2*time.Second || g != 4*time.Second || q != 4*time.Second || s != 250*time.Millisecond {
+		t.Errorf("read timeout, quorum grace, request timeout, step = %v, %v, %v, %v; want 2s, 4s, 4s, 250ms", r, g, q, s)
+	}
 	for _, c := range []struct {
 		ttl                time.Duration
 		tickMs, electionMs uint

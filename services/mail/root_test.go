@@ -126,6 +126,7 @@ func TestWorkload(t *testing.T) {
 	if err := w.Monitor(ctx); err != nil {
 		t.Fatalf("Monitor after Start = %v, want nil", err)
 	}
+	checkNice(t, w, ctx)
 	// The init's exec (what the Zimbra hooks use) runs as a container user.
 	r, _, err := w.call(ctx, request{Op: "exec", Argv: []string{"/usr/sbin/postconf", "-h", "myhostname"}, User: "postfix", Timeout: time.Minute})
 	if err != nil || r.Exit != 0 || strings.TrimSpace(r.Output) != "mail.example.test" {
@@ -306,6 +307,33 @@ func assertNoProcessUses(t *testing.T, vol string) {
 			if target, err := os.Readlink(l); err == nil && strings.HasPrefix(target, vol) {
 				t.Errorf("process %s still uses the volume: %s -> %s", e.Name(), l, target)
 			}
+		}
+	}
+}
+
+// checkNice: the container's init and the daemons it started run at
+// WorkloadNice.
+func checkNice(t *testing.T, w *Workload, ctx context.Context) {
+	t.Helper()
+	_, pid, err := w.call(ctx, request{Op: "status"})
+	if err != nil {
+		t.Fatalf("status: %v", err)
+	}
+	kids, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	pids := append([]string{strconv.Itoa(pid)}, strings.Fields(string(kids))...)
+	if len(pids) < 2 {
+		t.Fatalf("container init %d has no children", pid)
+	}
+	for _, p := range pids {
+		b, err := os.ReadFile("/proc/" + p + "/stat")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Field 19 is nice; the command (field 2) may hold spaces, so
+		// count from its closing parenthesis.
+		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+		if f[16] != strconv.Itoa(WorkloadNice) {
+			t.Errorf("process %s of the container runs at nice %s, want %d", p, f[16], WorkloadNice)
 		}
 	}
 }
