@@ -107,8 +107,7 @@ var scenarios = []struct {
 	}},
 	{"monitor-fails-to-threshold", cfgA, seq(startup(), []step{
 		at(1000, MonitorFailed{Resource: "mail", Err: "not running"}),
-		at(1010, done(OpStop, "mail")), at(1020, done(OpStop, "vip")), at(1030, done(OpStop, "fs")),
-		at(1040, done(OpStart, "fs")), at(1050, done(OpStart, "vip")), at(1060, done(OpStart, "mail")),
+		at(1010, done(OpStop, "mail")), at(1060, done(OpStart, "mail")),
 		at(1100, poll(with(st("a", 10), func(s *ClusterState) { s.FailCounts = map[string]map[string]int{"a": {"mail": 1}} }))),
 		at(1200, MonitorFailed{Resource: "mail", Err: "not running"}),
 		at(1210, done(OpStop, "mail")), at(1220, done(OpStop, "vip")), at(1230, done(OpStop, "fs")),
@@ -119,6 +118,11 @@ var scenarios = []struct {
 			s.FailCounts = map[string]map[string]int{"a": {"mail": 2}}
 		}))),
 		at(1500, poll(with(st("", 0), func(s *ClusterState) { s.Released = true }))), // after a cleanup
+	})},
+	{"monitor-restarts-failed-and-later", cfgA, seq(startup(), []step{
+		at(1000, MonitorFailed{Resource: "vip", Err: "address gone"}),
+		at(1010, done(OpStop, "mail")), at(1020, done(OpStop, "vip")),
+		at(1030, done(OpStart, "vip")), at(1040, done(OpStart, "mail")),
 	})},
 	{"start-failure-is-fatal", cfgA, []step{
 		at(0, poll(st("", 0))),
