@@ -92,6 +92,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if err := service.SetNice(0, cluster.DaemonNice); err != nil {
+		log.Warn("cannot raise the daemon's priority", "err", err)
+	}
 	cfg, nc, err := loadConfig(*cfgPath, *nodeCfg)
 	if err != nil {
 		return err

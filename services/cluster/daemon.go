@@ -20,6 +20,18 @@ import (
 	"tandem/services/cluster/watchdog"
 )
 
+// DaemonNice is the nice value tandem-cluster gives itself at start. The
+// daemon holds the node's etcd member and renews the group's lease, so on
+// a loaded node it must get the CPU before the mail workload (nice 5,
+// mail.WorkloadNice) and before the kernel's DRBD and network threads
+// (nice 0): in the lab, an owner resyncing its peer after a crash while
+// starting mail answered no renewal for over four seconds and was reset
+// by its watchdog. Corosync runs at real-time priority for the same
+// reason; a raised nice value instead of real time, because the daemon's
+// Go runtime and etcd can be busy for seconds (garbage collection, a
+// snapshot) and must then not starve the kernel's own threads.
+const DaemonNice = -10
+
 // Daemon is one node's cluster daemon.
 type Daemon struct {
 	cfg *Config

@@ -103,11 +103,15 @@ func (a *fsAgent) format(ctx context.Context) error {
 	// inode tables and the journal through the replication link (which
 	// starved the node's lease renewals in the emulated lab). A journal
 	// replay reads only blocks whose sequence numbers and checksums
-	// (metadata_csum) match, never stale contents.
+	// (metadata_csum) match, never stale contents. nodiscard: mke2fs
+	// discards the whole device by default, a write to every extent of
+	// the volume; DRBD puts each in its activity log, and after a crash
+	// of this primary the peer resyncs every extent there, the whole
+	// volume, starving both nodes for minutes.
 	// replication.Exec runs it with the fixed system PATH, as it does
 	// drbdadm: a service's environment may not name /sbin.
 	if _, err := (replication.Exec{}).Run(ctx, "mke2fs", "-t", "ext4", "-q", "-F", "-L", "tandem-data",
-		"-E", "lazy_itable_init=1,lazy_journal_init=1", a.device); err != nil {
+		"-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard", a.device); err != nil {
 		a.d.cli.Delete(context.WithoutCancel(ctx), k)
 		return fmt.Errorf("make the filesystem on %s: %w", a.device, err)
 	}

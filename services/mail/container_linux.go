@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"tandem/internal/service"
 )
 
 // socketName is the init's control socket in the workload root.
@@ -62,10 +64,9 @@ func (w *Workload) startInit(spec initSpec) error {
 	// cluster daemon kept its etcd from answering lease renewals for
 	// seconds, until the owner lost its lease (Corosync runs at real-time
 	// priority for the same reason). The init leads its own process group
-	// (Setsid), and PRIO_PGRP reaches each of its threads; every process
-	// it starts inherits the value.
-	if err := unix.Setpriority(unix.PRIO_PGRP, cmd.Process.Pid, WorkloadNice); err != nil {
-		w.logf("container init: set nice %d: %v", WorkloadNice, err)
+	// (Setsid); every process it starts inherits the value.
+	if err := service.SetNice(cmd.Process.Pid, WorkloadNice); err != nil {
+		w.logf("container init: %v", err)
 	}
 	w.logf("container init started (pid %d, nice %d)", cmd.Process.Pid, WorkloadNice)
 	go cmd.Wait() // reap it; a restarted daemon leaves that to PID 1
