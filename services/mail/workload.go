@@ -32,9 +32,6 @@ const (
 	dovecotStop = 15 * time.Second
 )
 
-// probeTimeout bounds one SMTP banner read or IMAP login of the monitor.
-const probeTimeout = 5 * time.Second
-
 func (w *Workload) logf(format string, args ...any) {
 	if w.Logf != nil {
 		w.Logf("mail: "+format, args...)
@@ -164,19 +161,20 @@ func (w *Workload) Monitor(ctx context.Context) error {
 	return w.probe(ctx)
 }
 
+// probe reads the SMTP banner and logs in over IMAP, within the monitor's
+// own timeout (ctx; 30 s, Timeouts). A fixed 5 s per step, as before, was
+// stricter than that timeout: a Dovecot merely slow to greet on a loaded
+// owner failed three monitors in a row, and the restart it earned loaded
+// the node more, until its watchdog reset it.
 func (w *Workload) probe(ctx context.Context) error {
-	pctx, cancel := context.WithTimeout(ctx, probeTimeout)
-	defer cancel()
-	if _, err := mailprobe.Banner(pctx, w.Dial, net.JoinHostPort(w.Address, "25")); err != nil {
+	if _, err := mailprobe.Banner(ctx, w.Dial, net.JoinHostPort(w.Address, "25")); err != nil {
 		return fmt.Errorf("mail: monitor: %w", err)
 	}
 	secret, err := os.ReadFile(w.Root + "/monitor.secret")
 	if err != nil {
 		return fmt.Errorf("mail: monitor: %w", err)
 	}
-	ictx, cancel2 := context.WithTimeout(ctx, probeTimeout)
-	defer cancel2()
-	c, err := mailprobe.Login(ictx, w.Dial, net.JoinHostPort(w.Address, "143"), MonitorUser+"@"+w.Domain, strings.TrimSpace(string(secret)))
+	c, err := mailprobe.Login(ctx, w.Dial, net.JoinHostPort(w.Address, "143"), MonitorUser+"@"+w.Domain, strings.TrimSpace(string(secret)))
 	if err != nil {
 		return fmt.Errorf("mail: monitor: %w", err)
 	}
