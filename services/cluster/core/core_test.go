@@ -124,6 +124,18 @@ var scenarios = []struct {
 		at(1010, done(OpStop, "mail")), at(1020, done(OpStop, "vip")),
 		at(1030, done(OpStart, "vip")), at(1040, done(OpStart, "mail")),
 	})},
+	{"restart-refused-stops-the-rest", cfgA, seq(startup(), []step{
+		at(1000, MonitorFailed{Resource: "vip", Err: "address gone"}),
+		at(1010, done(OpStop, "mail")),
+		at(1015, poll(with(st("a", 10), func(s *ClusterState) { s.Standby = map[string]bool{"a": true} }))),
+		at(1020, done(OpStop, "vip")), at(1030, done(OpStop, "fs")),
+	})},
+	{"stop-failure-ends-the-restart", cfgA, seq(startup(), []step{
+		at(1000, MonitorFailed{Resource: "vip", Err: "address gone"}),
+		at(1010, done(OpStop, "mail")),
+		at(1020, Done{Op: OpStop, Resource: "vip", Err: "busy"}),
+		at(1030, done(OpStop, "fs")),
+	})},
 	{"start-failure-is-fatal", cfgA, []step{
 		at(0, poll(st("", 0))),
 		at(10, done(OpStop, "mail")), at(20, done(OpStop, "vip")), at(30, done(OpStop, "fs")),
