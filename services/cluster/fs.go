@@ -43,6 +43,46 @@ func newFS(d *Daemon, p map[string]string) (*fsAgent, error) {
 	return a, nil
 }
 
+// claim records in etcd, under k, that this node makes the filesystem,
+// unless a node made one before. The record names the node and its
+// fencing token, so a retry after an answer that was lost recognises its
+// own record. etcd's errors are retried for the start's whole timeout:
+// while leadership moves etcd drops proposals ("raft proposal dropped"),
+// and the founder's first start, failing on one, was barred from the
+// group for failure_timeout by the fatal start failure.
+func (a *fsAgent) claim(ctx context.Context, k string) error {
+	d := a.d
+	d.mu.Lock()
+	mine := fmt.Sprintf("%s/%d", d.cfg.Node, d.lease.token)
+	d.mu.Unlock()
+	for {
+		c, cancel := context.WithTimeout(ctx, d.cfg.requestTimeout())
+		tr, err := d.cli.Txn(c).If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
+			Then(clientv3.OpPut(k, mine)).Else(clientv3.OpGet(k)).Commit()
+		cancel()
+		if err == nil {
+			if tr.Succeeded {
+				return nil
+			}
+			var by string
+			if kvs := tr.Responses[0].GetResponseRange().GetKvs(); len(kvs) > 0 {
+				by = string(kvs[0].Value)
+			}
+			if by == mine {
+				return nil
+			}
+			node, _, _ := strings.Cut(by, "/")
+			return fmt.Errorf("%s shows no filesystem, but %s made one for %s before: not formatting over data", a.device, node, a.dir)
+		}
+		d.log.Warn("fs: record the format in etcd: retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("format %s: %w", a.device, err)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
 // hasExt4 reports whether dev starts with an ext2/3/4 superblock (magic
 // 0xEF53 at byte 56 of the superblock at byte 1024).
 func hasExt4(dev string) (bool, error) {
@@ -85,17 +125,8 @@ func (a *fsAgent) Start(ctx context.Context) error {
 // format makes the filesystem, once in the cluster's life.
 func (a *fsAgent) format(ctx context.Context) error {
 	k := prefixFS + a.dir
-	tr, err := a.d.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
-		Then(clientv3.OpPut(k, a.d.cfg.Node)).Else(clientv3.OpGet(k)).Commit()
-	if err != nil {
-		return fmt.Errorf("format %s: %w", a.device, err)
-	}
-	if !tr.Succeeded {
-		by := ""
-		if kvs := tr.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
-			by = string(kvs[0].Value)
-		}
-		return fmt.Errorf("%s shows no filesystem, but %s made one for %s before: not formatting over data", a.device, by, a.dir)
+	if err := a.claim(ctx, k); err != nil {
+		return err
 	}
 	a.d.log.Info("fs: making the filesystem", "device", a.device)
 	// lazy_itable_init with noinit_itable (above) and lazy_journal_init
