@@ -346,12 +346,29 @@ func (d *Daemon) pair(ctx context.Context, req pairRequest) (*pairResponse, erro
 	resp, err := d.admit(ctx, req, sc.Secret)
 	if err != nil {
 		d.log.Info("pairing: nothing joined, code restored", "node", req.Member.Name, "err", err)
-		// Nothing was joined: make the code usable again.
-		c, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		defer cancel()
-		d.cli.Txn(c).If(clientv3.Compare(clientv3.CreateRevision(ck), "=", 0)).Then(clientv3.OpPut(ck, string(gr.Kvs[0].Value))).Commit()
+		d.restoreCode(context.WithoutCancel(ctx), ck, gr.Kvs[0].Value)
 	}
 	return resp, err
+}
+
+// restoreCode makes a consumed code usable again after a join that added
+// nothing. The write is retried: it comes when etcd is busiest (a member
+// just joined and leadership moves to the arbitrator), and one restore
+// that timed out once, unchecked, locked the joiner out for good ("unknown
+// or already used pairing code" to every retry). Only an absent code is
+// written, so a retry after a lost answer changes nothing.
+func (d *Daemon) restoreCode(ctx context.Context, ck string, value []byte) {
+	var err error
+	for range 10 {
+		c, cancel := context.WithTimeout(ctx, d.cfg.requestTimeout())
+		_, err = d.cli.Txn(c).If(clientv3.Compare(clientv3.CreateRevision(ck), "=", 0)).Then(clientv3.OpPut(ck, string(value))).Commit()
+		cancel()
+		if err == nil {
+			return
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	d.log.Error("pairing: the code could not be restored; make a new one (tandemctl cluster code)", "err", err)
 }
 
 // ErrBusy says another node is still joining; the joiner retries.
