@@ -55,32 +55,27 @@ func (a *fsAgent) claim(ctx context.Context, k string) error {
 	d.mu.Lock()
 	mine := fmt.Sprintf("%s/%d", d.cfg.Node, d.lease.token)
 	d.mu.Unlock()
-	for {
-		c, cancel := context.WithTimeout(ctx, d.cfg.requestTimeout())
-		tr, err := d.cli.Txn(c).If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
+	var tr *clientv3.TxnResponse
+	err := d.retryEtcd(ctx, 0, "fs: record the format", func(c context.Context) (err error) {
+		tr, err = d.cli.Txn(c).If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
 			Then(clientv3.OpPut(k, mine)).Else(clientv3.OpGet(k)).Commit()
-		cancel()
-		if err == nil {
-			if tr.Succeeded {
-				return nil
-			}
-			var by string
-			if kvs := tr.Responses[0].GetResponseRange().GetKvs(); len(kvs) > 0 {
-				by = string(kvs[0].Value)
-			}
-			if by == mine {
-				return nil
-			}
-			node, _, _ := strings.Cut(by, "/")
-			return fmt.Errorf("%s shows no filesystem, but %s made one for %s before: not formatting over data", a.device, node, a.dir)
-		}
-		d.log.Warn("fs: record the format in etcd: retrying", "err", err)
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("format %s: %w", a.device, err)
-		case <-time.After(500 * time.Millisecond):
-		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("format %s: %w", a.device, err)
 	}
+	if tr.Succeeded {
+		return nil
+	}
+	var by string
+	if kvs := tr.Responses[0].GetResponseRange().GetKvs(); len(kvs) > 0 {
+		by = string(kvs[0].Value)
+	}
+	if by == mine {
+		return nil
+	}
+	node, _, _ := strings.Cut(by, "/")
+	return fmt.Errorf("%s shows no filesystem, but %s made one for %s before: not formatting over data", a.device, node, a.dir)
 }
 
 // hasExt4 reports whether dev starts with an ext2/3/4 superblock (magic

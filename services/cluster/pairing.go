@@ -358,17 +358,35 @@ func (d *Daemon) pair(ctx context.Context, req pairRequest) (*pairResponse, erro
 // or already used pairing code" to every retry). Only an absent code is
 // written, so a retry after a lost answer changes nothing.
 func (d *Daemon) restoreCode(ctx context.Context, ck string, value []byte) {
-	var err error
-	for range 10 {
-		c, cancel := context.WithTimeout(ctx, d.cfg.requestTimeout())
-		_, err = d.cli.Txn(c).If(clientv3.Compare(clientv3.CreateRevision(ck), "=", 0)).Then(clientv3.OpPut(ck, string(value))).Commit()
-		cancel()
-		if err == nil {
-			return
-		}
-		time.Sleep(500 * time.Millisecond)
+	err := d.retryEtcd(ctx, 10, "pairing: restore the code", func(c context.Context) error {
+		_, err := d.cli.Txn(c).If(clientv3.Compare(clientv3.CreateRevision(ck), "=", 0)).Then(clientv3.OpPut(ck, string(value))).Commit()
+		return err
+	})
+	if err != nil {
+		d.log.Error("pairing: the code could not be restored; make a new one (tandemctl cluster code)", "err", err)
 	}
-	d.log.Error("pairing: the code could not be restored; make a new one (tandemctl cluster code)", "err", err)
+}
+
+// retryEtcd runs op, each try within the request timeout, until it
+// succeeds, ctx ends or tries (0: no limit) are used up, every 500 ms,
+// and returns op's last error. A busy etcd drops or times out a proposal
+// now and then (while leadership moves, above all) with nothing applied,
+// so op must be safe to repeat.
+func (d *Daemon) retryEtcd(ctx context.Context, tries int, what string, op func(context.Context) error) error {
+	for i := 1; ; i++ {
+		c, cancel := context.WithTimeout(ctx, d.cfg.requestTimeout())
+		err := op(c)
+		cancel()
+		if err == nil || i == tries {
+			return err
+		}
+		d.log.Warn(what+": retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }
 
 // ErrBusy says another node is still joining; the joiner retries.
