@@ -19,7 +19,7 @@ import (
 
 	"tandem/internal/nodeconfig"
 	"tandem/internal/service"
-	ntime "tandem/services/time"
+	"tandem/services/ntp"
 )
 
 const usage = `usage: tandem-time -config PATH [-status PATH] [-set-clock=false]
@@ -60,11 +60,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	log := service.NewLogger(stderr, "time")
-	var clock ntime.Clock = ntime.SystemClock{}
+	var clock ntp.Clock = ntp.SystemClock{}
 	if !*setClock {
 		clock = measureOnly{}
 	}
-	svc := ntime.New(ntime.Config{
+	svc := ntp.New(ntp.Config{
 		Servers: cfg.Time.Servers, StepThreshold: cfg.Time.StepThreshold, PollInterval: cfg.Time.PollInterval,
 		MaxOffset: cfg.Time.MaxOffset, Clock: clock, Logger: log,
 	})
@@ -74,8 +74,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	n := service.Notifier{Log: log}
 	ready := false
 	wd := n.Watchdog(ctx)
-	polls := make(chan ntime.Status)
-	go svc.Run(ctx, func(st ntime.Status) {
+	polls := make(chan ntp.Status)
+	go svc.Run(ctx, func(st ntp.Status) {
 		select {
 		case polls <- st:
 		case <-ctx.Done():
@@ -110,7 +110,7 @@ func (measureOnly) Step(d time.Duration) error { return nil }
 func (measureOnly) Slew(d time.Duration) error { return nil }
 
 // writeStatus writes the status atomically.
-func writeStatus(path string, st ntime.Status) error {
+func writeStatus(path string, st ntp.Status) error {
 	b, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return err

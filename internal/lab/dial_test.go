@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"tandem/internal/testenv"
-	timesvc "tandem/services/time"
+	"tandem/services/ntp"
 )
 
 // testNetns gives a Lab value only its namespace: one made for the test,
@@ -100,8 +100,8 @@ func TestSNTPServer(t *testing.T) {
 }
 
 // sntpQuery polls the lab's SNTP server once with the time service.
-func sntpQuery(t *testing.T, l *Lab) (timesvc.Status, error) {
-	s := timesvc.New(timesvc.Config{
+func sntpQuery(t *testing.T, l *Lab) (ntp.Status, error) {
+	s := ntp.New(ntp.Config{
 		Servers: []string{HostAddr.String()}, StepThreshold: time.Hour, MaxOffset: time.Second,
 		PollInterval: time.Minute, Timeout: 10 * time.Second, Clock: stillClock{t}, Dial: l.Dial,
 	})

@@ -24,7 +24,7 @@ import (
 	"time"
 
 	"tandem/internal/qemu"
-	timesvc "tandem/services/time"
+	"tandem/services/ntp"
 )
 
 // The lab network. The VIP is reserved for the cluster's service address;
@@ -417,7 +417,7 @@ func (l *Lab) serveTime() error {
 	}
 	l.ntp = &ntpConn{PacketConn: pc, requests: map[string]int{}}
 	go func() {
-		if err := (timesvc.Server{}).Serve(l.ntp); err != nil {
+		if err := (ntp.Server{}).Serve(l.ntp); err != nil {
 			l.opts.Logf("lab: SNTP server: %v", err)
 		}
 	}()

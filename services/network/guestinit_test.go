@@ -20,7 +20,7 @@ import (
 
 	"tandem/internal/guest"
 	"tandem/internal/nodeconfig"
-	ntime "tandem/services/time"
+	"tandem/services/ntp"
 )
 
 // This file is the other half of TestGuestBondVLAN: the same test binary,
@@ -65,7 +65,7 @@ type guestResult struct {
 	BondAfter    int         `json:"bond_after"` // and after the failover
 	VLANAfter    int         `json:"vlan_after"`
 	FailoverTook string      `json:"failover_took"`
-	// services/time's SystemClock on a real (guest) clock.
+	// services/ntp's SystemClock on a real (guest) clock.
 	ClockStepped time.Duration `json:"clock_stepped"` // wall clock moved by Step(1h)
 	SlewPending  time.Duration `json:"slew_pending"`  // kernel offset after Slew(200ms)
 }
@@ -153,11 +153,11 @@ func guestRun() (res guestResult) {
 // service's SystemClock (never done on the host).
 func guestClock(res *guestResult) error {
 	before := time.Now().Round(0) // wall clock only
-	if err := (ntime.SystemClock{}).Step(time.Hour); err != nil {
+	if err := (ntp.SystemClock{}).Step(time.Hour); err != nil {
 		return err
 	}
 	res.ClockStepped = time.Now().Round(0).Sub(before)
-	if err := (ntime.SystemClock{}).Slew(200 * time.Millisecond); err != nil {
+	if err := (ntp.SystemClock{}).Slew(200 * time.Millisecond); err != nil {
 		return err
 	}
 	var tx unix.Timex

@@ -1,4 +1,4 @@
-package time
+package ntp
 
 import (
 	"context"

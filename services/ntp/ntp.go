@@ -1,10 +1,10 @@
-// Package time is the node's NTP client: it polls several servers, steps
+// Package ntp is the node's NTP client: it polls several servers, steps
 // the clock once at boot when it is far off, slews it afterwards, and
 // reports whether the clock is synchronised and by how much it was off.
 // The cluster refuses leases to a node whose clock is not synchronised.
 // The clock sits behind the Clock interface, so host tests never touch the
 // host's clock.
-package time
+package ntp
 
 import (
 	"context"
