@@ -16,7 +16,6 @@ import (
 	"tandem/image"
 	"tandem/image/disk"
 	"tandem/image/grub"
-	"tandem/init/pid1"
 	"tandem/internal/grubenv"
 	"tandem/internal/lab"
 	"tandem/internal/nodeimage"
@@ -44,7 +43,7 @@ func TestBIOSBootPowerOffReboot(t *testing.T) {
 	if err := os.Truncate(d, 2048<<20); err != nil {
 		t.Fatal(err)
 	}
-	seed := "/boot" + pid1.SeedDir + "/node.yaml"
+	seed := "/boot" + nodeimage.SeedDir + "/node.yaml"
 	if err := lab.SeedDisk(d, map[string][]byte{"node.yaml": seededConfig(t, "kvm-node", "seeded-a", "")}); err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +69,7 @@ func TestBIOSBootPowerOffReboot(t *testing.T) {
 			t.Errorf("unclean shutdown: %q", l)
 		}
 	}
-	if b, err := disk.ReadBootFile(d, pid1.SeedDir+"/node.yaml"); err == nil {
+	if b, err := disk.ReadBootFile(d, nodeimage.SeedDir+"/node.yaml"); err == nil {
 		t.Errorf("boot partition still holds the seed after the boot that moved it: %q", b)
 	}
 
@@ -79,7 +78,7 @@ func TestBIOSBootPowerOffReboot(t *testing.T) {
 	if count(vm2, "init: data partition /dev/vda4 present") != 1 {
 		t.Error("second boot did not find the data partition made by the first")
 	}
-	if count(vm2, "init: no seed files in /boot"+pid1.SeedDir) != 1 || count(vm2, "hostname kvm-node -> seeded-a") != 1 {
+	if count(vm2, "init: no seed files in /boot"+nodeimage.SeedDir) != 1 || count(vm2, "hostname kvm-node -> seeded-a") != 1 {
 		t.Error("second boot: want no seed files and the seeded host name, from perm")
 	}
 }

@@ -14,8 +14,8 @@ import (
 	"github.com/miekg/dns"
 
 	"tandem/image/disk"
-	"tandem/init/pid1"
 	"tandem/internal/lab"
+	"tandem/internal/nodeimage"
 	"tandem/internal/testenv"
 )
 
@@ -112,7 +112,7 @@ func TestLab(t *testing.T) {
 
 	// Boot again from its disk: the seed was moved on the first boot, the
 	// config it became is still on perm.
-	if b, err := disk.ReadBootFile(st.Nodes[2].Disk, pid1.SeedDir+"/node.yaml"); err == nil {
+	if b, err := disk.ReadBootFile(st.Nodes[2].Disk, nodeimage.SeedDir+"/node.yaml"); err == nil {
 		t.Errorf("arbiter's boot partition still holds the seed: %q", b)
 	}
 	start := time.Now()

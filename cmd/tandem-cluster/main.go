@@ -28,7 +28,6 @@ import (
 	"syscall"
 	"time"
 
-	"tandem/init/supervise"
 	"tandem/internal/nodeconfig"
 	"tandem/internal/service"
 	"tandem/services/cluster"
@@ -49,7 +48,7 @@ func main() {
 		case errors.Is(err, cluster.ErrNoCluster), errors.Is(err, cluster.ErrNotPaired):
 			// Nothing to run until an administrator pairs the node:
 			// tell the supervisor not to restart us.
-			os.Exit(supervise.NoRestart)
+			os.Exit(service.NoRestart)
 		}
 		os.Exit(1)
 	}

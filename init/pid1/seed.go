@@ -13,14 +13,9 @@ import (
 	"tandem/internal/nodeimage"
 )
 
-// SeedDir is where seed files go on the boot partition (FAT32, so any OS
-// can write it after flashing an image): seed/NAME on it becomes
-// /perm/tandem/NAME at the next boot. Relative to the partition's root.
-const SeedDir = "/tandem/seed"
-
 // Where PID 1 sees the seed and where it moves it.
 var (
-	bootSeedDir = "/boot" + SeedDir
+	bootSeedDir = "/boot" + nodeimage.SeedDir
 	permDir     = filepath.Dir(nodeimage.NodeConfigPerm) // /perm/tandem
 )
 

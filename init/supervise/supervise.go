@@ -16,10 +16,6 @@ import (
 	"time"
 )
 
-// NoRestart is the exit code with which a service says it must not be
-// restarted (gokrazy's convention).
-const NoRestart = 125
-
 // Spec is one service to run.
 type Spec struct {
 	Name string
@@ -43,7 +39,7 @@ type State struct {
 	Ready    bool
 	Status   string
 	Restarts int
-	Stopped  bool // exited with NoRestart, or the supervisor is stopping
+	Stopped  bool // exited with service.NoRestart (internal/service), or the supervisor is stopping
 }
 
 // Options tune restarts; zero values take the defaults.
@@ -83,8 +79,8 @@ func (o *Options) defaults() {
 type Supervisor struct {
 	opt      Options
 	mu       sync.Mutex
-	svcs     []*service
-	byPID    map[int]*service
+	svcs     []*child
+	byPID    map[int]*child
 	stopping bool
 	changed  chan struct{} // closed and replaced on every state change
 }
@@ -95,9 +91,9 @@ func New(specs []Spec, opt Options) (*Supervisor, error) {
 	if err := os.MkdirAll(opt.NotifyDir, 0o755); err != nil {
 		return nil, fmt.Errorf("supervise: %w", err)
 	}
-	s := &Supervisor{opt: opt, byPID: map[int]*service{}, changed: make(chan struct{})}
+	s := &Supervisor{opt: opt, byPID: map[int]*child{}, changed: make(chan struct{})}
 	for _, sp := range specs {
-		s.svcs = append(s.svcs, &service{spec: sp, sup: s, backoff: opt.MinBackoff})
+		s.svcs = append(s.svcs, &child{spec: sp, sup: s, backoff: opt.MinBackoff})
 	}
 	return s, nil
 }

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"tandem/internal/service"
+
 	"github.com/coreos/go-systemd/v22/daemon"
 )
 
@@ -21,7 +23,7 @@ func TestMain(m *testing.M) {
 			time.Sleep(200 * time.Millisecond)
 		}
 	case "norestart":
-		os.Exit(NoRestart)
+		os.Exit(service.NoRestart)
 	case "silent":
 		select {}
 	}
@@ -106,7 +108,7 @@ func TestNoRestartExitCode(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	st := s.States()[0]
 	if !st.Stopped || st.Restarts != 0 {
-		t.Fatalf("after exit %d: %+v, want stopped, no restarts", NoRestart, st)
+		t.Fatalf("after exit %d: %+v, want stopped, no restarts", service.NoRestart, st)
 	}
 }
 

@@ -16,7 +16,6 @@ import (
 	"github.com/diskfs/go-diskfs/partition/gpt"
 
 	"tandem/image"
-	"tandem/init/pid1"
 	"tandem/internal/nodeimage"
 )
 
@@ -76,7 +75,7 @@ func imageFile(dir string) (file, format string, err error) {
 }
 
 // SeedDisk writes files (name relative to the seed directory -> content)
-// into the seed directory (pid1.SeedDir) of the boot partition of the raw
+// into the seed directory (nodeimage.SeedDir) of the boot partition of the raw
 // disk image at path, replacing files of the same name. At its next boot
 // the node's PID 1 moves them to /perm/tandem/NAME (docs/image.md), so
 // "node.yaml" becomes the node's configuration.
@@ -107,7 +106,7 @@ func SeedDisk(disk string, files map[string][]byte) error {
 		return fmt.Errorf("seed %s: boot partition: %w", disk, err)
 	}
 	for _, name := range names {
-		p := path.Join(pid1.SeedDir, name)
+		p := path.Join(nodeimage.SeedDir, name)
 		if err := fsys.Mkdir(path.Dir(p)); err != nil {
 			return fmt.Errorf("seed %s: mkdir %s: %w", disk, path.Dir(p), err)
 		}

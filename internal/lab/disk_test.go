@@ -13,7 +13,6 @@ import (
 	"github.com/diskfs/go-diskfs/filesystem"
 	"github.com/diskfs/go-diskfs/partition/gpt"
 
-	"tandem/init/pid1"
 	"tandem/internal/nodeimage"
 )
 
@@ -50,7 +49,7 @@ func readBootFile(t *testing.T, p, name string) (string, error) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := fs.OpenFile(path.Join(pid1.SeedDir, name), os.O_RDONLY)
+	f, err := fs.OpenFile(path.Join(nodeimage.SeedDir, name), os.O_RDONLY)
 	if err != nil {
 		return "", err
 	}
@@ -71,7 +70,7 @@ func TestSeedDisk(t *testing.T) {
 	}
 	for name, want := range map[string]string{"node.yaml": "hostname: seeded\n", "cluster/ca.pem": "CA"} {
 		if got, err := readBootFile(t, p, name); got != want || err != nil {
-			t.Errorf("boot partition %s/%s = %q, %v; want %q", pid1.SeedDir, name, got, err, want)
+			t.Errorf("boot partition %s/%s = %q, %v; want %q", nodeimage.SeedDir, name, got, err, want)
 		}
 	}
 	for _, bad := range []string{"../node.yaml", "/node.yaml", "a/./b", ""} {

@@ -19,6 +19,11 @@ const (
 	NodeConfigPath = "/etc/tandem/node.yaml"
 )
 
+// SeedDir is where seed files go on the boot partition (FAT32, so any OS
+// can write it after flashing an image): seed/NAME on it becomes
+// /perm/tandem/NAME at the next boot. Relative to the partition's root.
+const SeedDir = "/tandem/seed"
+
 // Partition names (GPT partition labels) on a tandem disk.
 const (
 	PartBIOS = "tandem-bios"

@@ -12,6 +12,10 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 )
 
+// NoRestart is the exit code with which a service tells PID 1 it must not
+// be restarted (gokrazy's convention).
+const NoRestart = 125
+
 // NewLogger returns a text logger to w whose every line carries
 // component=NAME.
 func NewLogger(w io.Writer, component string) *slog.Logger {

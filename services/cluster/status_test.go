@@ -6,8 +6,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"tandem/services/replication"
 	"testing"
+
+	"tandem/services/replication"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")

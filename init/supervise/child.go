@@ -8,9 +8,11 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"tandem/internal/service"
 )
 
-type service struct {
+type child struct {
 	spec     Spec
 	sup      *Supervisor
 	sock     string
@@ -26,7 +28,7 @@ type service struct {
 }
 
 // startLocked starts the process; the supervisor's lock is held.
-func (sv *service) startLocked() {
+func (sv *child) startLocked() {
 	s := sv.sup
 	if s.stopping {
 		return
@@ -64,7 +66,7 @@ func (sv *service) startLocked() {
 	s.notifyChangeLocked()
 }
 
-func (sv *service) exitedLocked(ws syscall.WaitStatus) {
+func (sv *child) exitedLocked(ws syscall.WaitStatus) {
 	s := sv.sup
 	s.opt.Logf("service %s (pid %d) exited: %s", sv.spec.Name, sv.pid, describe(ws))
 	sv.pid, sv.ready = 0, false
@@ -73,7 +75,7 @@ func (sv *service) exitedLocked(ws syscall.WaitStatus) {
 	if s.stopping {
 		return
 	}
-	if ws.Exited() && ws.ExitStatus() == NoRestart {
+	if ws.Exited() && ws.ExitStatus() == service.NoRestart {
 		s.opt.Logf("service %s asked not to be restarted", sv.spec.Name)
 		sv.stopped = true
 		return
@@ -84,7 +86,7 @@ func (sv *service) exitedLocked(ws syscall.WaitStatus) {
 	sv.scheduleRestartLocked()
 }
 
-func (sv *service) scheduleRestartLocked() {
+func (sv *child) scheduleRestartLocked() {
 	s := sv.sup
 	d := sv.backoff
 	sv.backoff = min(2*sv.backoff, s.opt.MaxBackoff)
@@ -99,7 +101,7 @@ func (sv *service) scheduleRestartLocked() {
 	})
 }
 
-func (sv *service) stop(timeout time.Duration) {
+func (sv *child) stop(timeout time.Duration) {
 	s := sv.sup
 	s.mu.Lock()
 	pid, exited := sv.pid, sv.exited
@@ -126,7 +128,7 @@ func listenNotify(path string) (*net.UnixConn, error) {
 }
 
 // readNotify applies sd_notify datagrams: newline-separated KEY=VALUE.
-func (sv *service) readNotify(ctx context.Context, c *net.UnixConn) {
+func (sv *child) readNotify(ctx context.Context, c *net.UnixConn) {
 	go func() { <-ctx.Done(); c.Close() }()
 	buf := make([]byte, 4096)
 	for {
@@ -138,7 +140,7 @@ func (sv *service) readNotify(ctx context.Context, c *net.UnixConn) {
 	}
 }
 
-func (sv *service) apply(msg string) {
+func (sv *child) apply(msg string) {
 	s := sv.sup
 	s.mu.Lock()
 	defer s.mu.Unlock()
