@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"tandem/internal/lab"
+	"tandem/lab"
 	"tandem/services/cluster"
 	"tandem/services/mail/mailprobe"
 )

@@ -17,10 +17,10 @@ import (
 	"tandem/image/disk"
 	"tandem/image/grub"
 	"tandem/internal/grubenv"
-	"tandem/internal/lab"
 	"tandem/internal/nodeimage"
-	"tandem/internal/qemu"
 	"tandem/internal/testenv"
+	"tandem/lab"
+	"tandem/lab/qemu"
 )
 
 // Bounds against hangs; TCG on a loaded 2-core machine is slow.

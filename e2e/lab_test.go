@@ -14,9 +14,9 @@ import (
 	"github.com/miekg/dns"
 
 	"tandem/image/disk"
-	"tandem/internal/lab"
 	"tandem/internal/nodeimage"
 	"tandem/internal/testenv"
+	"tandem/lab"
 )
 
 // TestLab boots the three-VM lab from the kvm-node and kvm-arbitrator

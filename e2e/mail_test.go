@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"tandem/internal/lab"
 	"tandem/internal/testenv"
+	"tandem/lab"
 	"tandem/services/cluster"
 	"tandem/services/mail/mailprobe"
 )

@@ -13,8 +13,8 @@ import (
 
 	"tandem/image"
 	"tandem/image/recipe"
-	"tandem/internal/qemu"
 	"tandem/internal/testenv"
+	"tandem/lab/qemu"
 )
 
 var (

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"tandem/image"
-	"tandem/internal/qemu"
+	"tandem/lab/qemu"
 )
 
 // runBench prints the image builder's figures: warm build time, artifact

@@ -9,7 +9,7 @@ import (
 	"path/filepath"
 
 	"tandem/image"
-	"tandem/internal/qemu"
+	"tandem/lab/qemu"
 )
 
 func runBoot(ctx context.Context, args []string, stdout, stderr io.Writer) error {

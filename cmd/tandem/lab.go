@@ -14,7 +14,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"tandem/internal/lab"
+	"tandem/lab"
 )
 
 const labUsage = `usage: tandem lab COMMAND [-dir DIR] [ARGS]

@@ -23,7 +23,7 @@ import (
 // ends the thread instead of reusing it.
 //
 // Why not always let the thread end: a thread's exit kills every child
-// that was started from it with Pdeathsig (internal/qemu's QEMUs are), and
+// that was started from it with Pdeathsig (lab/qemu's QEMUs are), and
 // the locked goroutine runs on whatever thread the scheduler gave it,
 // possibly one that started a QEMU earlier.
 //

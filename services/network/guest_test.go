@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"tandem/internal/guest"
 	"tandem/internal/testenv"
+	"tandem/lab/vmtest"
 )
 
 // TestGuestBondVLAN needs bonding and 8021q, which the build machines'
@@ -22,9 +22,9 @@ import (
 // set_link on both ends), and a VLAN on the bond carries traffic. The
 // guest's NICs are joined only by QEMU hubs: nothing reaches the host.
 func TestGuestBondVLAN(t *testing.T) {
-	testenv.RequireTool(t, guest.Tools...)
-	kernel := guest.DebianKernel(t)
-	initrd := guest.Initramfs(t, kernel, "virtio_pci", "virtio_net", "bonding", "8021q")
+	testenv.RequireTool(t, vmtest.Tools...)
+	kernel := vmtest.DebianKernel(t)
+	initrd := vmtest.Initramfs(t, kernel, "virtio_pci", "virtio_net", "bonding", "8021q")
 
 	monitor := filepath.Join(t.TempDir(), "monitor")
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
@@ -35,7 +35,7 @@ func TestGuestBondVLAN(t *testing.T) {
 			"-device", fmt.Sprintf("virtio-net-pci,netdev=h%d,id=nic%d,mac=52:54:00:80:00:0%d", i, i, []int{1, 2, 3, 4}[i]))
 	}
 	// nic0 (lan0) and nic2 (p0) share hub 0; nic1 (lan1) and nic3 (p1) hub 1.
-	vm := guest.Start(ctx, t, guest.Config{Kernel: kernel, Initrd: initrd, Args: args})
+	vm := vmtest.Start(ctx, t, vmtest.Config{Kernel: kernel, Initrd: initrd, Args: args})
 
 	var res *guestResult
 	for line := range vm.Lines() {

@@ -18,8 +18,8 @@ import (
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 
-	"tandem/internal/guest"
 	"tandem/internal/nodeconfig"
+	"tandem/lab/vmtest"
 	"tandem/services/ntp"
 )
 
@@ -80,7 +80,7 @@ func guestMain() {
 	res := guestRun()
 	b, _ := json.Marshal(res)
 	fmt.Printf("\n%s%s\n", guestMarkResult, b)
-	guest.PowerOff()
+	vmtest.PowerOff()
 }
 
 func guestRun() (res guestResult) {
@@ -88,7 +88,7 @@ func guestRun() (res guestResult) {
 		res.Error = fmt.Sprintf(format, args...)
 		return res
 	}
-	if err := guest.Init(); err != nil {
+	if err := vmtest.Init(); err != nil {
 		return fail("%v", err)
 	}
 	if err := guestClock(&res); err != nil {

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"tandem/internal/guest"
 	"tandem/internal/testenv"
+	"tandem/lab/vmtest"
 )
 
 // BenchmarkReplicatedWrite measures the write throughput of the
@@ -29,7 +29,7 @@ import (
 // ignores b.N: run it with -benchtime 1x (make bench).
 func BenchmarkReplicatedWrite(b *testing.B) {
 	testenv.RequireRoot(b)
-	testenv.RequireTool(b, guest.Tools...)
+	testenv.RequireTool(b, vmtest.Tools...)
 	rounds := 5
 	if v, err := strconv.Atoi(os.Getenv("TANDEM_BENCH_RUNS")); err == nil && v > 0 {
 		rounds = v

@@ -13,12 +13,12 @@ import (
 	"time"
 
 	"tandem/image/initramfs"
-	"tandem/internal/guest"
 	"tandem/internal/testenv"
+	"tandem/lab/vmtest"
 )
 
 func TestMain(m *testing.M) {
-	if guest.IsGuest() {
+	if vmtest.IsGuest() {
 		guestMain() // a QEMU guest of TestGuestFailover; never returns
 	}
 	if filepath.Base(os.Args[0]) == guestHandler {
@@ -45,7 +45,7 @@ var drbdPrograms = []string{"sbin/drbdadm", "sbin/drbdsetup", "sbin/drbdmeta", "
 // after promotion, and A's refused promotion.
 func TestGuestFailover(t *testing.T) {
 	testenv.RequireRoot(t)
-	testenv.RequireTool(t, guest.Tools...)
+	testenv.RequireTool(t, vmtest.Tools...)
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
 	p := runPair(ctx, t, [2][]string{})
@@ -57,7 +57,7 @@ func TestGuestFailover(t *testing.T) {
 
 // guestPair is guests A and B of a run, after both powered off.
 type guestPair struct {
-	vms     [2]*guest.VM
+	vms     [2]*vmtest.VM
 	reports [2]report
 }
 
@@ -70,16 +70,16 @@ func runPair(ctx context.Context, t testing.TB, extra [2][]string) guestPair {
 	t.Helper()
 	run, stop := context.WithCancel(ctx)
 	defer stop()
-	kernel := guest.DebianKernel(t)
+	kernel := vmtest.DebianKernel(t)
 	initrd := guestInitramfs(t, kernel)
 	dir := t.TempDir()
 	ports := [2]int{freePort(t), freePort(t)}
-	vmA := guest.Start(run, t, guest.Config{Kernel: kernel, Initrd: initrd, Args: append(guestArgs(t, dir, "a", "listen", ports), extra[0]...)})
+	vmA := vmtest.Start(run, t, vmtest.Config{Kernel: kernel, Initrd: initrd, Args: append(guestArgs(t, dir, "a", "listen", ports), extra[0]...)})
 	waitListening(t, ports[0])
 	waitListening(t, ports[1])
-	vmB := guest.Start(run, t, guest.Config{Kernel: kernel, Initrd: initrd, Args: append(guestArgs(t, dir, "b", "connect", ports), extra[1]...)})
+	vmB := vmtest.Start(run, t, vmtest.Config{Kernel: kernel, Initrd: initrd, Args: append(guestArgs(t, dir, "b", "connect", ports), extra[1]...)})
 
-	p := guestPair{vms: [2]*guest.VM{vmA, vmB}}
+	p := guestPair{vms: [2]*vmtest.VM{vmA, vmB}}
 	var wg sync.WaitGroup
 	for i, vm := range p.vms {
 		wg.Add(1)
@@ -203,7 +203,7 @@ type report struct {
 }
 
 // collect reads a guest's console until QEMU exits.
-func collect(t testing.TB, name string, vm *guest.VM) report {
+func collect(t testing.TB, name string, vm *vmtest.VM) report {
 	r := report{marks: map[string]string{}, events: map[string][]string{}}
 	for line := range vm.Lines() {
 		i := strings.Index(line, guestMark)
@@ -279,16 +279,16 @@ func waitListening(t testing.TB, port int) {
 	t.Fatalf("QEMU does not listen on 127.0.0.1:%d", port)
 }
 
-// guestInitramfs is internal/guest's initramfs (this test binary, the
+// guestInitramfs is lab/vmtest's initramfs (this test binary, the
 // modules) followed by a second archive with drbd-utils' programs and the
 // libraries they need (from the host, Debian like the guest's kernel).
 // crc32c_generic goes first: libcrc32c asks the crypto API for crc32c
 // when it loads, and the guest has no modprobe to load it on demand.
 // qemu_fw_cfg shows QEMU's -fw_cfg items to the guest (benchParams).
-func guestInitramfs(t testing.TB, k guest.Kernel) string {
+func guestInitramfs(t testing.TB, k vmtest.Kernel) string {
 	t.Helper()
-	base := guest.Initramfs(t, k, "crc32c_generic", "drbd", "qemu_fw_cfg", "virtio_pci", "virtio_blk", "virtio_net")
-	utils := guest.DebianPackage(t, "drbd-utils")
+	base := vmtest.Initramfs(t, k, "crc32c_generic", "drbd", "qemu_fw_cfg", "virtio_pci", "virtio_blk", "virtio_net")
+	utils := vmtest.DebianPackage(t, "drbd-utils")
 	tree := initramfs.NewTree()
 	for _, p := range drbdPrograms {
 		if err := tree.AddHost(p, filepath.Join(utils, p)); err != nil {

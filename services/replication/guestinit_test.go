@@ -16,7 +16,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"tandem/internal/guest"
+	"tandem/lab/vmtest"
 )
 
 // This file is the other half of TestGuestFailover (and, with
@@ -89,11 +89,11 @@ func guestMain() {
 	if err := guestRun(); err != nil {
 		guestSay(markError, "%v", err)
 	}
-	guest.PowerOff()
+	vmtest.PowerOff()
 }
 
 func guestRun() error {
-	if err := guest.Init(); err != nil {
+	if err := vmtest.Init(); err != nil {
 		return err
 	}
 	self, err := guestSetup()

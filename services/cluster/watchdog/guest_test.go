@@ -7,12 +7,12 @@ import (
 	"testing"
 	"time"
 
-	"tandem/internal/guest"
 	"tandem/internal/testenv"
+	"tandem/lab/vmtest"
 )
 
 func TestMain(m *testing.M) {
-	if guest.IsGuest() {
+	if vmtest.IsGuest() {
 		guestMain() // the QEMU guest of TestGuestReset; never returns
 	}
 	testenv.LockMachine("services/cluster/watchdog")
@@ -29,12 +29,12 @@ func TestMain(m *testing.M) {
 // action reset) before the guest can say it was not.
 func TestGuestReset(t *testing.T) {
 	testenv.RequireRoot(t)
-	testenv.RequireTool(t, guest.Tools...)
-	kernel := guest.DebianKernel(t)
-	initrd := guest.Initramfs(t, kernel, "i6300esb")
+	testenv.RequireTool(t, vmtest.Tools...)
+	kernel := vmtest.DebianKernel(t)
+	initrd := vmtest.Initramfs(t, kernel, "i6300esb")
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
-	vm := guest.Start(ctx, t, guest.Config{Kernel: kernel, Initrd: initrd, QMP: true,
+	vm := vmtest.Start(ctx, t, vmtest.Config{Kernel: kernel, Initrd: initrd, QMP: true,
 		Args: []string{"-nic", "none", "-device", "i6300esb", "-action", "watchdog=reset"}})
 
 	seen := map[string]time.Duration{} // mark: when the host saw it
@@ -59,7 +59,7 @@ func TestGuestReset(t *testing.T) {
 	checkGuest(t, seen, order, ended, events, vm.Serial())
 }
 
-func checkGuest(t *testing.T, seen map[string]time.Duration, order []string, ended time.Duration, events []guest.Event, serial string) {
+func checkGuest(t *testing.T, seen map[string]time.Duration, order []string, ended time.Duration, events []vmtest.Event, serial string) {
 	t.Helper()
 	if _, ok := seen[guestMarkError]; ok {
 		t.Fatalf("guest failed; console:\n%s", serial)
@@ -77,7 +77,7 @@ func checkGuest(t *testing.T, seen map[string]time.Duration, order []string, end
 	t.Logf("reset %.1fs after the guest stopped petting (timeout %v)", (ended - seen[guestMarkHung]).Seconds(), guestTimeout)
 }
 
-func hasEvent(events []guest.Event, name, data string) bool {
+func hasEvent(events []vmtest.Event, name, data string) bool {
 	for _, e := range events {
 		if e.Event == name && strings.Contains(strings.ReplaceAll(string(e.Data), " ", ""), data) {
 			return true

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"tandem/internal/guest"
+	"tandem/lab/vmtest"
 )
 
 // This file is the other half of TestGuestReset: the same test binary,
@@ -42,11 +42,11 @@ func guestMain() {
 	if err := guestRun(); err != nil {
 		guestSay(guestMarkError, "%v", err)
 	}
-	guest.PowerOff()
+	vmtest.PowerOff()
 }
 
 func guestRun() error {
-	if err := guest.Init(); err != nil {
+	if err := vmtest.Init(); err != nil {
 		return err
 	}
 	d := &Device{Path: "/dev/watchdog"}

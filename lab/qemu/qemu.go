@@ -52,7 +52,7 @@ type Config struct {
 	Net bool
 	// Link, if set, connects a virtio NIC to a UDP socket on loopback
 	// instead (QEMU's dgram netdev): every Ethernet frame goes to and comes
-	// from Link.Remote, where a switch such as tandem/internal/lab's runs.
+	// from Link.Remote, where a switch such as tandem/lab's runs.
 	Link *Link
 	// MemoryMiB defaults to 1024.
 	MemoryMiB int

@@ -1,4 +1,4 @@
-package guest
+package vmtest
 
 import (
 	"bufio"
@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"tandem/internal/qemu"
+	"tandem/lab/qemu"
 )
 
 // Config says how to boot a guest.

@@ -23,7 +23,7 @@ import (
 	"sync"
 	"time"
 
-	"tandem/internal/qemu"
+	"tandem/lab/qemu"
 	"tandem/services/ntp"
 )
 

@@ -1,11 +1,11 @@
-// Package guest boots Debian's kernel under QEMU (TCG) with a test binary
+// Package vmtest boots Debian's kernel under QEMU (TCG) with a test binary
 // as /init, for tests that need a kernel feature the build machines' kernel
 // lacks (bonding, VLANs, a watchdog device). The host side fetches and
 // caches the kernel package, builds a tiny initramfs holding the package's
 // test binary (static) and the modules it needs, and starts QEMU with the
 // serial console captured line by line. The guest side (Init, PowerOff)
 // runs in that test binary when it is PID 1.
-package guest
+package vmtest
 
 import (
 	"os"
