@@ -3,30 +3,18 @@ package grub
 import (
 	"bytes"
 	"encoding/binary"
-	"flag"
-	"os"
 	"path/filepath"
 	"testing"
-)
 
-var update = flag.Bool("update", false, "rewrite golden files")
+	"tandem/internal/golden"
+)
 
 func TestConfigGolden(t *testing.T) {
 	got, err := Config{SerialUnit: 1, Speed: 115200, Cmdline: "console=tty0 console=ttyS1,115200 panic=5", TimeoutSec: 1}.Render()
 	if err != nil {
 		t.Fatal(err)
 	}
-	golden := filepath.Join("testdata", "grub.cfg")
-	if *update {
-		os.WriteFile(golden, got, 0o644)
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("Render() differs from %s (run go test -update):\n%s", golden, got)
-	}
+	golden.Check(t, filepath.Join("testdata", "grub.cfg"), got)
 }
 
 func TestConfigRejectsInjection(t *testing.T) {

@@ -2,16 +2,15 @@ package cluster
 
 import (
 	"bytes"
-	"flag"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"tandem/internal/golden"
+
 	"tandem/services/replication"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
 func TestFormatStatus(t *testing.T) {
 	nodes := []NodeStatus{
@@ -51,20 +50,7 @@ func TestFormatStatus(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			var b bytes.Buffer
 			FormatStatus(&b, tt.s)
-			golden := filepath.Join("testdata", "status-"+tt.name+".golden")
-			if *update {
-				if err := os.WriteFile(golden, b.Bytes(), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("read golden (run with -update): %v", err)
-			}
-			if b.String() != string(want) {
-				t.Errorf("FormatStatus(%s) =\n%s\nwant:\n%s", tt.name, b.String(), want)
-			}
+			golden.Check(t, filepath.Join("testdata", "status-"+tt.name+".golden"), b.Bytes())
 		})
 	}
 }

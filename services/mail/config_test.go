@@ -1,14 +1,12 @@
 package mail
 
 import (
-	"flag"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-)
 
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+	"tandem/internal/golden"
+)
 
 // TestConfigGolden renders the container's configuration for a fixed
 // domain, users and monitor password, and compares it with testdata/.
@@ -19,20 +17,8 @@ func TestConfigGolden(t *testing.T) {
 	}
 	c := config{Hostname: "mail.example.test", Domain: "example.test", Users: users, MonitorPassword: "monitor-secret", Salt: []byte("fixedsalt123")}
 	for rel, data := range c.files() {
-		golden := filepath.Join("testdata", strings.ReplaceAll(rel, "/", "_"))
-		if *update {
-			if err := os.WriteFile(golden, data, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			continue
-		}
-		want, err := os.ReadFile(golden)
-		if err != nil {
-			t.Fatalf("%v (run go test -update)", err)
-		}
-		if string(want) != string(data) {
-			t.Errorf("%s differs from %s:\n%s", rel, golden, data)
-		}
+		path := filepath.Join("testdata", strings.ReplaceAll(rel, "/", "_"))
+		golden.Check(t, path, data)
 	}
 }
 

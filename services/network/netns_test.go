@@ -2,7 +2,6 @@ package network
 
 import (
 	"encoding/json"
-	"flag"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -11,11 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"tandem/internal/golden"
 	"tandem/internal/netnstest"
 	"tandem/internal/testenv"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 
 const staticConfig = `
 hostname: mail-a
@@ -118,7 +116,7 @@ func TestStaticApply(t *testing.T) {
 	}
 
 	for _, f := range []string{"hosts", "resolv.conf", "hostname", "kernel-hostname"} {
-		golden(t, filepath.Join(dir, f), filepath.Join("testdata", "static."+f))
+		checkFile(t, filepath.Join(dir, f), filepath.Join("testdata", "static."+f))
 	}
 }
 
@@ -134,24 +132,13 @@ func TestApplyMissingLink(t *testing.T) {
 	}
 }
 
-func golden(t *testing.T, path, goldenPath string) {
+func checkFile(t *testing.T, path, goldenPath string) {
 	t.Helper()
 	got, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if *update {
-		if err := os.WriteFile(goldenPath, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(goldenPath)
-	if err != nil {
-		t.Fatalf("%v (run with -update to create)", err)
-	}
-	if string(got) != string(want) {
-		t.Errorf("%s =\n%s\nwant (%s)\n%s", filepath.Base(path), got, goldenPath, want)
-	}
+	golden.Check(t, goldenPath, got)
 }
 
 const dhcpConfig = `

@@ -3,14 +3,12 @@ package replication
 import (
 	"bytes"
 	"errors"
-	"flag"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"testing"
-)
 
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+	"tandem/internal/golden"
+)
 
 func testConfig() Config {
 	return Config{
@@ -39,19 +37,7 @@ func TestWriteResourceGolden(t *testing.T) {
 			if err := tc.c.WriteResource(&b); err != nil {
 				t.Fatalf("WriteResource: %v", err)
 			}
-			golden := filepath.Join("testdata", tc.name+".res")
-			if *update {
-				if err := os.WriteFile(golden, b.Bytes(), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(b.Bytes(), want) {
-				t.Errorf("WriteResource() =\n%s\nwant (%s)\n%s", b.Bytes(), golden, want)
-			}
+			golden.Check(t, filepath.Join("testdata", tc.name+".res"), b.Bytes())
 		})
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"tandem/image/initramfs"
+	"tandem/internal/golden"
 	"tandem/internal/testenv"
 	"tandem/lab/vmtest"
 )
@@ -49,7 +50,7 @@ func TestGuestFailover(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
 	p := runPair(ctx, t, [2][]string{})
-	if *update {
+	if golden.Updating() {
 		writeEvents(t, p.reports[0].events, p.reports[1].events)
 	}
 	checkReports(t, p.reports[0].marks, p.reports[1].marks, p.vms[0].Serial(), p.vms[1].Serial())
