@@ -3,7 +3,7 @@
 // results) and returns the actions the daemon must carry out (acquire or
 // release the group's lease, start or stop a resource under a fencing token,
 // pet the watchdog, fence a peer). It does no I/O and reads no clock, so it
-// is tested with scripted scenarios and golden files.
+// is tested with scenario files (testdata/scenarios, datadriven).
 package core
 
 import (
