@@ -13,6 +13,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"tandem/services/cluster/core"
 	"tandem/services/replication"
 )
 
@@ -330,25 +331,26 @@ func (a *drbdAgent) resolve(ctx context.Context, st replication.Status) {
 		return
 	}
 	var rq Resolve
-	if json.Unmarshal(r.Kvs[0].Value, &rq) != nil {
+	if err := json.Unmarshal(r.Kvs[0].Value, &rq); err != nil {
+		a.d.log.Error("replication: resolve: unreadable request in etcd", "key", k, "err", err)
 		return
 	}
-	if st.Connection == "Connected" {
-		a.d.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(k), "=", r.Kvs[0].ModRevision)).Then(clientv3.OpDelete(k)).Commit()
+	switch step := core.ResolveSplitBrain(a.d.cfg.Node, rq.Keep, st.Connection, st.Role); step {
+	case core.SplitBrainDone:
+		_, err := a.d.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(k), "=", r.Kvs[0].ModRevision)).Then(clientv3.OpDelete(k)).Commit()
+		if err != nil {
+			a.d.log.Warn("replication: resolve: remove the finished request (retried)", "err", err)
+			return
+		}
 		a.d.log.Info("replication: split brain resolved", "kept", rq.Keep)
-		return
-	}
-	if st.Connection != "StandAlone" {
-		return // connecting: DRBD is on it
-	}
-	victim := rq.Keep != a.d.cfg.Node
-	if victim && st.Role == "Primary" {
+	case core.SplitBrainRefuse:
 		a.d.log.Error("replication: resolve: this node is Primary and would lose its data; stop the group here first", "kept", rq.Keep)
-		return
-	}
-	a.d.log.Info("replication: resolving split brain", "kept", rq.Keep, "discard_mine", victim)
-	if err := a.r.Connect(ctx, victim); err != nil {
-		a.d.log.Error("replication: resolve", "err", err)
+	case core.SplitBrainKeep, core.SplitBrainDiscard:
+		discard := step == core.SplitBrainDiscard
+		a.d.log.Info("replication: resolving split brain", "kept", rq.Keep, "discard_mine", discard)
+		if err := a.r.Connect(ctx, discard); err != nil {
+			a.d.log.Error("replication: resolve", "err", err)
+		}
 	}
 }
 
