@@ -5,7 +5,7 @@ GO       ?= go
 OUT      ?= out
 export SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 
-.PHONY: deps images lab test bench vet
+.PHONY: deps images lab test bench vet lint
 
 deps:
 	bash scripts/deps.sh
@@ -22,6 +22,14 @@ lab: images
 vet:
 	$(GO) vet ./...
 
+# staticcheck and errcheck, pinned as tools in go.mod (go tool builds them).
+# scripts/lint/errcheck.exclude lists the calls whose errors may be dropped,
+# and why; every other dropped error is handled or assigned to _ with a
+# comment.
+lint:
+	$(GO) tool staticcheck ./...
+	$(GO) tool errcheck -exclude scripts/lint/errcheck.exclude ./...
+
 # CI runs this as root with CI=true. Tests that need root, QEMU or a Debian
 # daemon fail (never skip) under CI=true when what they need is missing.
 # -count=1: these tests exercise QEMU, namespaces and daemons, whose results
@@ -30,7 +38,7 @@ vet:
 # they run one at a time while the others run beside them; a package's wait
 # for the lock counts against go test's kill timer (-timeout plus a minute),
 # hence 60m although no package runs for half that.
-test: deps vet
+test: deps vet lint
 	$(GO) test -count=1 -timeout 60m ./...
 
 # Figures, never pass/fail: image build and boot, DNS and DHCP, failover.

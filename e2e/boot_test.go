@@ -166,7 +166,7 @@ func TestSlotB(t *testing.T) {
 	dir, m := kvmNode(t)
 	raw, _ := m.Path(dir, image.KindRaw)
 	d := copyRaw(t, raw)
-	setEnv(t, d, func(e grubenv.Env) { e.TrySlot("B", 3) })
+	setEnv(t, d, func(e grubenv.Env) error { return e.TrySlot("B", 3) })
 	vm := boot(t, qemu.Config{Disk: d, Firmware: qemu.BIOS, Net: true})
 	wait(t, vm, 0, "tandem.slot=B", bootLimit)
 	wait(t, vm, 0, "tandem: ready (slot B", bootLimit)
@@ -197,7 +197,7 @@ func TestBrokenSlotFallsBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	const tries = 2
-	setEnv(t, d, func(e grubenv.Env) { e.TrySlot("B", tries) })
+	setEnv(t, d, func(e grubenv.Env) error { return e.TrySlot("B", tries) })
 	vm := boot(t, qemu.Config{Disk: d, Firmware: qemu.BIOS, Net: true})
 	wait(t, vm, 0, "slot B used up its tries, falling back", 2*bootLimit)
 	wait(t, vm, 0, "tandem: ready (slot A", bootLimit)
@@ -223,10 +223,12 @@ func typeSlowly(t *testing.T, vm *qemu.VM, s string) {
 	}
 }
 
-func setEnv(t *testing.T, d string, f func(grubenv.Env)) {
+func setEnv(t *testing.T, d string, f func(grubenv.Env) error) {
 	t.Helper()
 	env := readEnv(t, d)
-	f(env)
+	if err := f(env); err != nil {
+		t.Fatal(err)
+	}
 	b, err := env.Encode()
 	if err != nil {
 		t.Fatal(err)
@@ -271,7 +273,7 @@ func TestInitRevertsFailedSlot(t *testing.T) {
 	raw, _ := m.Path(dir, image.KindRaw)
 	d := copyRaw(t, raw)
 	writePermFile(t, d, "settings.yaml", "hostname: [not, a, string]\n")
-	setEnv(t, d, func(e grubenv.Env) { e.TrySlot("B", 3) })
+	setEnv(t, d, func(e grubenv.Env) error { return e.TrySlot("B", 3) })
 	vm := boot(t, qemu.Config{Disk: d, Firmware: qemu.BIOS, Net: true})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*bootLimit)
 	defer cancel()
@@ -303,8 +305,8 @@ func writePermFile(t *testing.T, raw, name, content string) {
 	}
 	tmp := t.TempDir()
 	part, src := filepath.Join(tmp, "perm.img"), filepath.Join(tmp, name)
-	os.WriteFile(part, img[start:start+size], 0o644)
-	os.WriteFile(src, []byte(content), 0o644)
+	testenv.WriteFile(t, part, img[start:start+size], 0o644)
+	testenv.WriteFile(t, src, []byte(content), 0o644)
 	if out, err := exec.Command("debugfs", "-w", "-R", "write "+src+" "+name, part).CombinedOutput(); err != nil {
 		t.Fatalf("debugfs: %v\n%s", err, out)
 	}

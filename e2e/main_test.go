@@ -155,7 +155,9 @@ func copyRaw(t *testing.T, src string) string {
 			t.Fatal(err)
 		}
 		if strings.Trim(string(buf[:n]), "\x00") != "" {
-			out.WriteAt(buf[:n], off)
+			if _, err := out.WriteAt(buf[:n], off); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	if err := out.Truncate(st.Size()); err != nil {

@@ -94,7 +94,9 @@ func Build(ctx context.Context, r *recipe.Recipe, o Options) (*Manifest, error) 
 		return nil, err
 	}
 	// go-diskfs stamps FAT entries from SOURCE_DATE_EPOCH itself.
-	os.Setenv("SOURCE_DATE_EPOCH", fmt.Sprint(o.Epoch))
+	if err := os.Setenv("SOURCE_DATE_EPOCH", fmt.Sprint(o.Epoch)); err != nil {
+		return nil, err
+	}
 	start := time.Now()
 	b := &builder{r: r, o: o, logf: o.Logf}
 	if err := os.MkdirAll(o.OutDir, 0o755); err != nil {

@@ -80,7 +80,7 @@ func (l *Lab) handle(c net.Conn) {
 		if err != nil {
 			resp.Error = err.Error()
 		}
-		json.NewEncoder(c).Encode(resp)
+		_ = json.NewEncoder(c).Encode(resp) // the client went away: nobody to tell
 		return
 	default:
 		err = fmt.Errorf("unknown op %q", req.Op)
@@ -92,7 +92,7 @@ func (l *Lab) handle(c net.Conn) {
 		s := l.Status()
 		resp.State = &s
 	}
-	json.NewEncoder(c).Encode(resp)
+	_ = json.NewEncoder(c).Encode(resp) // the client went away: nobody to tell
 }
 
 // power boots, reboots or shuts down one node.

@@ -27,11 +27,11 @@ func testNetns(t *testing.T) *Lab {
 		{"-n", l.netns, "addr", "add", HostAddr.String() + "/24", "dev", "lo"},
 	} {
 		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			exec.Command("ip", "netns", "del", l.netns).Run()
+			_ = exec.Command("ip", "netns", "del", l.netns).Run()
 			t.Fatalf("ip %v: %v: %s", args, err, out)
 		}
 	}
-	t.Cleanup(func() { removeNetns(l.netns) })
+	t.Cleanup(func() { _ = removeNetns(l.netns) })
 	return l
 }
 
@@ -49,7 +49,7 @@ func TestDialReachesTheNamespace(t *testing.T) {
 		if err != nil {
 			return
 		}
-		c.Write([]byte("220 lab\r\n"))
+		_, _ = c.Write([]byte("220 lab\r\n"))
 		c.Close()
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -130,7 +130,7 @@ func Start(ctx context.Context, o Options) (*Lab, error) {
 		vms: map[string]*qemu.VM{}, ports: map[string]netip.AddrPort{}, boots: map[string]int{},
 		stopped: make(chan struct{})}
 	if err := l.start(ctx); err != nil {
-		l.Stop()
+		_ = l.Stop() // the start's error is the one to report
 		return nil, err
 	}
 	return l, nil
@@ -211,7 +211,7 @@ func (l *Lab) boot(ctx context.Context, n Node) error {
 		return err
 	}
 	go func() {
-		vm.Wait(context.Background())
+		_ = vm.Wait(context.Background()) // how it ended is in ResetBy
 		log.Close()
 		if l.writeState() != nil { // Stop is killing it
 			return
@@ -399,7 +399,9 @@ func (l *Lab) Partition(names ...string) error {
 
 // Heal removes the partition.
 func (l *Lab) Heal() error {
-	l.sw.Partition()
+	if err := l.sw.Partition(); err != nil {
+		return err
+	}
 	l.opts.Logf("lab: healed")
 	return l.writeState()
 }

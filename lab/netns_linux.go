@@ -33,7 +33,7 @@ func hostPort(ns, ifname, addr string) (*os.File, error) {
 	}
 	tap, err := openTapIn(ns, ifname)
 	if err != nil {
-		ip("netns", "del", ns)
+		_ = ip("netns", "del", ns) // undoing a failed start; its error is the one to report
 		return nil, err
 	}
 	for _, args := range [][]string{
@@ -43,7 +43,7 @@ func hostPort(ns, ifname, addr string) (*os.File, error) {
 	} {
 		if err := ip(args...); err != nil {
 			tap.Close()
-			ip("netns", "del", ns)
+			_ = ip("netns", "del", ns) // undoing a failed start; its error is the one to report
 			return nil, err
 		}
 	}

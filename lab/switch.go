@@ -176,9 +176,9 @@ func (s *Switch) forward(src, dst *port, f []byte) {
 func (s *Switch) send(p *port, f []byte) {
 	switch {
 	case p.tap != nil:
-		p.tap.Write(f)
+		_, _ = p.tap.Write(f) // a frame that cannot be delivered is dropped, as a switch drops it
 	case p.peer != nil:
-		p.conn.WriteToUDP(f, p.peer)
+		_, _ = p.conn.WriteToUDP(f, p.peer)
 	default:
 		return
 	}

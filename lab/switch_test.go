@@ -120,7 +120,9 @@ func TestSwitchPartition(t *testing.T) {
 	if err := s.Partition("nosuch"); err == nil {
 		t.Error("Partition(nosuch) = nil, want an error")
 	}
-	s.Partition()
+	if err := s.Partition(); err != nil {
+		t.Fatal(err)
+	}
 	a.send(c.mac, "healed")
 	if f := c.recv(); !bytes.HasSuffix(f, []byte("healed")) {
 		t.Errorf("after heal c got %q, want the frame", f)
@@ -143,7 +145,7 @@ func TestSwitchDHCP(t *testing.T) {
 		}
 		f := udpFrame(broadcast, tc.v.mac, netip.IPv4Unspecified(), netip.AddrFrom4([4]byte{255, 255, 255, 255}),
 			portDHCPClient, portDHCPServer, req.ToBytes())
-		tc.v.conn.WriteToUDP(f, tc.v.to)
+		_, _ = tc.v.conn.WriteToUDP(f, tc.v.to)
 		got := tc.v.recv()
 		if got == nil {
 			t.Fatalf("%s: no reply", tc.typ)
@@ -170,7 +172,7 @@ func TestSwitchDHCP(t *testing.T) {
 	}
 	// A MAC with no fixed address gets no answer.
 	req, _ := dhcpv4.New(dhcpv4.WithHwAddr(b.mac), dhcpv4.WithMessageType(dhcpv4.MessageTypeDiscover))
-	b.conn.WriteToUDP(udpFrame(broadcast, b.mac, netip.IPv4Unspecified(), netip.AddrFrom4([4]byte{255, 255, 255, 255}),
+	_, _ = b.conn.WriteToUDP(udpFrame(broadcast, b.mac, netip.IPv4Unspecified(), netip.AddrFrom4([4]byte{255, 255, 255, 255}),
 		portDHCPClient, portDHCPServer, req.ToBytes()), b.to)
 	if f := b.recv(); f != nil {
 		t.Errorf("unknown MAC got a reply: %x", f)

@@ -14,6 +14,7 @@ import (
 	mdns "github.com/miekg/dns"
 
 	"tandem/internal/service/servicetest"
+	"tandem/internal/testenv"
 )
 
 func freePort(t *testing.T) int {
@@ -32,7 +33,7 @@ func TestRunServesAndReloads(t *testing.T) {
 	dir := t.TempDir()
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	cfg := filepath.Join(dir, "node.yaml")
-	os.WriteFile(cfg, []byte(`hostname: mail-a
+	testenv.WriteFile(t, cfg, []byte(`hostname: mail-a
 cluster:
   name: zcs
   domain: mail.example.org
@@ -66,8 +67,10 @@ dns:
 		t.Fatalf("service A = %s, want 192.0.2.10", got)
 	}
 	// The cluster daemon publishes a new VIP: picked up without a restart.
-	os.WriteFile(view+".tmp", []byte(`{"vip":"192.0.2.99","nodes":[{"name":"mail-a","address":"192.0.2.11"}]}`), 0o644)
-	os.Rename(view+".tmp", view)
+	testenv.WriteFile(t, view+".tmp", []byte(`{"vip":"192.0.2.99","nodes":[{"name":"mail-a","address":"192.0.2.11"}]}`), 0o644)
+	if err := os.Rename(view+".tmp", view); err != nil {
+		t.Fatal(err)
+	}
 	deadline := time.Now().Add(5 * time.Second)
 	for a() != "192.0.2.99" {
 		if time.Now().After(deadline) {
@@ -77,7 +80,7 @@ dns:
 	}
 	servicetest.WaitMessage(t, notes, "WATCHDOG=1", 10*time.Second)
 	// A broken view keeps the last zone serving.
-	os.WriteFile(view, []byte(`{"vip":`), 0o644)
+	testenv.WriteFile(t, view, []byte(`{"vip":`), 0o644)
 	servicetest.WaitMessage(t, notes, "reload failed", 10*time.Second)
 	if got := a(); got != "192.0.2.99" {
 		t.Errorf("service A with a broken view = %s, want the last good 192.0.2.99", got)

@@ -98,7 +98,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer svc.Close()
+	defer func() {
+		if err := svc.Close(); err != nil {
+			log.Warn("close", "err", err)
+		}
+	}()
 
 	events := make(chan network.Event, 16)
 	done := make(chan error, 1)

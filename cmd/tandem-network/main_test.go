@@ -24,7 +24,7 @@ func TestMain(m *testing.M) {
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 		defer stop()
 		if err := run(ctx, strings.Fields(os.Getenv("TANDEM_NETWORK_CMD_ARGS")), os.Stdout, os.Stderr); err != nil {
-			os.Stderr.WriteString(err.Error() + "\n")
+			_, _ = os.Stderr.WriteString(err.Error() + "\n")
 			os.Exit(1)
 		}
 		os.Exit(0)
@@ -53,9 +53,9 @@ func TestDaemonDHCPReadyStatusRelease(t *testing.T) {
 		"--dhcp-range=10.68.0.50,10.68.0.60,255.255.255.0,2m", "--dhcp-leasefile="+filepath.Join(dir, "leases")))
 
 	cfg := filepath.Join(dir, "node.yaml")
-	os.WriteFile(cfg, []byte("hostname: n1\nnetwork:\n  links: [{name: eth0, dhcp: true, mtu: 1450}]\n"), 0o644)
+	testenv.WriteFile(t, cfg, []byte("hostname: n1\nnetwork:\n  links: [{name: eth0, dhcp: true, mtu: 1450}]\n"), 0o644)
 	etc := filepath.Join(dir, "etc")
-	os.Mkdir(etc, 0o755)
+	testenv.MkdirAll(t, etc)
 	status := filepath.Join(dir, "run", "network.json")
 	sock, notes := servicetest.NotifySocket(t)
 	cmd := n.Cmd(t.Context(), node, os.Args[0], "-test.run=^$")

@@ -75,12 +75,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	ready := false
 	wd := n.Watchdog(ctx)
 	polls := make(chan ntp.Status)
-	go svc.Run(ctx, func(st ntp.Status) {
-		select {
-		case polls <- st:
-		case <-ctx.Done():
+	go func() {
+		err := svc.Run(ctx, func(st ntp.Status) {
+			select {
+			case polls <- st:
+			case <-ctx.Done():
+			}
+		})
+		if err != nil && ctx.Err() == nil {
+			log.Error("ntp", "err", err)
 		}
-	})
+	}()
 	for {
 		select {
 		case <-ctx.Done():

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"tandem/internal/service/servicetest"
+	"tandem/internal/testenv"
 )
 
 // sntpServer answers on loopback with the host's time plus 3 s.
@@ -39,7 +40,7 @@ func sntpServer(t *testing.T) string {
 			ts := uint64(d/time.Second)<<32 | uint64(d%time.Second)<<32/uint64(time.Second)
 			binary.BigEndian.PutUint64(r[32:], ts)
 			binary.BigEndian.PutUint64(r[40:], ts)
-			pc.WriteTo(r[:], from)
+			_, _ = pc.WriteTo(r[:], from)
 		}
 	}()
 	return pc.LocalAddr().String()
@@ -52,7 +53,7 @@ func TestRunReportsOffset(t *testing.T) {
 	t.Setenv("NOTIFY_SOCKET", sock)
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "node.yaml")
-	os.WriteFile(cfg, []byte("hostname: a\ntime:\n  servers: [\""+sntpServer(t)+"\"]\n  poll_interval: 100ms\n"), 0o644)
+	testenv.WriteFile(t, cfg, []byte("hostname: a\ntime:\n  servers: [\""+sntpServer(t)+"\"]\n  poll_interval: 100ms\n"), 0o644)
 	status := filepath.Join(dir, "run", "time.json")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -115,7 +115,11 @@ func labUp(ctx context.Context, dir, images, seed string, stdout, stderr io.Writ
 	if err != nil {
 		return err
 	}
-	defer l.Stop()
+	defer func() {
+		if err := l.Stop(); err != nil {
+			logf("lab: stop: %v", err)
+		}
+	}()
 	ready := make(chan error, 1)
 	go func() { ready <- l.WaitReady(ctx) }()
 	select {

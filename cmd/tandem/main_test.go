@@ -3,10 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"tandem/internal/testenv"
 )
 
 func TestRunErrors(t *testing.T) {
@@ -42,9 +43,9 @@ func TestRunErrors(t *testing.T) {
 
 func TestReadSeed(t *testing.T) {
 	dir := t.TempDir()
-	os.MkdirAll(filepath.Join(dir, "data-a", "cluster"), 0o755)
-	os.WriteFile(filepath.Join(dir, "data-a", "node.yaml"), []byte("hostname: a\n"), 0o644)
-	os.WriteFile(filepath.Join(dir, "data-a", "cluster", "ca.pem"), []byte("CA"), 0o644)
+	testenv.MkdirAll(t, filepath.Join(dir, "data-a", "cluster"))
+	testenv.WriteFile(t, filepath.Join(dir, "data-a", "node.yaml"), []byte("hostname: a\n"), 0o644)
+	testenv.WriteFile(t, filepath.Join(dir, "data-a", "cluster", "ca.pem"), []byte("CA"), 0o644)
 	got, err := readSeed(filepath.Join(dir, "data-a"))
 	if err != nil || len(got) != 2 || string(got["node.yaml"]) != "hostname: a\n" || string(got["cluster/ca.pem"]) != "CA" {
 		t.Errorf("readSeed(data-a) = %q, %v; want node.yaml and cluster/ca.pem", got, err)

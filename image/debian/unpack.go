@@ -83,7 +83,9 @@ func WithData(debPath string, fn func(io.Reader) error) error {
 			return err
 		}
 		if size%2 == 1 {
-			r.ReadByte()
+			if _, err := r.ReadByte(); err != nil {
+				return fmt.Errorf("ar padding: %w", err)
+			}
 		}
 	}
 }

@@ -247,8 +247,13 @@ func mkfsPerm(ctx context.Context, path string, offset int64, im Image) error {
 		return err
 	}
 	defer os.Remove(conf.Name())
-	conf.WriteString(mke2fsConf)
-	conf.Close()
+	_, err = conf.WriteString(mke2fsConf)
+	if cerr := conf.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("mke2fs config: %w", err)
+	}
 	cmd.Env = append(os.Environ(), fmt.Sprintf("E2FSPROGS_FAKE_TIME=%d", im.Epoch), "MKE2FS_CONFIG="+conf.Name())
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("mke2fs perm: %w: %s (make deps installs e2fsprogs)", err, out)

@@ -71,7 +71,9 @@ func (t *Tree) elfDeps(name string) ([]string, string, error) {
 	for _, p := range f.Progs {
 		if p.Type == elf.PT_INTERP {
 			b := make([]byte, p.Filesz)
-			p.ReadAt(b, 0)
+			if _, err := p.ReadAt(b, 0); err != nil {
+				return nil, "", fmt.Errorf("%s: interpreter: %w", name, err)
+			}
 			interp = strings.TrimRight(string(b), "\x00")
 		}
 	}

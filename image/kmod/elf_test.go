@@ -14,7 +14,7 @@ func elfWithModinfo(modinfo string) []byte {
 	dataOff := hdrSize
 	strOff := dataOff + len(modinfo)
 	shOff := strOff + len(shstr)
-	w := func(v any) { binary.Write(&b, binary.LittleEndian, v) }
+	w := func(v any) { _ = binary.Write(&b, binary.LittleEndian, v) }
 	b.Write([]byte{0x7f, 'E', 'L', 'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0})
 	w(uint16(1))  // ET_REL
 	w(uint16(62)) // x86-64

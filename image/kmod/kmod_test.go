@@ -6,13 +6,15 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"tandem/internal/testenv"
 )
 
 // writeModule writes a minimal ELF relocatable with a .modinfo section, as
 // the kernel's modules have.
 func writeModule(t *testing.T, path, depends string) {
 	t.Helper()
-	os.MkdirAll(filepath.Dir(path), 0o755)
+	testenv.MkdirAll(t, filepath.Dir(path))
 	if err := os.WriteFile(path, elfWithModinfo("license=GPL\x00depends="+depends+"\x00"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -26,7 +28,7 @@ func TestClosureOrdersDependenciesFirst(t *testing.T) {
 	writeModule(t, filepath.Join(dir, "kernel/drivers/net/virtio_net.ko"), "net_failover")
 	writeModule(t, filepath.Join(dir, "kernel/drivers/net/net_failover.ko"), "failover")
 	writeModule(t, filepath.Join(dir, "kernel/net/core/failover.ko"), "")
-	os.WriteFile(filepath.Join(dir, "modules.builtin"), []byte("kernel/lib/crc16.ko\n"), 0o644)
+	testenv.WriteFile(t, filepath.Join(dir, "modules.builtin"), []byte("kernel/lib/crc16.ko\n"), 0o644)
 	tree, err := Open(dir)
 	if err != nil {
 		t.Fatal(err)

@@ -137,7 +137,7 @@ func usedClusters(r io.ReaderAt, n int64) ([]int64, error) {
 
 func header(size, l1Size, l1Off, rtOff, rtClusters int64) []byte {
 	var b bytes.Buffer
-	put := func(v any) { binary.Write(&b, binary.BigEndian, v) }
+	put := func(v any) { _ = binary.Write(&b, binary.BigEndian, v) } // fixed-size values into a buffer: cannot fail
 	b.WriteString("QFI\xfb")
 	put(uint32(3))            // version
 	put(uint64(0))            // backing file offset

@@ -17,12 +17,21 @@ func TestQemuImgAgrees(t *testing.T) {
 	testenv.RequireTool(t, "qemu-img")
 	dir := t.TempDir()
 	raw, q := filepath.Join(dir, "d.raw"), filepath.Join(dir, "d.qcow2")
-	f, _ := os.Create(raw)
-	f.Truncate(1200 << 20)
-	for _, off := range []int64{0, 70000, 5 << 20, 600 << 20, 1200<<20 - 100} {
-		f.WriteAt([]byte("tandem data "+filepath.Base(raw)), off)
+	f, err := os.Create(raw)
+	if err != nil {
+		t.Fatal(err)
 	}
-	f.Close()
+	if err := f.Truncate(1200 << 20); err != nil {
+		t.Fatal(err)
+	}
+	for _, off := range []int64{0, 70000, 5 << 20, 600 << 20, 1200<<20 - 100} {
+		if _, err := f.WriteAt([]byte("tandem data "+filepath.Base(raw)), off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
 	if err := Convert(q, raw); err != nil {
 		t.Fatal(err)
 	}

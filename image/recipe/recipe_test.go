@@ -2,10 +2,11 @@ package recipe
 
 import (
 	"errors"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"tandem/internal/testenv"
 )
 
 const good = `name: node
@@ -111,16 +112,16 @@ func TestShippedRecipes(t *testing.T) {
 
 func TestLoadErrors(t *testing.T) {
 	dir := t.TempDir()
-	os.MkdirAll(filepath.Join(dir, "hardware"), 0o755)
-	os.MkdirAll(filepath.Join(dir, "recipes"), 0o755)
+	testenv.MkdirAll(t, filepath.Join(dir, "hardware"))
+	testenv.MkdirAll(t, filepath.Join(dir, "recipes"))
 	write := func(p, s string) string {
 		p = filepath.Join(dir, p)
-		os.WriteFile(p, []byte(s), 0o644)
+		testenv.WriteFile(t, p, []byte(s), 0o644)
 		return p
 	}
 	write("hardware/hw.yaml", "name: hw\nboot: [bios]\nconsole: ttyS0\nfirmware: [fw/a.bin, fw/b.bin]\n")
 	write("hardware/other.yaml", "name: renamed\nboot: [bios]\nconsole: ttyS0\n")
-	os.MkdirAll(filepath.Join(dir, "firmware", "fw"), 0o755)
+	testenv.MkdirAll(t, filepath.Join(dir, "firmware", "fw"))
 	write("firmware/fw/a.bin", "x")
 	for _, c := range []struct{ name, yaml, want string }{
 		{"no profile", "name: n\nrole: data\nhardware: nope\n", `hardware "nope": open `},

@@ -32,7 +32,9 @@ func TestTree(t *testing.T) {
 	if _, err := sampleTree().write(&a); err != nil {
 		t.Fatal(err)
 	}
-	sampleTree().write(&b)
+	if _, err := sampleTree().write(&b); err != nil {
+		t.Fatal(err)
+	}
 	if !bytes.Equal(a.Bytes(), b.Bytes()) {
 		t.Fatal("two writes of the same tree differ")
 	}

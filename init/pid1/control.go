@@ -22,7 +22,10 @@ func (in *Init) serveControl(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	os.Chmod(ControlSocket, 0o600)
+	if err := os.Chmod(ControlSocket, 0o600); err != nil {
+		l.Close()
+		return err
+	}
 	go func() {
 		defer l.Close()
 		for ctx.Err() == nil {

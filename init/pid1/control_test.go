@@ -12,7 +12,7 @@ func ask(t *testing.T, in *Init, cmd string) string {
 	t.Helper()
 	a, b := net.Pipe()
 	go in.handleControl(b)
-	io.WriteString(a, cmd+"\n")
+	_, _ = io.WriteString(a, cmd+"\n")
 	out, _ := io.ReadAll(a)
 	return string(out)
 }

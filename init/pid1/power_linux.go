@@ -72,7 +72,9 @@ func (in *Init) powerDown(how string) {
 	for _, m := range []string{"/perm", "/boot"} {
 		if err := unix.Unmount(m, 0); err != nil && err != unix.EINVAL && err != unix.ENOENT {
 			in.log.Logf("unmount %s: %v (remounting read-only)", m, err)
-			unix.Mount("", m, "", unix.MS_REMOUNT|unix.MS_RDONLY, "")
+			if err := unix.Mount("", m, "", unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+				in.log.Logf("remount %s read-only: %v", m, err)
+			}
 		}
 	}
 	unix.Sync()
@@ -82,7 +84,9 @@ func (in *Init) powerDown(how string) {
 		cmd = unix.LINUX_REBOOT_CMD_RESTART
 	}
 	for {
-		unix.Reboot(cmd)
+		if err := unix.Reboot(cmd); err != nil {
+			in.log.Logf("%s: %v (retrying)", how, err)
+		}
 		time.Sleep(time.Second)
 	}
 }

@@ -2,6 +2,7 @@ package pid1
 
 import (
 	"errors"
+	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
@@ -28,14 +29,20 @@ func writeTree(t *testing.T, root string, files map[string]string) {
 func readTree(t *testing.T, root string) map[string]string {
 	t.Helper()
 	got := map[string]string{}
-	filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
-		if err == nil && d.Type().IsRegular() {
+	err := filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type().IsRegular() {
 			rel, _ := filepath.Rel(root, p)
 			b, _ := os.ReadFile(p)
 			got[rel] = string(b)
 		}
 		return nil
 	})
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		t.Fatal(err)
+	}
 	return got
 }
 

@@ -1,18 +1,19 @@
 package settings
 
 import (
-	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+
+	"tandem/internal/testenv"
 )
 
 func TestLookupOrder(t *testing.T) {
 	dir := t.TempDir()
 	perm, img := filepath.Join(dir, "perm.yaml"), filepath.Join(dir, "image.yaml")
-	os.WriteFile(perm, []byte("hostname: from-perm\nrole: data\n"), 0o600)
-	os.WriteFile(img, []byte("hostname: from-image\nrole: arbitrator\nconsole: ttyS0\n"), 0o644)
+	testenv.WriteFile(t, perm, []byte("hostname: from-perm\nrole: data\n"), 0o600)
+	testenv.WriteFile(t, img, []byte("hostname: from-image\nrole: arbitrator\nconsole: ttyS0\n"), 0o644)
 	s, err := Load(strings.NewReader("BOOT_IMAGE=/vmlinuz console=ttyS0 tandem.hostname=from-cmdline tandem.rescue quiet\n"), perm, img)
 	if err != nil {
 		t.Fatal(err)

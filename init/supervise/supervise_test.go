@@ -17,9 +17,9 @@ func TestMain(m *testing.M) {
 	switch os.Getenv("TANDEM_TEST_SERVICE") {
 	case "notify":
 		time.Sleep(100 * time.Millisecond)
-		daemon.SdNotify(false, "STATUS=working\nREADY=1")
+		_, _ = daemon.SdNotify(false, "STATUS=working\nREADY=1")
 		for {
-			daemon.SdNotify(false, daemon.SdNotifyWatchdog)
+			_, _ = daemon.SdNotify(false, daemon.SdNotifyWatchdog)
 			time.Sleep(200 * time.Millisecond)
 		}
 	case "norestart":

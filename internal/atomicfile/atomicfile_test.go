@@ -26,9 +26,13 @@ func TestWriteReplacesWhole(t *testing.T) {
 func TestFailedFillKeepsOld(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "f")
-	Write(p, []byte("old"), 0o600)
+	if err := Write(p, []byte("old"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	err := WriteFrom(p, 0o600, func(w io.Writer) error {
-		w.Write([]byte("half"))
+		if _, err := w.Write([]byte("half")); err != nil {
+			return err
+		}
 		return errors.New("boom")
 	})
 	if err == nil {

@@ -44,12 +44,16 @@ func TestTooBig(t *testing.T) {
 
 func TestSlotTransitions(t *testing.T) {
 	e := Initial()
-	e.TrySlot("B", 2)
+	if err := e.TrySlot("B", 2); err != nil {
+		t.Fatal(err)
+	}
 	e.Revert("B")
 	if e[VarSlot] != "A" || e[VarTries] != "" || e[VarFailed] != "B" {
 		t.Fatalf("after Revert(B): %v", e)
 	}
-	e.TrySlot("B", 2)
+	if err := e.TrySlot("B", 2); err != nil {
+		t.Fatal(err)
+	}
 	e.MarkGood("B")
 	if e[VarSlot] != "B" || e[VarTries] != "" || e[VarFailed] != "" {
 		t.Fatalf("after MarkGood(B): %v", e)

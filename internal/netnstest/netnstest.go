@@ -123,14 +123,14 @@ func (n *Net) cleanup() {
 	for _, c := range n.procs {
 		if c.Process != nil && c.ProcessState == nil {
 			c.Process.Kill()
-			c.Wait()
+			_ = c.Wait() // killed
 		}
 	}
 	n.mu.Unlock()
 	out, _ := exec.Command("ip", "netns", "list").Output()
 	for _, line := range strings.Split(string(out), "\n") {
 		if f := strings.Fields(line); len(f) > 0 && strings.HasPrefix(f[0], n.prefix+"-") {
-			exec.Command("ip", "netns", "del", f[0]).Run()
+			_ = exec.Command("ip", "netns", "del", f[0]).Run() // best effort: a leftover of a killed run
 		}
 	}
 }

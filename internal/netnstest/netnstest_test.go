@@ -30,7 +30,7 @@ func TestDoOpensSocketsInNamespace(t *testing.T) {
 	defer ln.Close()
 	go func() {
 		if c, err := ln.Accept(); err == nil {
-			c.Write([]byte("hello"))
+			_, _ = c.Write([]byte("hello"))
 			c.Close()
 		}
 	}()

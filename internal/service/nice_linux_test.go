@@ -21,11 +21,11 @@ func TestMain(m *testing.M) {
 	if v := os.Getenv(niceChild); v != "" {
 		n, _ := strconv.Atoi(v)
 		if err := SetNice(0, n); err != nil {
-			os.Stdout.WriteString("error: " + err.Error() + "\n")
+			_, _ = os.Stdout.WriteString("error: " + err.Error() + "\n")
 			os.Exit(1)
 		}
-		os.Stdout.WriteString("set\n")
-		os.Stdin.Read(make([]byte, 1)) // until the parent has looked
+		_, _ = os.Stdout.WriteString("set\n")
+		_, _ = os.Stdin.Read(make([]byte, 1)) // until the parent has looked
 		os.Exit(0)
 	}
 	os.Exit(m.Run())

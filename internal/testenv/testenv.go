@@ -81,3 +81,21 @@ var machineLockPath = filepath.Join(os.TempDir(), "tandem-machine.lock")
 // machineLock keeps the lock's file open (and so the lock held) for the
 // life of the process.
 var machineLock *os.File
+
+// WriteFile writes a test's fixture, creating its directory, and stops
+// the test if that fails.
+func WriteFile(t testing.TB, path string, data []byte, perm os.FileMode) {
+	t.Helper()
+	MkdirAll(t, filepath.Dir(path))
+	if err := os.WriteFile(path, data, perm); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// MkdirAll makes a test's directory and stops the test if that fails.
+func MkdirAll(t testing.TB, dir string) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+}

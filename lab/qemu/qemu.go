@@ -221,7 +221,7 @@ func (vm *VM) read(r io.Reader, console io.Writer) {
 		line, err := br.ReadString('\n')
 		if line != "" {
 			if console != nil {
-				io.WriteString(console, line)
+				_, _ = io.WriteString(console, line) // a mirror: the lines are kept either way
 			}
 			vm.mu.Lock()
 			vm.lines = append(vm.lines, strings.TrimRight(line, "\r\n"))
@@ -362,7 +362,9 @@ func (vm *VM) events(sock string) {
 	watchdog := false
 	done, err := WatchQMP(sock, 10*time.Second, func(e Event) {
 		var d struct{ Action, Reason string }
-		json.Unmarshal(e.Data, &d)
+		if json.Unmarshal(e.Data, &d) != nil {
+			return // not an event this reads
+		}
 		switch {
 		case e.Event == "WATCHDOG" && d.Action == "reset":
 			watchdog = true

@@ -29,7 +29,7 @@ func Init() error {
 // returns.
 func PowerOff() {
 	unix.Sync()
-	unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
+	_ = unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF) // if it fails, the test's timeout ends the guest
 	select {}
 }
 
@@ -37,7 +37,9 @@ func mounts() error {
 	for _, m := range []struct{ src, dst, fs string }{
 		{"proc", "/proc", "proc"}, {"sysfs", "/sys", "sysfs"}, {"devtmpfs", "/dev", "devtmpfs"}, {"tmpfs", "/tmp", "tmpfs"},
 	} {
-		os.MkdirAll(m.dst, 0o755)
+		if err := os.MkdirAll(m.dst, 0o755); err != nil {
+			return err
+		}
 		if err := unix.Mount(m.src, m.dst, m.fs, 0, ""); err != nil {
 			return fmt.Errorf("mount %s: %w", m.dst, err)
 		}

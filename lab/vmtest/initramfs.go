@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 )
@@ -20,9 +19,10 @@ func Initramfs(t testing.TB, k Kernel, modules ...string) string {
 	t.Helper()
 	work := t.TempDir()
 	initBin := filepath.Join(work, "init")
+	// go test puts its own toolchain first in PATH.
 	gobin, err := exec.LookPath("go")
 	if err != nil {
-		gobin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		t.Fatalf("build guest init: %v", err)
 	}
 	build := exec.Command(gobin, "test", "-c", "-o", initBin, ".")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
@@ -65,12 +65,18 @@ func resolveModules(kernelDir string, names []string) ([]string, error) {
 		return nil, fmt.Errorf("modules in %s: %v", kernelDir, root)
 	}
 	byName := map[string]string{}
-	filepath.WalkDir(root[0], func(p string, d os.DirEntry, err error) error {
-		if err == nil && strings.HasSuffix(p, ".ko") {
+	err := filepath.WalkDir(root[0], func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if strings.HasSuffix(p, ".ko") {
 			byName[strings.ReplaceAll(strings.TrimSuffix(d.Name(), ".ko"), "-", "_")] = p
 		}
 		return nil
 	})
+	if err != nil {
+		return nil, fmt.Errorf("modules in %s: %w", root[0], err)
+	}
 	var out []string
 	seen := map[string]bool{}
 	var visit func(string) error

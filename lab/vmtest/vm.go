@@ -80,7 +80,7 @@ func Start(ctx context.Context, t testing.TB, c Config) *VM {
 	t.Cleanup(func() {
 		close(vm.quit)
 		vm.cmd.Process.Kill()
-		vm.cmd.Wait()
+		_ = vm.cmd.Wait() // killed
 	})
 	if c.QMP {
 		// wait=on: QEMU runs the guest only once the client is connected,

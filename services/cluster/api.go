@@ -67,7 +67,11 @@ func (d *Daemon) serveAPI() error {
 		if err != nil {
 			return fmt.Errorf("api listen: %w", err)
 		}
-		go d.api.Serve(tls.NewListener(ln, srvTLS))
+		go func() {
+			if err := d.api.Serve(tls.NewListener(ln, srvTLS)); !errors.Is(err, http.ErrServerClosed) {
+				d.log.Error("api", "listen", ln.Addr().String(), "err", err)
+			}
+		}()
 	}
 	return nil
 }
@@ -85,7 +89,7 @@ func (d *Daemon) auth(h http.HandlerFunc) http.Handler {
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
-	json.NewEncoder(w).Encode(v)
+	_ = json.NewEncoder(w).Encode(v) // the client went away: nobody to tell
 }
 
 func decode(w http.ResponseWriter, r *http.Request, v any) bool {

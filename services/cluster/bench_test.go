@@ -28,7 +28,9 @@ import (
 func BenchmarkCluster(b *testing.B) {
 	runs := 10
 	if v := os.Getenv("TANDEM_BENCH_RUNS"); v != "" {
-		fmt.Sscan(v, &runs)
+		if _, err := fmt.Sscan(v, &runs); err != nil {
+			b.Fatalf("TANDEM_BENCH_RUNS=%q: %v", v, err)
+		}
 	}
 	l := newLab(b)
 	l.observe()
@@ -181,9 +183,8 @@ func (l *lab) benchKeepalived(runs int) []time.Duration {
 	testenv.RequireTool(l.t, "keepalived")
 	start := func(n string) *keepalivedProc {
 		dir := filepath.Join(l.nodes[n].dir, "keepalived")
-		os.MkdirAll(dir, 0o755)
 		conf := filepath.Join(dir, "keepalived.conf")
-		os.WriteFile(conf, []byte(fmt.Sprintf(keepalivedConf, n, vipAddr)), 0o644)
+		testenv.WriteFile(l.t, conf, []byte(fmt.Sprintf(keepalivedConf, n, vipAddr)), 0o644)
 		cmd := l.net.Cmd(context.Background(), l.nodes[n].ns, "keepalived", "--dont-fork", "--log-console", "--vrrp",
 			"-f", conf, "-p", filepath.Join(dir, "k.pid"), "-r", filepath.Join(dir, "v.pid"), "-c", filepath.Join(dir, "c.pid"))
 		f, _ := os.Create(filepath.Join(dir, "log"))

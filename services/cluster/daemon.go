@@ -364,7 +364,9 @@ func (d *Daemon) bootstrapOnce(ctx context.Context) error {
 	}
 	var codes []storedCode
 	if b, err := d.st.Read("pairing-codes"); err == nil {
-		json.Unmarshal(b, &codes)
+		if err := json.Unmarshal(b, &codes); err != nil {
+			return fmt.Errorf("pairing codes in perm: %w", err)
+		}
 	}
 	for _, sc := range codes {
 		b, _ := json.Marshal(sc)
@@ -396,12 +398,18 @@ func (d *Daemon) shutdown() {
 	}
 	if l, ok := d.takeLease(0); ok {
 		c, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		d.cli.Txn(c).If(clientv3.Compare(clientv3.ModRevision(keyOwner), "=", l.token)).Then(clientv3.OpPut(keyOwner, "")).Commit()
-		d.cli.Revoke(c, l.id)
+		if _, err := d.cli.Txn(c).If(clientv3.Compare(clientv3.ModRevision(keyOwner), "=", l.token)).Then(clientv3.OpPut(keyOwner, "")).Commit(); err != nil {
+			d.log.Warn("stop: release the group (the peer takes it when the lease expires)", "err", err)
+		}
+		if _, err := d.cli.Revoke(c, l.id); err != nil {
+			d.log.Warn("stop: revoke the lease (it expires on its own)", "err", err)
+		}
 		cancel()
 	}
 	if d.wd != nil {
-		d.wd.Disarm()
+		if err := d.wd.Disarm(); err != nil {
+			d.log.Error("stop: disarm the watchdog (it will reset this node)", "err", err)
+		}
 	}
 	d.log.Info("stopped")
 }

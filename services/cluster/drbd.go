@@ -224,7 +224,9 @@ func (a *drbdAgent) seed(ctx context.Context) error {
 		// can drop under load). Nothing changed: give the record back
 		// so that this or the other node tries again.
 		a.d.log.Warn("replication: seeding failed, retrying", "err", err)
-		a.d.cli.Txn(context.WithoutCancel(ctx)).If(clientv3.Compare(clientv3.Value(k), "=", a.d.cfg.Node)).Then(clientv3.OpDelete(k)).Commit()
+		if _, err := a.d.cli.Txn(context.WithoutCancel(ctx)).If(clientv3.Compare(clientv3.Value(k), "=", a.d.cfg.Node)).Then(clientv3.OpDelete(k)).Commit(); err != nil {
+			a.d.log.Error("replication: give the seeding record back", "key", k, "err", err)
+		}
 	}
 	return nil
 }
@@ -384,7 +386,9 @@ func (d *Daemon) replicationStatus(ctx context.Context, res string) (*Replicatio
 			rs.Outdated = append(rs.Outdated, node)
 		case "resolve":
 			rs.Resolve = &Resolve{}
-			json.Unmarshal(kv.Value, rs.Resolve)
+			if err := json.Unmarshal(kv.Value, rs.Resolve); err != nil {
+				return rs, fmt.Errorf("%s: %w", kv.Key, err)
+			}
 		}
 	}
 	return rs, nil

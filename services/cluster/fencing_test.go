@@ -27,7 +27,7 @@ func TestFencing(t *testing.T) {
 		fencer, target := pair[0], pair[1]
 		port := l.startBMC(fencer, target)
 		pw := filepath.Join(l.nodes[fencer].dir, "bmc-"+target+".pass")
-		os.WriteFile(pw, []byte("s3cret\n"), 0o600)
+		testenv.WriteFile(t, pw, []byte("s3cret\n"), 0o600)
 		l.extra[fencer] = fmt.Sprintf("fencing:\n  %s: {agent: ipmi, address: 127.0.0.1, port: %d, user: fence, password_file: %s}\n", target, port, pw)
 		l.writeConfig(l.nodes[fencer])
 	}
@@ -66,9 +66,9 @@ func TestFencing(t *testing.T) {
 // UDP port on that namespace's loopback.
 func (l *lab) startBMC(fencer, target string) int {
 	dir := filepath.Join(l.nodes[fencer].dir, "bmc-"+target)
-	os.MkdirAll(filepath.Join(dir, "state"), 0o755)
+	testenv.MkdirAll(l.t, filepath.Join(dir, "state"))
 	power := filepath.Join(dir, "power")
-	os.WriteFile(power, []byte("1\n"), 0o644)
+	testenv.WriteFile(l.t, power, []byte("1\n"), 0o644)
 	tn := l.nodes[target]
 	script := fmt.Sprintf(`#!/bin/sh
 # ipmi_sim chassis_control for %[1]s: "get power" or "set power VALUE".
@@ -84,7 +84,7 @@ fi
 exit 0
 `, target, power, filepath.Join(tn.dir, "daemon.pid"), tn.ns, vipAddr)
 	ctl := filepath.Join(dir, "chassis")
-	os.WriteFile(ctl, []byte(script), 0o755)
+	testenv.WriteFile(l.t, ctl, []byte(script), 0o755)
 	port := 19600 + int(target[0]-'a')
 	conf := fmt.Sprintf(`name "bmc%s"
 set_working_mc 0x20
@@ -100,8 +100,8 @@ set_working_mc 0x20
   chassis_control "%s 0x20"
   user 2 true "fence" "s3cret" admin 10 md5
 `, target, port, ctl)
-	os.WriteFile(filepath.Join(dir, "lan.conf"), []byte(conf), 0o644)
-	os.WriteFile(filepath.Join(dir, "sim.emu"), []byte("mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02\nmc_enable 0x20\n"), 0o644)
+	testenv.WriteFile(l.t, filepath.Join(dir, "lan.conf"), []byte(conf), 0o644)
+	testenv.WriteFile(l.t, filepath.Join(dir, "sim.emu"), []byte("mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02\nmc_enable 0x20\n"), 0o644)
 	cmd := l.net.Cmd(context.Background(), l.nodes[fencer].ns, "ipmi_sim", "-c", filepath.Join(dir, "lan.conf"),
 		"-f", filepath.Join(dir, "sim.emu"), "-s", filepath.Join(dir, "state"), "-n")
 	cmd.Dir = dir

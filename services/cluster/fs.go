@@ -27,9 +27,8 @@ const prefixFS = "/tandem/fs/formatted"
 // calls where the Filesystem OCF agent runs a shell script of hundreds of
 // lines. It makes the filesystem once, on the cluster's first start.
 type fsAgent struct {
-	d              *Daemon
-	device, dir    string
-	mkfs, mkfsArgs string
+	d           *Daemon
+	device, dir string
 }
 
 func newFS(d *Daemon, p map[string]string) (*fsAgent, error) {
@@ -138,7 +137,9 @@ func (a *fsAgent) format(ctx context.Context) error {
 	// drbdadm: a service's environment may not name /sbin.
 	if _, err := (replication.Exec{}).Run(ctx, "mke2fs", "-t", "ext4", "-q", "-F", "-L", "tandem-data",
 		"-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard", a.device); err != nil {
-		a.d.cli.Delete(context.WithoutCancel(ctx), k)
+		if _, derr := a.d.cli.Delete(context.WithoutCancel(ctx), k); derr != nil {
+			a.d.log.Error("fs: remove the format claim after a failed mke2fs", "key", k, "err", derr)
+		}
 		return fmt.Errorf("make the filesystem on %s: %w", a.device, err)
 	}
 	return nil

@@ -103,7 +103,7 @@ func newLab(t testing.TB) *lab {
 	l := &lab{t: t, net: netnstest.New(t), daemon: d, ctl: c, nodes: map[string]*node{}, links: map[[2]string][2]string{}}
 	for _, name := range []string{"a", "b", "c"} {
 		n := &node{name: name, ns: l.net.Host(name), addr: addrs[name], dir: filepath.Join(base, name)}
-		os.MkdirAll(n.dir, 0o755)
+		testenv.MkdirAll(t, n.dir)
 		l.net.Run(n.ns, "ip", "addr", "add", n.addr+"/32", "dev", "lo")
 		l.net.Run(n.ns, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0")
 		l.nodes[name] = n
@@ -207,7 +207,7 @@ func (l *lab) start(name string) {
 	n.cmd.Stdout, n.cmd.Stderr = f, f
 	l.net.Start(n.cmd)
 	n.alive.Store(true)
-	os.WriteFile(filepath.Join(n.dir, "daemon.pid"), []byte(fmt.Sprint(n.cmd.Process.Pid)), 0o644)
+	testenv.WriteFile(l.t, filepath.Join(n.dir, "daemon.pid"), []byte(fmt.Sprint(n.cmd.Process.Pid)), 0o644)
 }
 
 // kill sends sig to a node's daemon and waits for it to end.

@@ -28,7 +28,7 @@ func (d *Daemon) acquire(ctx context.Context) {
 		Else(clientv3.OpTxn([]clientv3.Cmp{clientv3.Compare(clientv3.Value(keyOwner), "=", "")}, []clientv3.Op{put}, nil)).Commit()
 	ok := err == nil && (r.Succeeded || r.Responses[0].GetResponseTxn().Succeeded)
 	if !ok {
-		go d.cli.Revoke(context.Background(), lg.ID)
+		go func() { _, _ = d.cli.Revoke(context.Background(), lg.ID) }() // unrevoked, it expires by its TTL
 		msg := "the group has an owner"
 		if err != nil {
 			msg = err.Error()
@@ -153,7 +153,7 @@ func (d *Daemon) dropLease(token int64) {
 		go func() {
 			c, cancel := context.WithTimeout(context.Background(), d.cfg.requestTimeout())
 			defer cancel()
-			d.cli.Revoke(c, l.id)
+			_, _ = d.cli.Revoke(c, l.id) // unrevoked, it expires by its TTL
 		}()
 	}
 }
@@ -217,5 +217,7 @@ func (d *Daemon) failCountLease(ctx context.Context) ([]clientv3.OpOption, error
 func (d *Daemon) clearMove(ctx context.Context) {
 	c, cancel := context.WithTimeout(ctx, d.cfg.requestTimeout())
 	defer cancel()
-	d.cli.Txn(c).If(clientv3.Compare(clientv3.Value(keyMove), "=", d.cfg.Node)).Then(clientv3.OpDelete(keyMove)).Commit()
+	if _, err := d.cli.Txn(c).If(clientv3.Compare(clientv3.Value(keyMove), "=", d.cfg.Node)).Then(clientv3.OpDelete(keyMove)).Commit(); err != nil {
+		d.log.Warn("clear the finished move (tandemctl move clears it too)", "err", err)
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"tandem/internal/testenv"
 	"tandem/services/cluster/core"
 )
 
@@ -56,8 +57,8 @@ func TestWatchdogCardReset(t *testing.T) {
 	sysWatchdog = t.TempDir()
 	defer func() { sysWatchdog = old }()
 	write := func(name, v string) {
-		os.MkdirAll(filepath.Join(sysWatchdog, name), 0o755)
-		os.WriteFile(filepath.Join(sysWatchdog, name, "bootstatus"), []byte(v+"\n"), 0o644)
+		testenv.MkdirAll(t, filepath.Join(sysWatchdog, name))
+		testenv.WriteFile(t, filepath.Join(sysWatchdog, name, "bootstatus"), []byte(v+"\n"), 0o644)
 	}
 	write("watchdog0", "32")
 	write("watchdog1", "0")

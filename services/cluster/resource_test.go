@@ -26,7 +26,9 @@ func TestMonitorCounts(t *testing.T) {
 		}
 	}
 	one := &resource{cfg: ResourceConfig{MonitorFailures: 1}}
-	if !one.monitorCounts(slow) || !one.monitorCounts(slow) {
-		t.Error("monitor_failures 1: every failure must count")
+	for i := range 2 {
+		if !one.monitorCounts(slow) {
+			t.Errorf("monitor_failures 1: failure %d did not count; every failure must", i+1)
+		}
 	}
 }

@@ -165,7 +165,7 @@ func (d *Daemon) writeStatus() {
 		go func() {
 			c, cancel := context.WithTimeout(context.Background(), d.cfg.requestTimeout())
 			defer cancel()
-			d.cli.Put(c, prefixRState+d.cfg.Node, string(rb))
+			_, _ = d.cli.Put(c, prefixRState+d.cfg.Node, string(rb)) // a lost put is made again within 3 s
 		}()
 	}
 }

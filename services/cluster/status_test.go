@@ -2,12 +2,12 @@ package cluster
 
 import (
 	"bytes"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"tandem/internal/golden"
+	"tandem/internal/testenv"
 
 	"tandem/services/replication"
 )
@@ -57,12 +57,12 @@ func TestFormatStatus(t *testing.T) {
 
 func TestReadMemory(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "meminfo")
-	os.WriteFile(p, []byte("MemTotal:        1000448 kB\nMemFree:          500000 kB\nMemAvailable:     800000 kB\n"), 0o644)
+	testenv.WriteFile(t, p, []byte("MemTotal:        1000448 kB\nMemFree:          500000 kB\nMemAvailable:     800000 kB\n"), 0o644)
 	m := readMemory(p)
 	if m == nil || m.TotalKiB != 1000448 || m.AvailableKiB != 800000 || m.UsedMiB() != 195 {
 		t.Errorf("readMemory = %+v", m)
 	}
-	os.WriteFile(p, []byte("garbage\n"), 0o644)
+	testenv.WriteFile(t, p, []byte("garbage\n"), 0o644)
 	if m := readMemory(p); m != nil {
 		t.Errorf("readMemory of garbage = %+v, want nil", m)
 	}

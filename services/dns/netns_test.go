@@ -53,7 +53,11 @@ func TestDigInNamespaces(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx, pcs, lns) }()
-	defer func() { cancel(); <-done }()
+	defer func() {
+		cancel()
+		//lint:ignore S1005 the dropped error is named for errcheck: the test is over
+		_ = <-done
+	}()
 
 	server := map[string]string{ok: "@10.53.0.1", bad: "@10.54.0.1"}
 	dig := func(ns string, args ...string) string {

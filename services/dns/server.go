@@ -355,7 +355,7 @@ func (s *Server) Serve(ctx context.Context, pcs []net.PacketConn, lns []net.List
 		uc.Close()
 	}
 	for _, srv := range servers {
-		srv.Shutdown()
+		_ = srv.Shutdown() // stopping: its listener closes either way
 	}
 	return err
 }

@@ -150,7 +150,11 @@ func TestReloadDropsNoQueries(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx, pcs, lns) }()
-	defer func() { cancel(); <-done }()
+	defer func() {
+		cancel()
+		//lint:ignore S1005 the dropped error is named for errcheck: the test is over
+		_ = <-done
+	}()
 	addr := pcs[0].LocalAddr().String()
 	waitServing(t, addr)
 

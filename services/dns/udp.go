@@ -67,7 +67,7 @@ func (s *Server) serveUDP4(ctx context.Context, uc *net.UDPConn) error {
 				addr := *ua
 				go func() {
 					if b := s.answerForwarded(ctx, r); b != nil {
-						p.WriteBatch([]ipv4.Message{{Buffers: [][]byte{b}, Addr: &addr, OOB: oob}}, 0)
+						_, _ = p.WriteBatch([]ipv4.Message{{Buffers: [][]byte{b}, Addr: &addr, OOB: oob}}, 0) // as a lost datagram: the client retries
 					}
 				}()
 			case resp != nil:

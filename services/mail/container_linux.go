@@ -69,7 +69,7 @@ func (w *Workload) startInit(spec initSpec) error {
 		w.logf("container init: %v", err)
 	}
 	w.logf("container init started (pid %d, nice %d)", cmd.Process.Pid, WorkloadNice)
-	go cmd.Wait() // reap it; a restarted daemon leaves that to PID 1
+	go func() { _ = cmd.Wait() }() // reap it (its end shows in the control socket); a restarted daemon leaves that to PID 1
 	return nil
 }
 
@@ -112,8 +112,8 @@ func peerPid(c *net.UnixConn) int {
 		return 0
 	}
 	var cred *unix.Ucred
-	raw.Control(func(fd uintptr) { cred, _ = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED) })
-	if cred == nil {
+	err = raw.Control(func(fd uintptr) { cred, _ = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED) })
+	if err != nil || cred == nil {
 		return 0
 	}
 	return int(cred.Pid)

@@ -73,7 +73,7 @@ func volume(t testing.TB) string {
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=512m", "tandem-mail-test", dir).CombinedOutput(); err != nil {
 		t.Fatalf("mount tmpfs: %v: %s", err, out)
 	}
-	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+	t.Cleanup(func() { _ = syscall.Unmount(dir, syscall.MNT_DETACH) })
 	return dir
 }
 
@@ -89,7 +89,7 @@ func nsWorkloadB(t testing.TB) (*Workload, func(func() error) error, string) {
 	ns := n.Host("mail")
 	vol := volume(t)
 	users := filepath.Join(t.TempDir(), "users")
-	os.WriteFile(users, []byte("# test users\nalice:{PLAIN}alice-pw\nbob@example.test:{PLAIN}bob-pw\n"), 0o600)
+	testenv.WriteFile(t, users, []byte("# test users\nalice:{PLAIN}alice-pw\nbob@example.test:{PLAIN}bob-pw\n"), 0o600)
 	w, err := FromParams(map[string]string{"root": vol + "/mail", "template": tpl, "domain": "example.test", "users": users})
 	if err != nil {
 		t.Fatal(err)
@@ -107,7 +107,9 @@ func nsWorkloadB(t testing.TB) (*Workload, func(func() error) error, string) {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		w.Stop(ctx)
+		if err := w.Stop(ctx); err != nil {
+			t.Errorf("stop the workload: %v", err)
+		}
 	})
 	return w, in, vol
 }
@@ -166,7 +168,7 @@ func TestWorkload(t *testing.T) {
 		t.Fatal(err)
 	}
 	marker := filepath.Join(w.rootfs(), "etc/tandem-test-marker")
-	os.WriteFile(marker, []byte("x"), 0o644)
+	testenv.WriteFile(t, marker, []byte("x"), 0o644)
 	if err := in(func() error { return w.Start(ctx) }); err != nil {
 		t.Fatalf("second Start: %v\n%s", err, readLog(w))
 	}

@@ -262,7 +262,9 @@ func moveToNS(fd int, macs ...string) error {
 
 func guestService(conn *rtnetlink.Conn, name string) (*Service, error) {
 	dir := filepath.Join("/tmp", name)
-	os.MkdirAll(dir, 0o755)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
 	return New(Options{
 		Conn:     conn,
 		Paths:    Paths{Hosts: filepath.Join(dir, "hosts"), Resolv: filepath.Join(dir, "resolv.conf"), Hostname: filepath.Join(dir, "hostname")},
@@ -310,7 +312,7 @@ func serveEcho(pc net.PacketConn) {
 		if err != nil {
 			return
 		}
-		pc.WriteTo(buf[:n], from)
+		_, _ = pc.WriteTo(buf[:n], from)
 	}
 }
 
@@ -354,7 +356,7 @@ func countEcho(a, b string, d time.Duration) (int, int) {
 		t := time.NewTicker(20 * time.Millisecond)
 		defer t.Stop()
 		for {
-			c.Write([]byte("ping"))
+			_, _ = c.Write([]byte("ping"))
 			select {
 			case <-ctx.Done():
 				time.Sleep(50 * time.Millisecond)

@@ -73,7 +73,7 @@ func helperMain(mode, dir string) error {
 	if err != nil {
 		return err
 	}
-	defer svc.Close()
+	defer func() { _ = svc.Close() }()
 	enc := json.NewEncoder(os.Stdout)
 	switch mode {
 	case "apply":
@@ -93,7 +93,7 @@ func helperMain(mode, dir string) error {
 	case "run":
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 		defer stop()
-		return svc.Run(ctx, cfg, func(e Event) { enc.Encode(e) })
+		return svc.Run(ctx, cfg, func(e Event) { _ = enc.Encode(e) })
 	}
 	return fmt.Errorf("unknown mode %q", mode)
 }

@@ -3,7 +3,6 @@ package ntp
 import (
 	"context"
 	"net"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -23,7 +22,7 @@ func TestAgainstChrony(t *testing.T) {
 	n.Link(node, "eth0", "10.123.0.2/24", srv, "eth0", "10.123.0.1/24")
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "chrony.conf")
-	os.WriteFile(conf, []byte("local stratum 8\nallow all\nbindaddress 10.123.0.1\nport 123\ncmdport 0\n"+
+	testenv.WriteFile(t, conf, []byte("local stratum 8\nallow all\nbindaddress 10.123.0.1\nport 123\ncmdport 0\n"+
 		"pidfile "+filepath.Join(dir, "chronyd.pid")+"\n"), 0o644)
 	n.Start(n.Cmd(t.Context(), srv, "chronyd", "-d", "-x", "-u", "root", "-f", conf))
 

@@ -47,7 +47,9 @@ func fakeServer(t *testing.T, offset time.Duration, stratum byte) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { pc.Close() })
-	go Server{Now: func() time.Time { return time.Now().Add(offset) }, Stratum: stratum}.Serve(pc)
+	go func() {
+		_ = Server{Now: func() time.Time { return time.Now().Add(offset) }, Stratum: stratum}.Serve(pc)
+	}()
 	return pc.LocalAddr().String()
 }
 

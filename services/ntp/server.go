@@ -34,7 +34,7 @@ func (s Server) Serve(conn net.PacketConn) error {
 		rx := s.now()
 		if reply := s.answer(buf[:n], rx); reply != nil {
 			binary.BigEndian.PutUint64(reply[40:48], toNTP(s.now()))
-			conn.WriteTo(reply, from)
+			_, _ = conn.WriteTo(reply, from) // a lost reply is a lost datagram: the client asks again
 		}
 	}
 }

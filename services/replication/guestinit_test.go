@@ -164,7 +164,9 @@ func guestSetup() (string, error) {
 			return "", err
 		}
 	}
-	os.Symlink("/run", "/var/run")
+	if err := os.Symlink("/run", "/var/run"); err != nil {
+		return "", err
+	}
 	// drbdadm, run by the kernel for a handler, reads /etc/drbd.conf.
 	if err := os.WriteFile("/etc/drbd.conf", []byte("include \"/etc/drbd.d/*.res\";\n"), 0o644); err != nil {
 		return "", err

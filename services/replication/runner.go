@@ -187,7 +187,9 @@ func (r *Resource) Start(ctx context.Context) (created bool, err error) {
 	}
 	// drbd-utils 8.4 helpers use /var/run/drbd.
 	if _, err := os.Lstat(filepath.Join("/", r.Root, "var/run")); errors.Is(err, os.ErrNotExist) {
-		os.Symlink("../run", filepath.Join("/", r.Root, "var/run"))
+		if err := os.Symlink("../run", filepath.Join("/", r.Root, "var/run")); err != nil {
+			return false, fmt.Errorf("drbd-utils /var/run: %w", err)
+		}
 	}
 	if err := r.WriteConfig(); err != nil {
 		return false, err

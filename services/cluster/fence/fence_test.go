@@ -36,7 +36,7 @@ func startBMC(t *testing.T) *bmc {
 	testenv.RequireTool(t, "ipmi_sim", "ipmitool")
 	dir := t.TempDir()
 	b := &bmc{port: freeUDPPort(t), power: filepath.Join(dir, "power")}
-	os.WriteFile(b.power, []byte("1"), 0o644)
+	testenv.WriteFile(t, b.power, []byte("1"), 0o644)
 	ctl := filepath.Join(dir, "chassis")
 	script := fmt.Sprintf(`#!/bin/sh
 # ipmi_sim chassis_control: "get power" or "set power VALUE"
@@ -45,7 +45,7 @@ case "$2 $3" in
 *) [ "$2" = set ] && [ "$3" = power ] && echo "$4" | tr -d '"' > %[1]s ;;
 esac
 `, b.power)
-	os.WriteFile(ctl, []byte(script), 0o755)
+	testenv.WriteFile(t, ctl, []byte(script), 0o755)
 	conf := fmt.Sprintf(`name "tandemfence"
 set_working_mc 0x20
   startlan 1
@@ -60,10 +60,10 @@ set_working_mc 0x20
   chassis_control "%s 0x20"
   user 2 true "fence" "s3cret" admin 10 md5
 `, b.port, ctl)
-	os.WriteFile(filepath.Join(dir, "lan.conf"), []byte(conf), 0o644)
+	testenv.WriteFile(t, filepath.Join(dir, "lan.conf"), []byte(conf), 0o644)
 	emu := "mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02\nmc_enable 0x20\n"
-	os.WriteFile(filepath.Join(dir, "sim.emu"), []byte(emu), 0o644)
-	os.Mkdir(filepath.Join(dir, "state"), 0o755)
+	testenv.WriteFile(t, filepath.Join(dir, "sim.emu"), []byte(emu), 0o644)
+	testenv.MkdirAll(t, filepath.Join(dir, "state"))
 	// A netnstest.Net only to have the process killed (by PID) at cleanup;
 	// ipmi_sim listens on the host's loopback, nothing else.
 	n := netnstest.New(t)

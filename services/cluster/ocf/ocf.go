@@ -149,7 +149,8 @@ func (a *Agent) Run(ctx context.Context, action string) (ExitCode, string, error
 		return exitCode(err), out.String(), nil
 	case <-ctx.Done():
 		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-waited
+		//lint:ignore S1005 the dropped error is named for errcheck: it is the kill's
+		_ = <-waited
 		return ErrGeneric, out.String(), fmt.Errorf("%s %s after %v: %w", a.Instance, action, d, ErrTimeout)
 	}
 }

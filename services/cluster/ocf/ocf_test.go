@@ -95,7 +95,7 @@ func TestDummyLifecycle(t *testing.T) {
 func TestTimeoutKillsAgent(t *testing.T) {
 	root := t.TempDir()
 	dir := filepath.Join(root, "resource.d", "test")
-	os.MkdirAll(dir, 0o755)
+	testenv.MkdirAll(t, dir)
 	marker := filepath.Join(root, "survived")
 	script := "#!/bin/sh\ncase $1 in start) sleep 3; touch " + marker + ";; esac\nexit 0\n"
 	if err := os.WriteFile(filepath.Join(dir, "Sleep"), []byte(script), 0o755); err != nil {
@@ -120,7 +120,7 @@ func TestTimeoutKillsAgent(t *testing.T) {
 func TestExitCodes(t *testing.T) {
 	root := t.TempDir()
 	dir := filepath.Join(root, "resource.d", "test")
-	os.MkdirAll(dir, 0o755)
+	testenv.MkdirAll(t, dir)
 	script := "#!/bin/sh\necho \"rc=$OCF_RESKEY_rc root=$OCF_ROOT inst=$OCF_RESOURCE_INSTANCE\"\nexit $OCF_RESKEY_rc\n"
 	if err := os.WriteFile(filepath.Join(dir, "Exit"), []byte(script), 0o755); err != nil {
 		t.Fatal(err)
@@ -190,7 +190,7 @@ func TestFilesystemTmpfs(t *testing.T) {
 	a := &Agent{Instance: "fs", Provider: "heartbeat", Type: "Filesystem",
 		Params: map[string]string{"device": "tmpfs", "directory": dir, "fstype": "tmpfs", "options": "size=4m"}}
 	ctx := context.Background()
-	t.Cleanup(func() { a.Stop(ctx) })
+	t.Cleanup(func() { _ = a.Stop(ctx) })
 	if err := a.Start(ctx); err != nil {
 		t.Fatalf("Filesystem start: %v", err)
 	}

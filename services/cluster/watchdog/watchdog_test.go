@@ -12,9 +12,11 @@ func TestRecorder(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "wd")
 	n := int64(0)
 	r := &Recorder{Path: p, Now: func() time.Time { n++; return time.UnixMilli(n) }}
-	r.Arm(2 * time.Second)
-	r.Pet()
-	r.Disarm()
+	for _, err := range []error{r.Arm(2 * time.Second), r.Pet(), r.Disarm()} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 	b, err := os.ReadFile(p)
 	if err != nil {
 		t.Fatal(err)
