@@ -8,7 +8,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -33,19 +32,10 @@ or -cluster change (dns.listen needs a restart).
 
 `
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "tandem-dns:", err)
-		os.Exit(1)
-	}
-}
+func main() { service.Main("tandem-dns", run) }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("tandem-dns", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
+	fs := service.FlagSet("tandem-dns", usage, stderr)
 	configPath := fs.String("config", "", "node config file (required)")
 	viewPath := fs.String("cluster", "", "cluster view JSON written by tandem-cluster (VIP and members); optional, may appear later")
 	watch := fs.Duration("watch", 2*time.Second, "how often to look for changed files")

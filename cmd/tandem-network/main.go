@@ -9,14 +9,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
-	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"tandem/internal/atomicfile"
@@ -36,14 +32,7 @@ CAP_SYS_ADMIN (host name).
 
 `
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "tandem-network:", err)
-		os.Exit(1)
-	}
-}
+func main() { service.Main("tandem-network", run) }
 
 type flags struct {
 	config, etc, status string
@@ -53,9 +42,7 @@ type flags struct {
 
 func parse(args []string, stderr io.Writer) (flags, error) {
 	var f flags
-	fs := flag.NewFlagSet("tandem-network", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
+	fs := service.FlagSet("tandem-network", usage, stderr)
 	fs.StringVar(&f.config, "config", "", "node config file (required)")
 	fs.StringVar(&f.etc, "etc", "/etc", "directory of hostname, hosts and resolv.conf")
 	fs.StringVar(&f.status, "status", "/run/tandem/network.json", "link states, written after every change")

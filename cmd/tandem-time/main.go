@@ -8,13 +8,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	"tandem/internal/nodeconfig"
@@ -32,19 +29,10 @@ Setting the clock needs CAP_SYS_TIME.
 
 `
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "tandem-time:", err)
-		os.Exit(1)
-	}
-}
+func main() { service.Main("tandem-time", run) }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("tandem-time", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
+	fs := service.FlagSet("tandem-time", usage, stderr)
 	configPath := fs.String("config", "", "node config file (required)")
 	statusPath := fs.String("status", "/run/tandem/time.json", "status file written after every poll")
 	setClock := fs.Bool("set-clock", true, "discipline the system clock; false only measures")

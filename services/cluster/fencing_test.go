@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"tandem/internal/testenv"
+	"tandem/services/cluster/fence/ipmisim"
 )
 
 // TestFencing gives each data node an IPMI BMC for its peer (Debian's
@@ -66,7 +67,6 @@ func TestFencing(t *testing.T) {
 // UDP port on that namespace's loopback.
 func (l *lab) startBMC(fencer, target string) int {
 	dir := filepath.Join(l.nodes[fencer].dir, "bmc-"+target)
-	testenv.MkdirAll(l.t, filepath.Join(dir, "state"))
 	power := filepath.Join(dir, "power")
 	testenv.WriteFile(l.t, power, []byte("1\n"), 0o644)
 	tn := l.nodes[target]
@@ -86,24 +86,11 @@ exit 0
 	ctl := filepath.Join(dir, "chassis")
 	testenv.WriteFile(l.t, ctl, []byte(script), 0o755)
 	port := 19600 + int(target[0]-'a')
-	conf := fmt.Sprintf(`name "bmc%s"
-set_working_mc 0x20
-  startlan 1
-    addr 127.0.0.1 %d
-    priv_limit admin
-    allowed_auths_callback md5
-    allowed_auths_user md5
-    allowed_auths_operator md5
-    allowed_auths_admin md5
-    guid a123456789abcdefa123456789abcdef
-  endlan
-  chassis_control "%s 0x20"
-  user 2 true "fence" "s3cret" admin 10 md5
-`, target, port, ctl)
-	testenv.WriteFile(l.t, filepath.Join(dir, "lan.conf"), []byte(conf), 0o644)
-	testenv.WriteFile(l.t, filepath.Join(dir, "sim.emu"), []byte("mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02\nmc_enable 0x20\n"), 0o644)
-	cmd := l.net.Cmd(context.Background(), l.nodes[fencer].ns, "ipmi_sim", "-c", filepath.Join(dir, "lan.conf"),
-		"-f", filepath.Join(dir, "sim.emu"), "-s", filepath.Join(dir, "state"), "-n")
+	args, err := ipmisim.Write(dir, ipmisim.BMC{Name: "bmc" + target, Port: port, Chassis: ctl, User: "fence", Password: "s3cret"})
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	cmd := l.net.Cmd(context.Background(), l.nodes[fencer].ns, args[0], args[1:]...)
 	cmd.Dir = dir
 	l.net.Start(cmd)
 	return port

@@ -14,6 +14,7 @@ import (
 
 	"tandem/internal/netnstest"
 	"tandem/internal/testenv"
+	"tandem/services/cluster/fence/ipmisim"
 )
 
 // bmc runs Debian's ipmi_sim on loopback with one admin user; chassis
@@ -46,28 +47,14 @@ case "$2 $3" in
 esac
 `, b.power)
 	testenv.WriteFile(t, ctl, []byte(script), 0o755)
-	conf := fmt.Sprintf(`name "tandemfence"
-set_working_mc 0x20
-  startlan 1
-    addr 127.0.0.1 %d
-    priv_limit admin
-    allowed_auths_callback md5
-    allowed_auths_user md5
-    allowed_auths_operator md5
-    allowed_auths_admin md5
-    guid a123456789abcdefa123456789abcdef
-  endlan
-  chassis_control "%s 0x20"
-  user 2 true "fence" "s3cret" admin 10 md5
-`, b.port, ctl)
-	testenv.WriteFile(t, filepath.Join(dir, "lan.conf"), []byte(conf), 0o644)
-	emu := "mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02\nmc_enable 0x20\n"
-	testenv.WriteFile(t, filepath.Join(dir, "sim.emu"), []byte(emu), 0o644)
-	testenv.MkdirAll(t, filepath.Join(dir, "state"))
+	args, err := ipmisim.Write(dir, ipmisim.BMC{Name: "tandemfence", Port: b.port, Chassis: ctl, User: "fence", Password: "s3cret"})
+	if err != nil {
+		t.Fatal(err)
+	}
 	// A netnstest.Net only to have the process killed (by PID) at cleanup;
 	// ipmi_sim listens on the host's loopback, nothing else.
 	n := netnstest.New(t)
-	sim := execCmd("ipmi_sim", "-c", filepath.Join(dir, "lan.conf"), "-f", filepath.Join(dir, "sim.emu"), "-s", filepath.Join(dir, "state"), "-n")
+	sim := execCmd(args[0], args[1:]...)
 	sim.Dir = dir
 	n.Start(sim)
 	return b

@@ -1,0 +1,56 @@
+// Package ipmisim sets up OpenIPMI's BMC simulator (ipmi_sim) for tests: one
+// BMC with IPMI-over-LAN on a loopback port, one admin user, and a chassis
+// control program that stands for the machine's power.
+package ipmisim
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// BMC is one simulated BMC.
+type BMC struct {
+	Name string
+	// Port is its IPMI-over-LAN port on 127.0.0.1 (of the network
+	// namespace ipmi_sim runs in).
+	Port int
+	// Chassis is the program ipmi_sim runs as "PROG 0x20 get power" and
+	// "PROG 0x20 set power VALUE".
+	Chassis        string
+	User, Password string
+}
+
+// emu is the simulated management controller: a BMC without sensors.
+const emu = "mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02\nmc_enable 0x20\n"
+
+// Write writes b's configuration into dir and returns the ipmi_sim command
+// line (to run with dir as its working directory).
+func Write(dir string, b BMC) ([]string, error) {
+	conf := fmt.Sprintf(`name %q
+set_working_mc 0x20
+  startlan 1
+    addr 127.0.0.1 %d
+    priv_limit admin
+    allowed_auths_callback md5
+    allowed_auths_user md5
+    allowed_auths_operator md5
+    allowed_auths_admin md5
+    guid a123456789abcdefa123456789abcdef
+  endlan
+  chassis_control "%s 0x20"
+  user 2 true %q %q admin 10 md5
+`, b.Name, b.Port, b.Chassis, b.User, b.Password)
+	state := filepath.Join(dir, "state")
+	if err := os.MkdirAll(state, 0o700); err != nil {
+		return nil, err
+	}
+	lan, sim := filepath.Join(dir, "lan.conf"), filepath.Join(dir, "sim.emu")
+	if err := os.WriteFile(lan, []byte(conf), 0o600); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(sim, []byte(emu), 0o644); err != nil {
+		return nil, err
+	}
+	return []string{"ipmi_sim", "-c", lan, "-f", sim, "-s", state, "-n"}, nil
+}
