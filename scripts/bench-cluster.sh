@@ -16,19 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 runs=10
-soak=""
-while [ $# -gt 0 ]; do
-	case "$1" in
-	-runs) runs="$2"; shift 2 ;;
-	-soak) soak="$2"; shift 2 ;;
-	-h|--help) sed -n '2,16p' "$0"; exit 0 ;;
-	*) echo "bench-cluster: unknown argument $1" >&2; exit 2 ;;
-	esac
-done
-if [ "$(id -u)" -ne 0 ]; then
-	echo "bench-cluster: needs root (network namespaces)" >&2
-	exit 1
-fi
+. scripts/bench-args.sh bench-cluster 2,16p "network namespaces" "$@"
 bash scripts/deps.sh
 timeout=30m
 if [ -n "$soak" ]; then

@@ -19,19 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 runs=5
-soak=""
-while [ $# -gt 0 ]; do
-	case "$1" in
-	-runs) runs="$2"; shift 2 ;;
-	-soak) soak="$2"; shift 2 ;;
-	-h|--help) sed -n '2,17p' "$0"; exit 0 ;;
-	*) echo "bench-mail: unknown argument $1" >&2; exit 2 ;;
-	esac
-done
-if [ "$(id -u)" -ne 0 ]; then
-	echo "bench-mail: needs root (the lab's network namespace)" >&2
-	exit 1
-fi
+. scripts/bench-args.sh bench-mail 2,17p "the lab's network namespace" "$@"
 bash scripts/deps.sh
 TANDEM_BENCH_RUNS="$runs" TANDEM_BENCH_SOAK="$soak" \
 	go test -run '^$' -bench '^Benchmark(LabBoot|MailCluster)$' -benchtime 1x -timeout 3h -v ./e2e |

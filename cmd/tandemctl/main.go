@@ -133,6 +133,17 @@ func (c *cli) post(ctx context.Context, path string, req cluster.Request) error 
 	return nil
 }
 
+// show prints v as indented JSON (-json) or as text.
+func (c *cli) show(asJSON bool, v any, text func(io.Writer)) error {
+	if !asJSON {
+		text(c.stdout)
+		return nil
+	}
+	e := json.NewEncoder(c.stdout)
+	e.SetIndent("", "  ")
+	return e.Encode(v)
+}
+
 func (c *cli) status(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -151,13 +162,7 @@ func (c *cli) status(ctx context.Context, args []string, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	if *asJSON {
-		e := json.NewEncoder(c.stdout)
-		e.SetIndent("", "  ")
-		return e.Encode(s)
-	}
-	cluster.FormatStatus(c.stdout, *s)
-	return nil
+	return c.show(*asJSON, s, func(w io.Writer) { cluster.FormatStatus(w, *s) })
 }
 
 func (c *cli) node(ctx context.Context, a []string) error {
@@ -281,13 +286,7 @@ func (c *cli) replication(ctx context.Context, a []string, stderr io.Writer) err
 		if err != nil {
 			return err
 		}
-		if *asJSON {
-			e := json.NewEncoder(c.stdout)
-			e.SetIndent("", "  ")
-			return e.Encode(rs)
-		}
-		cluster.FormatReplication(c.stdout, rs)
-		return nil
+		return c.show(*asJSON, rs, func(w io.Writer) { cluster.FormatReplication(w, rs) })
 	case "resolve-split-brain":
 		if *keep == "" {
 			return fmt.Errorf("%w: replication resolve-split-brain -keep NODE", errUsage)
