@@ -7,6 +7,8 @@ import (
 	"os"
 	"regexp"
 	"slices"
+
+	"tandem/internal/yamlstrict"
 )
 
 // Profile describes one kind of machine: what the kernel needs to drive
@@ -55,38 +57,38 @@ func LoadProfile(path string) (*Profile, error) {
 // ParseProfile decodes and validates a profile; name is used in errors.
 func ParseProfile(name string, rd io.Reader) (*Profile, error) {
 	p := &Profile{}
-	root, err := decodeStrict(name, rd, p)
+	doc, err := decode(name, rd, p)
 	if err != nil {
 		return nil, err
 	}
 	if err := p.validate(); err != nil {
-		return nil, locate(name, root, err)
+		return nil, doc.Locate(err)
 	}
 	return p, nil
 }
 
 func (p *Profile) validate() error {
 	if !nameRE.MatchString(p.Name) {
-		return fieldErr("name", "%q must be lower-case letters, digits and dashes", p.Name)
+		return yamlstrict.Errorf("name", "%q must be lower-case letters, digits and dashes", p.Name)
 	}
 	if len(p.Boot) == 0 {
-		return fieldErr("boot", "missing: list bios, uefi or both")
+		return yamlstrict.Errorf("boot", "missing: list bios, uefi or both")
 	}
 	for i, b := range p.Boot {
 		if !slices.Contains(boots, b) {
-			return fieldErr(fmt.Sprintf("boot[%d]", i), "%q is not bios or uefi", b)
+			return yamlstrict.Errorf(fmt.Sprintf("boot[%d]", i), "%q is not bios or uefi", b)
 		}
 	}
 	if !consoleRE.MatchString(p.Console) {
-		return fieldErr("console", "%q is not a console like ttyS0,115200", p.Console)
+		return yamlstrict.Errorf("console", "%q is not a console like ttyS0,115200", p.Console)
 	}
 	for i, m := range p.Modules {
 		if !moduleRE.MatchString(m) {
-			return fieldErr(fmt.Sprintf("modules[%d]", i), "%q is not a module name", m)
+			return yamlstrict.Errorf(fmt.Sprintf("modules[%d]", i), "%q is not a module name", m)
 		}
 	}
 	if p.Watchdog != "" && !slices.Contains(p.Modules, p.Watchdog) {
-		return fieldErr("watchdog", "%q is not in modules", p.Watchdog)
+		return yamlstrict.Errorf("watchdog", "%q is not in modules", p.Watchdog)
 	}
 	return nil
 }

@@ -5,7 +5,6 @@ package recipe
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -15,6 +14,7 @@ import (
 	"strings"
 
 	"tandem/internal/nodeconfig"
+	"tandem/internal/yamlstrict"
 )
 
 // Recipe says what to build: which hardware, which role, which outputs.
@@ -126,8 +126,18 @@ var (
 	nameRE  = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
 )
 
-// ErrInvalid marks a recipe or profile that decodes but makes no sense.
-var ErrInvalid = errors.New("invalid")
+// ErrInvalid marks a recipe or profile that does not decode or makes no
+// sense (the error of every configuration file, yamlstrict.ErrInvalid).
+var ErrInvalid = yamlstrict.ErrInvalid
+
+// decode reads a recipe or profile strictly (yamlstrict).
+func decode(name string, rd io.Reader, out any) (*yamlstrict.Doc, error) {
+	data, err := io.ReadAll(rd)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", name, err)
+	}
+	return yamlstrict.Decode(name, data, out)
+}
 
 // Load reads the recipe at path and the hardware profile it names from
 // hardwareDir (if empty: the "hardware" directory beside the recipe's
@@ -199,13 +209,13 @@ func (r *Recipe) checkFirmware() error {
 // Parse decodes and validates a recipe; name is used in errors.
 func Parse(name string, rd io.Reader) (*Recipe, error) {
 	r := &Recipe{Path: name}
-	root, err := decodeStrict(name, rd, r)
+	doc, err := decode(name, rd, r)
 	if err != nil {
 		return nil, err
 	}
 	r.setDefaults()
 	if err := r.validate(); err != nil {
-		return nil, locate(name, root, err)
+		return nil, doc.Locate(err)
 	}
 	return r, nil
 }
@@ -236,43 +246,43 @@ func (r *Recipe) setDefaults() {
 
 func (r *Recipe) validate() error {
 	if !nameRE.MatchString(r.Name) {
-		return fieldErr("name", "%q must be 1 to 63 lower-case letters, digits and dashes", r.Name)
+		return yamlstrict.Errorf("name", "%q must be 1 to 63 lower-case letters, digits and dashes", r.Name)
 	}
 	if !slices.Contains(roles, r.Role) {
-		return fieldErr("role", "%q is not one of %s", r.Role, strings.Join(roles, ", "))
+		return yamlstrict.Errorf("role", "%q is not one of %s", r.Role, strings.Join(roles, ", "))
 	}
 	if r.Hardware == "" {
-		return fieldErr("hardware", "missing: name a profile in hardware/")
+		return yamlstrict.Errorf("hardware", "missing: name a profile in hardware/")
 	}
 	for i, o := range r.Outputs {
 		if !slices.Contains(outputs, o) {
-			return fieldErr(fmt.Sprintf("outputs[%d]", i), "%q is not one of %s", o, strings.Join(outputs, ", "))
+			return yamlstrict.Errorf(fmt.Sprintf("outputs[%d]", i), "%q is not one of %s", o, strings.Join(outputs, ", "))
 		}
 	}
 	if !nameRE.MatchString(r.Hostname) {
-		return fieldErr("hostname", "%q is not a valid host name", r.Hostname)
+		return yamlstrict.Errorf("hostname", "%q is not a valid host name", r.Hostname)
 	}
 	if r.Disk.BootMiB < 64 || r.Disk.BootMiB > 4096 {
-		return fieldErr("disk.boot_mib", "%d is outside 64..4096 (it holds GRUB and two slots)", r.Disk.BootMiB)
+		return yamlstrict.Errorf("disk.boot_mib", "%d is outside 64..4096 (it holds GRUB and two slots)", r.Disk.BootMiB)
 	}
 	if r.Disk.PermMiB < 16 || r.Disk.PermMiB > 65536 {
-		return fieldErr("disk.perm_mib", "%d is outside 16..65536", r.Disk.PermMiB)
+		return yamlstrict.Errorf("disk.perm_mib", "%d is outside 16..65536", r.Disk.PermMiB)
 	}
 	seen := map[string]bool{}
 	for i, s := range r.Services {
 		f := fmt.Sprintf("services[%d]", i)
 		if !nameRE.MatchString(s.Name) {
-			return fieldErr(f+".name", "%q must be lower-case letters, digits and dashes", s.Name)
+			return yamlstrict.Errorf(f+".name", "%q must be lower-case letters, digits and dashes", s.Name)
 		}
 		if seen[s.Name] {
-			return fieldErr(f+".name", "%q is listed twice", s.Name)
+			return yamlstrict.Errorf(f+".name", "%q is listed twice", s.Name)
 		}
 		seen[s.Name] = true
 		if s.Command == "" {
-			return fieldErr(f+".command", "missing")
+			return yamlstrict.Errorf(f+".command", "missing")
 		}
 		if s.WatchdogSec < 0 || s.WatchdogSec > 3600 {
-			return fieldErr(f+".watchdog_sec", "%d is outside 0..3600", s.WatchdogSec)
+			return yamlstrict.Errorf(f+".watchdog_sec", "%d is outside 0..3600", s.WatchdogSec)
 		}
 	}
 	if err := r.validateWorkload(); err != nil {
@@ -280,7 +290,7 @@ func (r *Recipe) validate() error {
 	}
 	for k := range r.Settings {
 		if !settingKeyRE.MatchString(k) {
-			return fieldErr("settings."+k, "key must be lower-case letters, digits, '_' and '.'")
+			return yamlstrict.Errorf("settings."+k, "key must be lower-case letters, digits, '_' and '.'")
 		}
 	}
 	return nil
@@ -294,22 +304,22 @@ func (r *Recipe) validateWorkload() error {
 		return nil
 	}
 	if r.Role != "data" {
-		return fieldErr("workload", "only data nodes run the mail workload (role is %q)", r.Role)
+		return yamlstrict.Errorf("workload", "only data nodes run the mail workload (role is %q)", r.Role)
 	}
 	switch w.Kind {
 	case WorkloadPostfixDovecot:
 		if w.Installer != "" {
-			return fieldErr("workload.installer", "only for kind %s", WorkloadZimbra)
+			return yamlstrict.Errorf("workload.installer", "only for kind %s", WorkloadZimbra)
 		}
 	case WorkloadZimbra:
 		if w.Installer == "" {
-			return fieldErr("workload.installer", "missing: kind %s needs the path of your ZCS installer tarball", WorkloadZimbra)
+			return yamlstrict.Errorf("workload.installer", "missing: kind %s needs the path of your ZCS installer tarball", WorkloadZimbra)
 		}
 		if st, err := os.Stat(w.Installer); err != nil || !st.Mode().IsRegular() {
-			return fieldErr("workload.installer", "%s is not a readable file: %v", w.Installer, err)
+			return yamlstrict.Errorf("workload.installer", "%s is not a readable file: %v", w.Installer, err)
 		}
 	default:
-		return fieldErr("workload.kind", "%q is not one of %s, %s", w.Kind, WorkloadPostfixDovecot, WorkloadZimbra)
+		return yamlstrict.Errorf("workload.kind", "%q is not one of %s, %s", w.Kind, WorkloadPostfixDovecot, WorkloadZimbra)
 	}
 	return nil
 }

@@ -7,18 +7,18 @@
 package nodeconfig
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"tandem/internal/yamlstrict"
 )
 
-// ErrInvalid is wrapped by every decoding or validation error.
-var ErrInvalid = errors.New("invalid node config")
+// ErrInvalid is wrapped by every decoding or validation error (the error
+// of every configuration file, yamlstrict.ErrInvalid).
+var ErrInvalid = yamlstrict.ErrInvalid
 
 // Config is the whole node configuration file.
 type Config struct {
@@ -196,15 +196,14 @@ func Load(r io.Reader, name string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", name, err)
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
 	var c Config
-	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("%s: %w: %v", name, ErrInvalid, err)
+	doc, err := yamlstrict.Decode(name, data, &c)
+	if err != nil && !errors.Is(err, yamlstrict.ErrEmpty) { // empty: all defaults
+		return nil, err
 	}
 	c.setDefaults()
 	if err := c.validate(); err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
+		return nil, doc.Locate(err)
 	}
 	return &c, nil
 }

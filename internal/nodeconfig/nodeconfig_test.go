@@ -64,9 +64,9 @@ func TestErrorsNameFileAndField(t *testing.T) {
 	for _, tc := range []struct {
 		name, yaml, want string
 	}{
-		{"unknown field", "hostname: a\nhostnmae: b\n", "n.yaml: invalid node config: yaml: unmarshal errors:\n  line 2: field hostnmae not found"},
+		{"unknown field", "hostname: a\nhostnmae: b\n", `n.yaml:2: unknown field "hostnmae" (expected one of: cluster, dns, hostname, network, time)`},
 		{"missing hostname", "network: {}\n", "n.yaml: hostname: is required"},
-		{"bad hostname", "hostname: a_b\n", `hostname: "a_b" is not a DNS label`},
+		{"bad hostname", "hostname: a_b\n", `n.yaml:1: hostname: "a_b" is not a DNS label`},
 		{"bad address", "hostname: a\nnetwork:\n  links: [{name: eth0, addresses: [10.0.0.1/33]}]\n", `network.links[0].addresses[0]: "10.0.0.1/33" is not an address in CIDR form`},
 		{"bad mac", "hostname: a\nnetwork:\n  links: [{name: eth0, mac: zz}]\n", `network.links[0].mac: "zz" is not an Ethernet MAC`},
 		{"dup link", "hostname: a\nnetwork:\n  links: [{name: eth0}, {name: eth0}]\n", `network.links[1].name: "eth0" already defined by network.links[0]`},
@@ -78,12 +78,12 @@ func TestErrorsNameFileAndField(t *testing.T) {
 		{"route family", "hostname: a\nnetwork:\n  routes: [{to: 0.0.0.0/0, via: \"fe80::1\"}]\n", `network.routes[0].via: "fe80::1" is not of the same family`},
 		{"route onlink", "hostname: a\nnetwork:\n  routes: [{to: 10.0.0.0/8}]\n", `network.routes[0].dev: an on-link route (no via) needs dev`},
 		{"mtu", "hostname: a\nnetwork:\n  links: [{name: e0, mtu: 20}]\n", `network.links[0].mtu: 20 is out of range`},
-		{"vip", "hostname: a\ncluster: {name: c, domain: d.org, vip: \"::1\"}\n", `cluster.vip: "::1" is not an IPv4 address`},
+		{"vip", "hostname: a\ncluster: {name: c, domain: d.org, vip: \"::1\"}\n", `n.yaml:2: cluster.vip: "::1" is not an IPv4 address`},
 		{"node address", "hostname: a\ncluster: {name: c, domain: d.org, nodes: [{name: n, address: x}]}\n", `cluster.nodes[0].address: "x" is not an IP address`},
 		{"domain", "hostname: a\ncluster: {name: c, domain: \"a..b\"}\n", `cluster.domain: "a..b" is not a domain name`},
 		{"forwarder", "hostname: a\ndns: {forwarders: [resolver]}\n", `dns.forwarders[0]: "resolver" is not an IP address`},
 		{"allow", "hostname: a\ndns: {allow: [10.0.0.0]}\n", `dns.allow[0]: "10.0.0.0" is not a network in CIDR form`},
-		{"duration", "hostname: a\ntime: {step_threshold: soon}\n", "n.yaml: invalid node config"},
+		{"duration", "hostname: a\ntime: {step_threshold: soon}\n", "n.yaml: line 2: cannot unmarshal !!str `soon` into time.Duration"},
 		{"negative", "hostname: a\ntime: {poll_interval: -1s}\n", "time.poll_interval: -1s is negative"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -91,8 +91,8 @@ func TestErrorsNameFileAndField(t *testing.T) {
 			if err == nil {
 				t.Fatalf("Load(%q) = nil error, want %q", tc.yaml, tc.want)
 			}
-			if !strings.Contains(err.Error(), tc.want) || !strings.HasPrefix(err.Error(), "n.yaml: ") {
-				t.Errorf("Load(%q) = %q, want it to start with the file and contain %q", tc.yaml, err, tc.want)
+			if !strings.Contains(err.Error(), tc.want) || !strings.HasPrefix(err.Error(), "n.yaml:") {
+				t.Errorf("Load(%q) = %q, want it to start with the file (and line) and contain %q", tc.yaml, err, tc.want)
 			}
 			if !errors.Is(err, ErrInvalid) {
 				t.Errorf("Load(%q) = %v, want errors.Is ErrInvalid", tc.yaml, err)

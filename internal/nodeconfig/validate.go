@@ -8,20 +8,12 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"tandem/internal/yamlstrict"
 )
 
-// fieldError names the field that is wrong.
-type fieldError struct {
-	field string
-	msg   string
-}
-
-func (e *fieldError) Error() string { return e.field + ": " + e.msg }
-func (e *fieldError) Unwrap() error { return ErrInvalid }
-
-func bad(field, format string, args ...any) error {
-	return &fieldError{field: field, msg: fmt.Sprintf(format, args...)}
-}
+// bad is an error about field, placed on its line by Load.
+var bad = yamlstrict.Errorf
 
 // validate checks meaning and cross-field rules; it returns every problem.
 func (c *Config) validate() error {

@@ -6,8 +6,6 @@
 package cluster
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -15,8 +13,7 @@ import (
 	"slices"
 	"time"
 
-	"gopkg.in/yaml.v3"
-
+	"tandem/internal/yamlstrict"
 	"tandem/services/cluster/core"
 	"tandem/services/cluster/ocf"
 )
@@ -132,8 +129,9 @@ const (
 
 var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$`)
 
-// ErrConfig marks configuration errors.
-var ErrConfig = errors.New("invalid cluster configuration")
+// ErrConfig marks configuration errors (the error of every configuration
+// file, yamlstrict.ErrInvalid).
+var ErrConfig = yamlstrict.ErrInvalid
 
 // LoadConfig decodes a config strictly (unknown fields are errors), fills
 // defaults and validates; errors name file and field.
@@ -142,15 +140,14 @@ func LoadConfig(r io.Reader, file string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: read: %w", file, err)
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
 	var c Config
-	if err := dec.Decode(&c); err != nil {
-		return nil, fmt.Errorf("%s: %w: %w", file, ErrConfig, err)
+	doc, err := yamlstrict.Decode(file, b, &c)
+	if err != nil {
+		return nil, err
 	}
 	c.defaults()
 	if err := c.validate(); err != nil {
-		return nil, fmt.Errorf("%s: %w: %w", file, ErrConfig, err)
+		return nil, doc.Locate(err)
 	}
 	return &c, nil
 }
@@ -257,59 +254,59 @@ func (c *Config) CoreConfig() core.Config {
 func (c *Config) validate() error {
 	switch {
 	case !nameRE.MatchString(c.Cluster):
-		return fmt.Errorf("cluster %q: want a lower-case name of letters, digits and dashes", c.Cluster)
+		return yamlstrict.Errorf("cluster", "%q: want a lower-case name of letters, digits and dashes", c.Cluster)
 	case !nameRE.MatchString(c.Node):
-		return fmt.Errorf("node %q: want a lower-case name of letters, digits and dashes", c.Node)
+		return yamlstrict.Errorf("node", "%q: want a lower-case name of letters, digits and dashes", c.Node)
 	case c.Role != core.RoleData && c.Role != core.RoleArbitrator:
-		return fmt.Errorf("role %q: want data or arbitrator", c.Role)
+		return yamlstrict.Errorf("role", "%q: want data or arbitrator", c.Role)
 	}
 	if a, err := netip.ParseAddr(c.Address); err != nil || !a.Is4() {
-		return fmt.Errorf("address %q: want an IPv4 address", c.Address)
+		return yamlstrict.Errorf("address", "%q: want an IPv4 address", c.Address)
 	}
 	for _, p := range []struct {
 		name string
 		v    int
 	}{{"peer_port", c.PeerPort}, {"client_port", c.ClientPort}, {"api_port", c.APIPort}} {
 		if p.v < 1 || p.v > 65535 {
-			return fmt.Errorf("%s %d: out of range", p.name, p.v)
+			return yamlstrict.Errorf(p.name, "%d: out of range", p.v)
 		}
 	}
 	t := c.CoreTiming()
 	if t.LeaseTTL%time.Second != 0 {
-		return fmt.Errorf("timing.lease_ttl %v: etcd leases count whole seconds", t.LeaseTTL)
+		return yamlstrict.Errorf("timing.lease_ttl", "%v: etcd leases count whole seconds", t.LeaseTTL)
 	}
 	if err := t.Validate(); err != nil {
-		return fmt.Errorf("timing.%w", err)
+		return yamlstrict.Errorf("timing", "%v", err)
 	}
 	if c.Timing.PollInterval <= 0 || c.Timing.PollInterval >= t.LeaseTTL/2 {
-		return fmt.Errorf("timing.poll_interval %v: must be positive and under half of lease_ttl", c.Timing.PollInterval)
+		return yamlstrict.Errorf("timing.poll_interval", "%v: must be positive and under half of lease_ttl", c.Timing.PollInterval)
 	}
 	if c.Role == core.RoleArbitrator && len(c.Group) > 0 {
-		return errors.New("group: an arbitrator never runs resources; remove its group")
+		return yamlstrict.Errorf("group", "an arbitrator never runs resources; remove its group")
 	}
 	if c.Role == core.RoleData && c.Watchdog == "none" {
-		return errors.New("watchdog none: a data node needs a watchdog")
+		return yamlstrict.Errorf("watchdog", "none: a data node needs a watchdog")
 	}
 	for node, f := range c.Fencing {
 		field := "fencing." + node
 		switch {
 		case c.Role != core.RoleData:
-			return fmt.Errorf("%s: only data nodes fence", field)
+			return yamlstrict.Errorf(field, "only data nodes fence")
 		case node == c.Node:
-			return fmt.Errorf("%s: a node cannot fence itself", field)
+			return yamlstrict.Errorf(field, "a node cannot fence itself")
 		case f.Agent != "ipmi":
-			return fmt.Errorf("%s.agent %q: want ipmi", field, f.Agent)
+			return yamlstrict.Errorf(field+".agent", "%q: want ipmi", f.Agent)
 		case f.Address == "":
-			return fmt.Errorf("%s.address: required", field)
+			return yamlstrict.Errorf(field+".address", "required")
 		case f.User == "" || f.PasswordFile == "":
-			return fmt.Errorf("%s: user and password_file are required", field)
+			return yamlstrict.Errorf(field, "user and password_file are required")
 		}
 	}
 	if m := c.Policy.MigrationThreshold; m != nil && *m < 0 {
-		return fmt.Errorf("policy.migration_threshold %d: must not be negative", *m)
+		return yamlstrict.Errorf("policy.migration_threshold", "%d: must not be negative", *m)
 	}
 	if f := c.Policy.FailureTimeout; f != nil && (*f < 0 || *f%time.Second != 0) {
-		return fmt.Errorf("policy.failure_timeout %v: want whole seconds, 0s for never (etcd leases count seconds)", *f)
+		return yamlstrict.Errorf("policy.failure_timeout", "%v: want whole seconds, 0s for never (etcd leases count seconds)", *f)
 	}
 	return c.validateGroup()
 }
@@ -319,34 +316,34 @@ func (c *Config) validateGroup() error {
 	for i, r := range c.Group {
 		field := fmt.Sprintf("group[%d]", i)
 		if !nameRE.MatchString(r.Name) {
-			return fmt.Errorf("%s.name %q: want a lower-case name", field, r.Name)
+			return yamlstrict.Errorf(field+".name", "%q: want a lower-case name", r.Name)
 		}
 		if seen[r.Name] {
-			return fmt.Errorf("%s.name %q: used twice", field, r.Name)
+			return yamlstrict.Errorf(field+".name", "%q: used twice", r.Name)
 		}
 		seen[r.Name] = true
 		if r.Agent == "vip" {
 			if _, err := netip.ParsePrefix(r.Params["address"]); err != nil {
-				return fmt.Errorf("%s.params.address %q: want ADDR/LEN", field, r.Params["address"])
+				return yamlstrict.Errorf(field+".params.address", "%q: want ADDR/LEN", r.Params["address"])
 			}
 			if r.Params["interface"] == "" {
-				return fmt.Errorf("%s.params.interface: required for a vip", field)
+				return yamlstrict.Errorf(field+".params.interface", "required for a vip")
 			}
 		} else if slices.Contains(builtins, r.Agent) {
 			// Built-in agents check their params when the daemon builds them.
 		} else if _, _, err := ocf.Parse(r.Agent); err != nil {
-			return fmt.Errorf("%s.agent: %w (or one of the built-in agents vip, drbd, fs, mail)", field, err)
+			return yamlstrict.Errorf(field+".agent", "%v (or one of the built-in agents vip, drbd, fs, mail)", err)
 		}
 		for a, d := range r.Timeouts {
 			if d <= 0 {
-				return fmt.Errorf("%s.timeouts.%s %v: must be positive", field, a, d)
+				return yamlstrict.Errorf(field+".timeouts."+a, "%v: must be positive", d)
 			}
 		}
 		if r.MonitorInterval < 100*time.Millisecond {
-			return fmt.Errorf("%s.monitor_interval %v: at least 100ms", field, r.MonitorInterval)
+			return yamlstrict.Errorf(field+".monitor_interval", "%v: at least 100ms", r.MonitorInterval)
 		}
 		if r.MonitorFailures < 1 {
-			return fmt.Errorf("%s.monitor_failures %d: at least 1", field, r.MonitorFailures)
+			return yamlstrict.Errorf(field+".monitor_failures", "%d: at least 1", r.MonitorFailures)
 		}
 	}
 	return nil

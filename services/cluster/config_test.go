@@ -54,34 +54,34 @@ func TestLoadConfigErrors(t *testing.T) {
 	tests := []struct {
 		name, yaml, want string
 	}{
-		{"unknown field", goodData + "colour: blue\n", "field colour not found"},
-		{"typo in group", strings.Replace(goodData, "agent: vip", "agnet: vip", 1), "field agnet not found"},
-		{"bad role", strings.Replace(goodData, "role: data", "role: boss", 1), `role "boss"`},
-		{"bad address", strings.Replace(goodData, "address: 10.0.0.1", "address: nowhere", 1), `address "nowhere"`},
-		{"bad node name", strings.Replace(goodData, "node: a", "node: A_1", 1), `node "A_1"`},
-		{"renewals exceed ttl", goodData + "timing: {lease_ttl: 3s, renew_interval: 1s, renew_retries: 3}\n", "timing.renew_interval"},
-		{"watchdog not below ttl", goodData + "timing: {watchdog_timeout: 5s}\n", "timing.watchdog_timeout"},
+		{"unknown field", goodData + "colour: blue\n", `node.yaml:12: unknown field "colour" (expected one of: address,`},
+		{"typo in group", strings.Replace(goodData, "agent: vip", "agnet: vip", 1), `node.yaml:8: unknown field "agnet" in group[0]`},
+		{"bad role", strings.Replace(goodData, "role: data", "role: boss", 1), `node.yaml:3: role: "boss": want data or arbitrator`},
+		{"bad address", strings.Replace(goodData, "address: 10.0.0.1", "address: nowhere", 1), `address: "nowhere"`},
+		{"bad node name", strings.Replace(goodData, "node: a", "node: A_1", 1), `node: "A_1"`},
+		{"renewals exceed ttl", goodData + "timing: {lease_ttl: 3s, renew_interval: 1s, renew_retries: 3}\n", "timing: renew_interval"},
+		{"watchdog not below ttl", goodData + "timing: {watchdog_timeout: 5s}\n", "timing: watchdog_timeout"},
 		{"fractional ttl", goodData + "timing: {lease_ttl: 3500ms}\n", "timing.lease_ttl"},
 		{"poll too slow", goodData + "timing: {poll_interval: 2s}\n", "timing.poll_interval"},
 		{"vip without interface", strings.Replace(goodData, ", interface: eth0", "", 1), "group[0].params.interface"},
 		{"vip bad address", strings.Replace(goodData, "10.0.0.100/24", "10.0.0.100", 1), "group[0].params.address"},
 		{"bad agent", strings.Replace(goodData, "ocf:heartbeat:Dummy", "lsb:postfix", 1), "group[1].agent"},
-		{"duplicate name", strings.Replace(goodData, "name: app", "name: vip", 1), `group[1].name "vip": used twice`},
+		{"duplicate name", strings.Replace(goodData, "name: app", "name: vip", 1), `node.yaml:10: group[1].name: "vip": used twice`},
 		{"arbitrator with group", strings.Replace(goodData, "role: data", "role: arbitrator", 1), "an arbitrator never runs resources"},
 		{"data without watchdog", strings.Replace(goodData, "/dev/watchdog", "none", 1), "a data node needs a watchdog"},
 		{"negative threshold", goodData + "policy: {migration_threshold: -1}\n", "policy.migration_threshold"},
 		{"bad timeout", goodData + "    timeouts: {start: 0s}\n", "group[1].timeouts.start"},
-		{"negative monitor failures", goodData + "    monitor_failures: -1\n", "group[1].monitor_failures -1"},
+		{"negative monitor failures", goodData + "    monitor_failures: -1\n", "group[1].monitor_failures: -1"},
 		{"negative failure timeout", goodData + "policy: {failure_timeout: -1s}\n", "policy.failure_timeout"},
-		{"fractional failure timeout", goodData + "policy: {failure_timeout: 1500ms}\n", "policy.failure_timeout 1.5s"},
+		{"fractional failure timeout", goodData + "policy: {failure_timeout: 1500ms}\n", "policy.failure_timeout: 1.5s"},
 		{"fence self", goodData + "fencing: {a: {agent: ipmi, address: 10.0.0.9, user: u, password_file: /p}}\n", "fencing.a: a node cannot fence itself"},
-		{"fence agent", goodData + "fencing: {b: {agent: ssh, address: 10.0.0.9, user: u, password_file: /p}}\n", `fencing.b.agent "ssh"`},
+		{"fence agent", goodData + "fencing: {b: {agent: ssh, address: 10.0.0.9, user: u, password_file: /p}}\n", `fencing.b.agent: "ssh"`},
 		{"fence no password", goodData + "fencing: {b: {agent: ipmi, address: 10.0.0.9, user: u}}\n", "fencing.b: user and password_file"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := LoadConfig(strings.NewReader(tt.yaml), "node.yaml")
-			if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.HasPrefix(err.Error(), "node.yaml: ") {
+			if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.HasPrefix(err.Error(), "node.yaml:") {
 				t.Fatalf("LoadConfig = %v, want an error starting with the file and containing %q", err, tt.want)
 			}
 			if !errors.Is(err, ErrConfig) {
