@@ -124,13 +124,13 @@ func yamlFields(t reflect.Type) map[string]reflect.Type {
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
 		name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-		if name == "-" || !f.IsExported() {
-			continue
-		}
 		if strings.Contains(opts, "inline") && f.Type.Kind() == reflect.Struct {
 			for k, v := range yamlFields(f.Type) {
 				out[k] = v
 			}
+			continue
+		}
+		if name == "-" || !f.IsExported() {
 			continue
 		}
 		if name == "" {
