@@ -136,15 +136,25 @@ func Build(ctx context.Context, r *recipe.Recipe, o Options) (*Manifest, error) 
 }
 
 func (b *builder) openArchive(ctx context.Context) error {
-	uri := b.r.Debian.Mirror
-	if uri == "" {
-		var err error
-		if uri, err = debian.MachineMirror(b.r.Debian.Suite); err != nil {
-			return err
-		}
-	}
-	a, err := debian.Open(ctx, debian.Source{URI: uri, Suite: b.r.Debian.Suite, Keyring: b.r.Debian.Keyring},
-		filepath.Join(b.o.CacheDir, "debian"), b.o.IndexMaxAge, b.logf)
+	a, err := OpenArchive(ctx, b.r.Debian, b.o)
 	b.archive = a
 	return err
+}
+
+// OpenArchive opens the Debian suite d names, from its mirror or the one
+// the machine's apt sources name, with the package cache of o (the
+// builder's, also used by lab/vmtest for its guests' kernel).
+func OpenArchive(ctx context.Context, d recipe.Debian, o Options) (*debian.Archive, error) {
+	if err := o.defaults(); err != nil {
+		return nil, err
+	}
+	uri := d.Mirror
+	if uri == "" {
+		var err error
+		if uri, err = debian.MachineMirror(d.Suite); err != nil {
+			return nil, err
+		}
+	}
+	return debian.Open(ctx, debian.Source{URI: uri, Suite: d.Suite, Keyring: d.Keyring},
+		filepath.Join(o.CacheDir, "debian"), o.IndexMaxAge, o.Logf)
 }

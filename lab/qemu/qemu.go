@@ -1,5 +1,7 @@
-// Package qemu boots tandem images in QEMU for tests, benchmarks and
-// `tandem boot`: software emulation only (TCG; KVM is not used), the
+// Package qemu is tandem's one QEMU launcher: it boots images (disk or
+// network boot) for the lab, e2e tests, benchmarks and `tandem boot`, and a
+// kernel with an initramfs for lab/vmtest's guests. Software emulation only
+// (TCG; KVM is not used), the
 // serial console captured line by line, the monitor on a socket for ACPI
 // power-off, and networking only on QEMU's own isolated user network or
 // on a UDP link over loopback to a switch in the host process (Link).
@@ -69,6 +71,8 @@ type Config struct {
 	Console io.Writer
 	// Dir holds the VM's sockets and firmware variables; default a temp dir.
 	Dir string
+	// Args are added to QEMU's command line (a test guest's devices).
+	Args []string
 }
 
 // Link is a NIC whose frames travel as UDP datagrams between QEMU and a
@@ -103,12 +107,13 @@ type VM struct {
 	ownDir  bool
 	qmpDone chan struct{}
 
-	mu    sync.Mutex
-	lines []string
-	cond  *sync.Cond
-	done  chan struct{}
-	err   error
-	reset string // what reset the guest, from QMP's events
+	mu     sync.Mutex
+	lines  []string
+	cond   *sync.Cond
+	done   chan struct{}
+	err    error
+	reset  string // what reset the guest, from QMP's events
+	events []Event
 }
 
 // Start boots a VM.
@@ -123,10 +128,11 @@ func Start(ctx context.Context, c Config) (*VM, error) {
 		vm.dir, vm.ownDir = d, true
 	}
 	vm.monitor = filepath.Join(vm.dir, "monitor.sock")
-	var err error
-	if vm.cmd, err = Command(ctx, c, vm.dir, vm.monitor); err != nil {
+	args, err := c.args(vm.dir, vm.monitor, true)
+	if err != nil {
 		return nil, err
 	}
+	vm.cmd = exec.CommandContext(ctx, "qemu-system-x86_64", args...)
 	vm.cmd.Stderr = os.Stderr
 	// QEMU dies with its parent, so a killed test leaves no VM behind.
 	vm.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -140,7 +146,15 @@ func Start(ctx context.Context, c Config) (*VM, error) {
 	if err := vm.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start qemu-system-x86_64: %w (make deps installs qemu-system-x86)", err)
 	}
-	go vm.events(filepath.Join(vm.dir, "qmp.sock"))
+	// QEMU starts the guest only once the QMP client is connected
+	// (wait=on), so no event is missed.
+	qmpDone, err := WatchQMP(filepath.Join(vm.dir, "qmp.sock"), 10*time.Second, vm.event())
+	if err != nil {
+		vm.cmd.Process.Kill()
+		vm.cmd.Wait()
+		return nil, fmt.Errorf("qemu qmp: %w", err)
+	}
+	go func() { <-qmpDone; close(vm.qmpDone) }()
 	go vm.read(out, c.Console)
 	return vm, nil
 }
@@ -148,14 +162,16 @@ func Start(ctx context.Context, c Config) (*VM, error) {
 // Command returns the QEMU command for c, its firmware variables and
 // monitor socket in dir, for a caller that wires the console itself.
 func Command(ctx context.Context, c Config, dir, monitor string) (*exec.Cmd, error) {
-	args, err := c.args(dir, monitor)
+	args, err := c.args(dir, monitor, false)
 	if err != nil {
 		return nil, err
 	}
 	return exec.CommandContext(ctx, "qemu-system-x86_64", args...), nil
 }
 
-func (c Config) args(dir, monitor string) ([]string, error) {
+// args is c's command line; qmpWait makes QEMU wait for a QMP client
+// before it runs the guest.
+func (c Config) args(dir, monitor string, qmpWait bool) ([]string, error) {
 	mem := c.MemoryMiB
 	if mem == 0 {
 		mem = 1024
@@ -163,7 +179,7 @@ func (c Config) args(dir, monitor string) ([]string, error) {
 	a := []string{"-accel", "tcg", "-m", fmt.Sprint(mem), "-smp", "1",
 		"-nographic", "-no-user-config", "-nodefaults", "-serial", "stdio",
 		"-monitor", "unix:" + monitor + ",server,nowait",
-		"-qmp", "unix:" + filepath.Join(dir, "qmp.sock") + ",server=on,wait=off",
+		"-qmp", "unix:" + filepath.Join(dir, "qmp.sock") + ",server=on,wait=" + map[bool]string{true: "on", false: "off"}[qmpWait],
 		// Entropy from the host, as a KVM/Proxmox VM with VirtIO RNG has.
 		"-device", "virtio-rng-pci"}
 	if c.Firmware == UEFI {
@@ -212,7 +228,7 @@ func (c Config) args(dir, monitor string) ([]string, error) {
 	if c.NoReboot {
 		a = append(a, "-no-reboot")
 	}
-	return a, nil
+	return append(a, c.Args...), nil
 }
 
 func (vm *VM) read(r io.Reader, console io.Writer) {
@@ -354,13 +370,16 @@ func (vm *VM) Exited() bool {
 	}
 }
 
-// events follows QEMU's QMP events until QEMU ends, keeping what reset
-// the machine (with NoReboot, a reset is a SHUTDOWN event): "watchdog"
-// after a WATCHDOG event with action reset, "guest" for the guest's own,
-// "reset button" for the monitor's.
-func (vm *VM) events(sock string) {
+// event returns the QMP event handler: it records every event and what
+// reset the machine (with NoReboot, a reset is a SHUTDOWN event):
+// "watchdog" after a WATCHDOG event with action reset, "guest" for the
+// guest's own, "reset button" for the monitor's.
+func (vm *VM) event() func(Event) {
 	watchdog := false
-	done, err := WatchQMP(sock, 10*time.Second, func(e Event) {
+	return func(e Event) {
+		vm.mu.Lock()
+		vm.events = append(vm.events, e)
+		vm.mu.Unlock()
 		var d struct{ Action, Reason string }
 		if json.Unmarshal(e.Data, &d) != nil {
 			return // not an event this reads
@@ -375,11 +394,14 @@ func (vm *VM) events(sock string) {
 		case e.Event == "SHUTDOWN" && d.Reason == "host-qmp-system-reset":
 			vm.setReset("reset button") // the monitor's system_reset
 		}
-	})
-	if err == nil {
-		<-done
 	}
-	close(vm.qmpDone)
+}
+
+// Events returns the QMP events so far (WATCHDOG, SHUTDOWN, ...).
+func (vm *VM) Events() []Event {
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	return append([]Event(nil), vm.events...)
 }
 
 func (vm *VM) setReset(by string) {

@@ -1,20 +1,25 @@
 // Package vmtest boots Debian's kernel under QEMU (TCG) with a test binary
 // as /init, for tests that need a kernel feature the build machines' kernel
-// lacks (bonding, VLANs, a watchdog device). The host side fetches and
-// caches the kernel package, builds a tiny initramfs holding the package's
-// test binary (static) and the modules it needs, and starts QEMU with the
-// serial console captured line by line. The guest side (Init, PowerOff)
-// runs in that test binary when it is PID 1.
+// lacks (bonding, VLANs, a watchdog device). The host side takes the kernel
+// package the node images ship (the kvm-node recipe's suite, through the
+// image builder's Debian fetcher and cache), builds a tiny initramfs holding
+// the package's test binary (static) and the modules it needs, and boots it
+// with lab/qemu, the serial console read line by line. The guest side
+// (Init, PowerOff) runs in that test binary when it is PID 1.
 package vmtest
 
 import (
+	"context"
+	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
-	"tandem/internal/testenv"
+	"tandem/image"
+	"tandem/image/debian"
+	"tandem/image/recipe"
 )
 
 // Kernel is Debian's kernel package, unpacked.
@@ -26,16 +31,29 @@ type Kernel struct {
 }
 
 // Tools are the programs the host side runs.
-var Tools = []string{"qemu-system-x86_64", "apt-get", "apt-cache", "dpkg-deb", "go"}
+var Tools = []string{"qemu-system-x86_64", "go"}
 
-// DebianKernel downloads Debian's current kernel package with the
-// machine's apt configuration (once, into the cache) and returns it
-// unpacked. It needs no root.
+// DebianKernel returns the kernel package the kvm-node images ship
+// (linux-image-amd64's versioned dependency), fetched once into the image
+// builder's cache and unpacked. It needs no root.
 func DebianKernel(t testing.TB) Kernel {
 	t.Helper()
-	cache := cacheDir(t)
-	pkg := kernelPackage(t)
-	dir := unpackPackage(t, cache, pkg)
+	a := archive(t)
+	meta, err := a.Package("linux-image-amd64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var versioned string
+	for _, d := range meta.Depends {
+		if strings.HasPrefix(d, "linux-image-") {
+			versioned = d
+			break
+		}
+	}
+	if versioned == "" {
+		t.Fatalf("linux-image-amd64 %s depends on no linux-image-* package", meta.Version)
+	}
+	dir := DebianPackage(t, versioned)
 	vmlinuz, _ := filepath.Glob(filepath.Join(dir, "boot", "vmlinuz-*"))
 	if len(vmlinuz) != 1 {
 		t.Fatalf("vmlinuz in %s: %v", dir, vmlinuz)
@@ -43,82 +61,51 @@ func DebianKernel(t testing.TB) Kernel {
 	return Kernel{Dir: dir, Vmlinuz: vmlinuz[0]}
 }
 
-// DebianPackage downloads Debian package pkg (the machine's apt
-// configuration picks the version) once into the cache and returns the
-// directory it is unpacked in, for a test that puts its programs (drbd-utils,
-// ...) into a guest's initramfs.
+// DebianPackage fetches package pkg of the same suite once into the cache
+// and returns the directory it is unpacked in, for a test that puts its
+// programs (drbd-utils, ...) into a guest's initramfs.
 func DebianPackage(t testing.TB, pkg string) string {
 	t.Helper()
-	return unpackPackage(t, cacheDir(t), pkg)
-}
-
-// unpackPackage downloads pkg into cache unless a .deb of it is there and
-// unpacks it into cache/pkg unless that is done.
-func unpackPackage(t testing.TB, cache, pkg string) string {
-	t.Helper()
-	dir := filepath.Join(cache, pkg)
-	if _, err := os.Stat(filepath.Join(dir, ".done")); err == nil {
-		return dir
+	a := archive(t)
+	p, err := a.Package(pkg)
+	if err != nil {
+		t.Fatal(err)
 	}
-	debs, _ := filepath.Glob(filepath.Join(cache, pkg+"_*.deb"))
-	if len(debs) == 0 {
-		cmd := exec.Command("apt-get", "download", pkg)
-		cmd.Dir = cache
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("apt-get download %s: %v\n%s", pkg, err, out)
-		}
-		debs, _ = filepath.Glob(filepath.Join(cache, pkg+"_*.deb"))
+	deb, err := a.Fetch(context.Background(), p)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if len(debs) == 0 {
-		t.Fatalf("no %s .deb in %s after download", pkg, cache)
-	}
-	os.RemoveAll(dir)
-	if out, err := exec.Command("dpkg-deb", "-x", debs[len(debs)-1], dir).CombinedOutput(); err != nil {
-		t.Fatalf("dpkg-deb -x %s: %v\n%s", debs[len(debs)-1], err, out)
-	}
-	if err := os.WriteFile(filepath.Join(dir, ".done"), nil, 0o644); err != nil {
+	dir, err := a.Unpacked(p, deb)
+	if err != nil {
 		t.Fatal(err)
 	}
 	return dir
 }
 
-// cacheDir is where the kernel package is kept between runs:
-// $TANDEM_GUEST_CACHE, or tandem/services-guest in the user's cache.
-func cacheDir(t testing.TB) string {
-	t.Helper()
-	dir := os.Getenv("TANDEM_GUEST_CACHE")
-	if dir == "" {
-		base, err := os.UserCacheDir()
-		if err != nil {
-			t.Fatal(err)
-		}
-		dir = filepath.Join(base, "tandem", "services-guest")
+// openArchive opens the kvm-node recipe's Debian suite, once per test binary.
+var openArchive = sync.OnceValues(func() (*debian.Archive, error) {
+	wd, err := os.Getwd()
+	if err != nil {
+		return nil, err
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
+	root, err := image.FindModuleDir(wd)
+	if err != nil {
+		return nil, err
 	}
-	return dir
-}
+	r, err := recipe.Load(filepath.Join(root, "recipes", "kvm-node.yaml"), "")
+	if err != nil {
+		return nil, err
+	}
+	return image.OpenArchive(context.Background(), r.Debian, image.Options{
+		Logf: func(f string, a ...any) { fmt.Fprintf(os.Stderr, "vmtest: "+f+"\n", a...) },
+	})
+})
 
-// kernelPackage is the versioned package linux-image-amd64 depends on.
-func kernelPackage(t testing.TB) string {
+func archive(t testing.TB) *debian.Archive {
 	t.Helper()
-	find := func() string {
-		out, _ := exec.Command("apt-cache", "depends", "linux-image-amd64").Output()
-		for _, l := range strings.Split(string(out), "\n") {
-			if f := strings.Fields(l); len(f) == 2 && f[0] == "Depends:" && strings.HasPrefix(f[1], "linux-image-") {
-				return f[1]
-			}
-		}
-		return ""
+	a, err := openArchive()
+	if err != nil {
+		t.Fatalf("debian archive for guests: %v", err)
 	}
-	if p := find(); p != "" {
-		return p
-	}
-	_ = exec.Command("apt-get", "update", "-qq").Run() // the second look says whether it helped
-	if p := find(); p != "" {
-		return p
-	}
-	testenv.Unavailable(t, "apt-cache finds no linux-image-amd64")
-	return ""
+	return a
 }

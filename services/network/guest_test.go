@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -26,10 +24,9 @@ func TestGuestBondVLAN(t *testing.T) {
 	kernel := vmtest.DebianKernel(t)
 	initrd := vmtest.Initramfs(t, kernel, "virtio_pci", "virtio_net", "bonding", "8021q")
 
-	monitor := filepath.Join(t.TempDir(), "monitor")
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
-	args := []string{"-monitor", "unix:" + monitor + ",server=on,wait=off"}
+	var args []string
 	for i := range 4 {
 		args = append(args, "-netdev", fmt.Sprintf("hubport,id=h%d,hubid=%d", i, i%2),
 			"-device", fmt.Sprintf("virtio-net-pci,netdev=h%d,id=nic%d,mac=52:54:00:80:00:0%d", i, i, []int{1, 2, 3, 4}[i]))
@@ -42,7 +39,11 @@ func TestGuestBondVLAN(t *testing.T) {
 		switch {
 		case strings.Contains(line, guestMarkPull):
 			t.Logf("guest up and bonded after %v; pulling lan0's cable", time.Since(vm.Started).Round(time.Second))
-			pullCable(t, monitor, "nic0", "nic2")
+			for _, nic := range []string{"nic0", "nic2"} {
+				if err := vm.Monitor("set_link " + nic + " off"); err != nil {
+					t.Errorf("pull %s's cable: %v", nic, err)
+				}
+			}
 		case strings.HasPrefix(line, guestMarkResult):
 			res = new(guestResult)
 			if err := json.Unmarshal([]byte(strings.TrimPrefix(line, guestMarkResult)), res); err != nil {
@@ -106,18 +107,4 @@ func checkGuest(t *testing.T, res *guestResult) {
 			t.Errorf("echo replies %s the cable pull = %d in 2s, want >= 10", c.name, c.n)
 		}
 	}
-}
-
-// pullCable sets the named NICs' links down through the QEMU monitor.
-func pullCable(t *testing.T, monitor string, nics ...string) {
-	c, err := net.Dial("unix", monitor)
-	if err != nil {
-		t.Errorf("monitor: %v", err)
-		return
-	}
-	defer c.Close()
-	for _, n := range nics {
-		fmt.Fprintf(c, "set_link %s off\n", n)
-	}
-	time.Sleep(200 * time.Millisecond)
 }

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"tandem/image/initramfs"
 	"tandem/internal/golden"
 	"tandem/internal/testenv"
 	"tandem/lab/vmtest"
@@ -281,16 +280,15 @@ func waitListening(t testing.TB, port int) {
 }
 
 // guestInitramfs is lab/vmtest's initramfs (this test binary, the
-// modules) followed by a second archive with drbd-utils' programs and the
-// libraries they need (from the host, Debian like the guest's kernel).
+// modules) with drbd-utils' programs and the libraries they need (from the
+// host, Debian like the guest's kernel).
 // crc32c_generic goes first: libcrc32c asks the crypto API for crc32c
 // when it loads, and the guest has no modprobe to load it on demand.
 // qemu_fw_cfg shows QEMU's -fw_cfg items to the guest (benchParams).
 func guestInitramfs(t testing.TB, k vmtest.Kernel) string {
 	t.Helper()
-	base := vmtest.Initramfs(t, k, "crc32c_generic", "drbd", "qemu_fw_cfg", "virtio_pci", "virtio_blk", "virtio_net")
+	tree := vmtest.InitramfsTree(t, k, "crc32c_generic", "drbd", "qemu_fw_cfg", "virtio_pci", "virtio_blk", "virtio_net")
 	utils := vmtest.DebianPackage(t, "drbd-utils")
-	tree := initramfs.NewTree()
 	for _, p := range drbdPrograms {
 		if err := tree.AddHost(p, filepath.Join(utils, p)); err != nil {
 			t.Fatalf("initramfs: %v", err)
@@ -303,17 +301,5 @@ func guestInitramfs(t testing.TB, k vmtest.Kernel) string {
 	if err := tree.Libraries([]string{utils, "/"}); err != nil {
 		t.Fatalf("initramfs libraries: %v", err)
 	}
-	b, err := os.ReadFile(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	buf := bytes.NewBuffer(b)
-	if err := tree.WriteCPIO(buf); err != nil {
-		t.Fatalf("initramfs: %v", err)
-	}
-	path := filepath.Join(t.TempDir(), "initramfs.cpio")
-	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	return vmtest.WriteInitramfs(t, tree)
 }

@@ -34,7 +34,7 @@ func TestGuestReset(t *testing.T) {
 	initrd := vmtest.Initramfs(t, kernel, "i6300esb")
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
-	vm := vmtest.Start(ctx, t, vmtest.Config{Kernel: kernel, Initrd: initrd, QMP: true,
+	vm := vmtest.Start(ctx, t, vmtest.Config{Kernel: kernel, Initrd: initrd,
 		Args: []string{"-nic", "none", "-device", "i6300esb", "-action", "watchdog=reset"}})
 
 	seen := map[string]time.Duration{} // mark: when the host saw it
