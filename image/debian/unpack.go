@@ -1,16 +1,17 @@
 package debian
 
 import (
-	"archive/tar"
 	"bufio"
-	"bytes"
 	"compress/gzip"
+	"context"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"tandem/internal/tarx"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
@@ -47,7 +48,10 @@ func (a *Archive) Unpacked(p Package, debPath string) (string, error) {
 
 // UnpackDeb extracts the data archive of a .deb into dir.
 func UnpackDeb(debPath, dir string) error {
-	return WithData(debPath, func(r io.Reader) error { return untar(r, dir) })
+	return WithData(debPath, func(r io.Reader) error {
+		_, err := tarx.Extract(context.Background(), r, dir, tarx.Options{})
+		return err
+	})
 }
 
 // WithData calls fn with the uncompressed data.tar of the .deb at debPath;
@@ -120,51 +124,4 @@ func decompressor(name string, r io.Reader) (io.Reader, error) {
 		return r, nil
 	}
 	return nil, fmt.Errorf("unsupported member %s", name)
-}
-
-func untar(r io.Reader, dir string) error {
-	tr := tar.NewReader(r)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("data.tar: %w", err)
-		}
-		rel := filepath.Clean(strings.TrimPrefix(h.Name, "./"))
-		if rel == "." {
-			continue
-		}
-		if strings.HasPrefix(rel, "..") || filepath.IsAbs(rel) {
-			return fmt.Errorf("data.tar: entry %q escapes the package root", h.Name)
-		}
-		p := filepath.Join(dir, rel)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			return err
-		}
-		switch h.Typeflag {
-		case tar.TypeDir:
-			if err := os.MkdirAll(p, 0o755); err != nil {
-				return err
-			}
-		case tar.TypeSymlink:
-			if err := os.Symlink(h.Linkname, p); err != nil {
-				return err
-			}
-		case tar.TypeLink:
-			target := filepath.Join(dir, filepath.Clean(strings.TrimPrefix(h.Linkname, "./")))
-			if err := os.Link(target, p); err != nil {
-				return err
-			}
-		case tar.TypeReg:
-			var buf bytes.Buffer
-			if _, err := io.Copy(&buf, tr); err != nil {
-				return err
-			}
-			if err := os.WriteFile(p, buf.Bytes(), os.FileMode(h.Mode).Perm()|0o200); err != nil {
-				return err
-			}
-		}
-	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"tandem/image/debian"
 	"tandem/internal/mailroot"
+	"tandem/internal/tarx"
 )
 
 // dropped are package paths of no use in the container: documentation,
@@ -41,30 +42,11 @@ func newTree(epoch int64) *tree {
 // sorted, so a link could come before its target); owners become root.
 func (t *tree) addDeb(debPath string) error {
 	return debian.WithData(debPath, func(r io.Reader) error {
-		tr := tar.NewReader(r)
-		for {
-			h, err := tr.Next()
-			if err == io.EOF {
-				return nil
-			}
-			if err != nil {
-				return fmt.Errorf("data.tar: %w", err)
-			}
-			if err := t.addEntry(h, tr); err != nil {
-				return err
-			}
-		}
+		return tarx.Each(r, t.addEntry)
 	})
 }
 
-func (t *tree) addEntry(h *tar.Header, r io.Reader) error {
-	name := path.Clean(strings.TrimPrefix(h.Name, "./"))
-	if name == "." || name == "/" {
-		return nil
-	}
-	if strings.HasPrefix(name, "../") || path.IsAbs(name) {
-		return fmt.Errorf("data.tar: entry %q escapes the root", h.Name)
-	}
+func (t *tree) addEntry(name string, h *tar.Header, r io.Reader) error {
 	for _, d := range dropped {
 		if strings.HasPrefix(name+"/", d) {
 			return nil

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"io"
+	"path"
 	"strings"
 	"testing"
 )
@@ -12,7 +13,7 @@ func sampleTree() *tree {
 	t := newTree(1700000000)
 	add := func(h tar.Header, data string) {
 		h.Size = int64(len(data))
-		if err := t.addEntry(&h, strings.NewReader(data)); err != nil {
+		if err := t.addEntry(path.Clean(strings.TrimPrefix(h.Name, "./")), &h, strings.NewReader(data)); err != nil {
 			panic(err)
 		}
 	}

@@ -1,16 +1,13 @@
 package mail
 
 import (
-	"archive/tar"
 	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
@@ -18,6 +15,7 @@ import (
 
 	"tandem/internal/atomicfile"
 	"tandem/internal/mailroot"
+	"tandem/internal/tarx"
 )
 
 // rootfs is the container's root file system inside the workload root.
@@ -90,79 +88,7 @@ func unpackTemplate(ctx context.Context, path, dir string) (int, error) {
 		return 0, err
 	}
 	defer zr.Close()
-	tr := tar.NewReader(zr)
-	n := 0
-	for ; ; n++ {
-		if n%256 == 0 && ctx.Err() != nil {
-			return n, ctx.Err()
-		}
-		h, err := tr.Next()
-		if err == io.EOF {
-			return n, nil
-		}
-		if err != nil {
-			return n, err
-		}
-		if err := extract(dir, h, tr); err != nil {
-			return n, err
-		}
-	}
-}
-
-func extract(dir string, h *tar.Header, r io.Reader) error {
-	rel := filepath.Clean(h.Name)
-	if rel == "." || strings.HasPrefix(rel, "..") || filepath.IsAbs(rel) {
-		return fmt.Errorf("entry %q escapes the root", h.Name)
-	}
-	p := filepath.Join(dir, rel)
-	mode := os.FileMode(h.Mode).Perm()
-	switch h.Typeflag {
-	case tar.TypeDir:
-		if err := os.Mkdir(p, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
-			return err
-		}
-	case tar.TypeSymlink:
-		if err := os.Symlink(h.Linkname, p); err != nil {
-			return err
-		}
-		return os.Lchown(p, h.Uid, h.Gid)
-	case tar.TypeReg:
-		out, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-		if err != nil {
-			return err
-		}
-		if _, err := io.Copy(out, r); err != nil {
-			out.Close()
-			return fmt.Errorf("%s: %w", rel, err)
-		}
-		if err := out.Close(); err != nil {
-			return err
-		}
-	default:
-		return fmt.Errorf("entry %q: unsupported type %c", h.Name, h.Typeflag)
-	}
-	// chown before chmod: chown clears set-group-ID.
-	if err := os.Lchown(p, h.Uid, h.Gid); err != nil {
-		return err
-	}
-	if err := os.Chmod(p, mode|specialBits(h.Mode)); err != nil {
-		return err
-	}
-	return os.Chtimes(p, h.ModTime, h.ModTime)
-}
-
-func specialBits(m int64) os.FileMode {
-	var out os.FileMode
-	if m&0o4000 != 0 {
-		out |= os.ModeSetuid
-	}
-	if m&0o2000 != 0 {
-		out |= os.ModeSetgid
-	}
-	if m&0o1000 != 0 {
-		out |= os.ModeSticky
-	}
-	return out
+	return tarx.Extract(ctx, zr, dir, tarx.Options{Owners: true})
 }
 
 // fixDirs creates the directories Postfix and Dovecot need and resets
@@ -179,7 +105,7 @@ func fixDirs(rootfs string) error {
 		if err := os.Lchown(p, d.UID, d.GID); err != nil {
 			return fmt.Errorf("mail: %w", err)
 		}
-		if err := os.Chmod(p, os.FileMode(d.Mode).Perm()|specialBits(d.Mode)); err != nil {
+		if err := os.Chmod(p, tarx.Mode(d.Mode)); err != nil {
 			return fmt.Errorf("mail: %w", err)
 		}
 	}
