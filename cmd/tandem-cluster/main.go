@@ -28,6 +28,7 @@ import (
 	"syscall"
 	"time"
 
+	"tandem/internal/container"
 	"tandem/internal/nodeconfig"
 	"tandem/internal/service"
 	"tandem/services/cluster"
@@ -35,6 +36,11 @@ import (
 )
 
 func main() {
+	// The mail workload's container init is this binary, re-executed by
+	// internal/container's host side.
+	if container.IsInit() {
+		os.Exit(container.RunInit())
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	if len(os.Args) == 2 && (os.Args[1] == "fence-peer" || os.Args[1] == "after-resync-target") {

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"tandem/internal/container"
 )
 
 // BenchmarkWorkload reports the mail workload's figures (medians, never
@@ -76,7 +78,7 @@ func dirSize(dir string) int64 {
 // containerMemory sums Rss and Pss (smaps_rollup) over the processes in
 // the container's PID namespace, the init included.
 func containerMemory(b *testing.B, w *Workload) (rss, pss int64) {
-	_, pid, err := w.call(context.Background(), request{Op: "status"})
+	_, pid, err := w.host().Call(context.Background(), container.Request{Op: "status"})
 	if err != nil {
 		b.Fatal(err)
 	}

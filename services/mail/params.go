@@ -108,7 +108,7 @@ func (w *Workload) validate() error {
 	if w.Root == "" || !filepath.IsAbs(w.Root) || filepath.Clean(w.Root) != w.Root || w.Root == "/" {
 		return fmt.Errorf("mail: param %s: %q must be a clean absolute directory below / (on the replicated volume)", ParamRoot, w.Root)
 	}
-	if len(w.socketPath()) > 100 {
+	if len(w.host().SocketPath()) > 100 {
 		return fmt.Errorf("mail: param %s: %q is too long for the control socket path", ParamRoot, w.Root)
 	}
 	if !domainRE.MatchString(w.Domain) {

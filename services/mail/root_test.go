@@ -18,6 +18,7 @@ import (
 	"tandem/image"
 	"tandem/image/debian"
 	"tandem/image/workload"
+	"tandem/internal/container"
 	"tandem/internal/netnstest"
 	"tandem/internal/testenv"
 	"tandem/services/mail/mailprobe"
@@ -130,7 +131,7 @@ func TestWorkload(t *testing.T) {
 	}
 	checkNice(t, w, ctx)
 	// The init's exec (what the Zimbra hooks use) runs as a container user.
-	r, _, err := w.call(ctx, request{Op: "exec", Argv: []string{"/usr/sbin/postconf", "-h", "myhostname"}, User: "postfix", Timeout: time.Minute})
+	r, _, err := w.host().Call(ctx, container.Request{Op: "exec", Argv: []string{"/usr/sbin/postconf", "-h", "myhostname"}, User: "postfix", Timeout: time.Minute})
 	if err != nil || r.Exit != 0 || strings.TrimSpace(r.Output) != "mail.example.test" {
 		t.Errorf("exec postconf in the container = %+v, %v; want exit 0 and mail.example.test", r, err)
 	}
@@ -258,7 +259,7 @@ func killMaster(t *testing.T, w *Workload) {
 		t.Fatal(err)
 	}
 	for i := 0; ; i++ {
-		st, _, err := w.call(context.Background(), request{Op: "status"})
+		st, _, err := w.host().Call(context.Background(), container.Request{Op: "status"})
 		if err == nil && !allRunning(st.Services) {
 			return
 		}
@@ -317,7 +318,7 @@ func assertNoProcessUses(t *testing.T, vol string) {
 // WorkloadNice.
 func checkNice(t *testing.T, w *Workload, ctx context.Context) {
 	t.Helper()
-	_, pid, err := w.call(ctx, request{Op: "status"})
+	_, pid, err := w.host().Call(ctx, container.Request{Op: "status"})
 	if err != nil {
 		t.Fatalf("status: %v", err)
 	}

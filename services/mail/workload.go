@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"tandem/internal/container"
 	"tandem/internal/mailroot"
 	"tandem/services/mail/mailprobe"
 )
@@ -38,10 +39,26 @@ func (w *Workload) logf(format string, args ...any) {
 	}
 }
 
-func (w *Workload) spec() initSpec {
-	s := initSpec{Root: w.Root, Hostname: w.Hostname()}
+// logName is the container's log (the init's and the daemons' output) in
+// the workload root.
+const logName = "mail.log"
+
+// WorkloadNice is the mail workload's nice value. The workload yields the
+// CPU to the node's own services: on a loaded node, Postfix and Dovecot
+// starting at the same priority as the cluster daemon kept its etcd from
+// answering lease renewals for seconds, until the owner lost its lease
+// (Corosync runs at real-time priority for the same reason).
+const WorkloadNice = 5
+
+// host is the container the workload runs in.
+func (w *Workload) host() *container.Host {
+	return &container.Host{Root: w.Root, Log: logName, Nice: WorkloadNice, Logf: w.logf}
+}
+
+func (w *Workload) spec() container.Spec {
+	s := container.Spec{Root: w.Root, Hostname: w.Hostname()}
 	if w.Kind == mailroot.KindPostfixDovecot {
-		s.Services = []serviceSpec{
+		s.Services = []container.Service{
 			{Name: "dovecot", Argv: []string{"/usr/sbin/dovecot", "-F", "-c", "/etc/dovecot/dovecot.conf"}, StopTimeout: dovecotStop},
 			{Name: "postfix", Argv: []string{"/usr/lib/postfix/sbin/master", "-s"}, StopTimeout: postfixStop},
 		}
@@ -57,7 +74,7 @@ func (w *Workload) Start(ctx context.Context) error {
 	if err := os.MkdirAll(w.Root, 0o755); err != nil {
 		return fmt.Errorf("mail: %w", err)
 	}
-	if _, _, err := w.call(ctx, request{Op: "status"}); err == nil {
+	if _, _, err := w.host().Call(ctx, container.Request{Op: "status"}); err == nil {
 		w.logf("already running")
 		return w.waitReady(ctx)
 	}
@@ -85,7 +102,7 @@ func (w *Workload) Start(ctx context.Context) error {
 	if err := w.configure(); err != nil {
 		return err
 	}
-	if err := w.startInit(w.spec()); err != nil {
+	if err := w.host().Start(w.spec()); err != nil {
 		return err
 	}
 	return w.waitReady(ctx)
@@ -117,7 +134,7 @@ func (w *Workload) waitReady(ctx context.Context) error {
 			w.logf("ready in %s", time.Since(start).Round(time.Millisecond))
 			return nil
 		}
-		if st, _, err := w.call(ctx, request{Op: "status"}); err == nil && !allRunning(st.Services) {
+		if st, _, err := w.host().Call(ctx, container.Request{Op: "status"}); err == nil && !allRunning(st.Services) {
 			return fmt.Errorf("mail: start: %s (see %s/%s)", describeServices(st.Services), w.Root, logName)
 		}
 		select {
@@ -137,7 +154,7 @@ func (w *Workload) Stop(ctx context.Context) error {
 			w.logf("%v: killing the container", err)
 		}
 	}
-	return w.stopInit(ctx)
+	return w.host().Stop(ctx)
 }
 
 // Monitor checks the workload cheaply: the init answers and its services
@@ -145,8 +162,8 @@ func (w *Workload) Stop(ctx context.Context) error {
 // IMAP. A workload with no container is ErrNotRunning; anything else
 // wrong is another error.
 func (w *Workload) Monitor(ctx context.Context) error {
-	st, _, err := w.call(ctx, request{Op: "status"})
-	if errors.Is(err, errNoInit) {
+	st, _, err := w.host().Call(ctx, container.Request{Op: "status"})
+	if errors.Is(err, container.ErrNoInit) {
 		return fmt.Errorf("%w: %v", ErrNotRunning, err)
 	}
 	if err != nil {
@@ -182,7 +199,7 @@ func (w *Workload) probe(ctx context.Context) error {
 	return nil
 }
 
-func allRunning(s []serviceState) bool {
+func allRunning(s []container.ServiceState) bool {
 	for _, x := range s {
 		if !x.Running {
 			return false
@@ -191,7 +208,7 @@ func allRunning(s []serviceState) bool {
 	return true
 }
 
-func describeServices(s []serviceState) string {
+func describeServices(s []container.ServiceState) string {
 	var parts []string
 	for _, x := range s {
 		if x.Running {

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"tandem/internal/container"
 )
 
 // Zimbra is driven with zmcontrol, run as the zimbra user inside the
@@ -51,7 +53,7 @@ func (w *Workload) zm(ctx context.Context, timeout time.Duration, action string)
 // zmcontrolInContainer asks the container's init to run zmcontrol as the
 // Zimbra user.
 func (w *Workload) zmcontrolInContainer(ctx context.Context, timeout time.Duration, action string) (zmResult, error) {
-	r, _, err := w.call(ctx, request{Op: "exec", Argv: []string{zmcontrolPath, action}, User: w.ZimbraUser, Timeout: timeout})
+	r, _, err := w.host().Call(ctx, container.Request{Op: "exec", Argv: []string{zmcontrolPath, action}, User: w.ZimbraUser, Timeout: timeout})
 	return zmResult{Exit: r.Exit, Output: r.Output, TimedOut: r.TimedOut}, err
 }
 
@@ -75,7 +77,7 @@ func (w *Workload) startZimbra(ctx context.Context) error {
 			tpl, _ := w.templatePath()
 			return fmt.Errorf("mail: zimbra: ZCS is not installed in %s (no %s): install it there from the installer %s first (docs/mail.md)", w.rootfs(), zmcontrolPath, tpl)
 		}
-		if err := w.startInit(w.spec()); err != nil {
+		if err := w.host().Start(w.spec()); err != nil {
 			return err
 		}
 		if err := w.waitInit(ctx); err != nil {
@@ -92,7 +94,7 @@ func (w *Workload) startZimbra(ctx context.Context) error {
 // waitInit waits until the init answers on its socket.
 func (w *Workload) waitInit(ctx context.Context) error {
 	for {
-		_, _, err := w.call(ctx, request{Op: "status"})
+		_, _, err := w.host().Call(ctx, container.Request{Op: "status"})
 		if err == nil {
 			return nil
 		}

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"tandem/internal/container"
 )
 
 // standinEnv makes the test binary act as a stand-in zmcontrol that
@@ -17,6 +19,10 @@ import (
 const standinEnv = "TANDEM_ZMCONTROL_STANDIN"
 
 func TestMain(m *testing.M) {
+	// The workload's container init is this test binary, re-executed.
+	if container.IsInit() {
+		os.Exit(container.RunInit())
+	}
 	if mode := os.Getenv(standinEnv); mode != "" {
 		os.Exit(zmcontrolStandin(mode, os.Args[1:]))
 	}

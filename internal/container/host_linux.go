@@ -1,4 +1,4 @@
-package mail
+package container
 
 import (
 	"context"
@@ -17,38 +17,54 @@ import (
 	"tandem/internal/service"
 )
 
-// socketName is the init's control socket in the workload root.
+// socketName is the init's control socket in the container's root.
 const socketName = "init.sock"
 
-// logName is the container's log (the init's and the daemons' output) in
-// the workload root.
-const logName = "mail.log"
+// Host is the host side of one container: the directory it lives in and
+// how its processes run.
+type Host struct {
+	// Root holds the container: the init's control socket, its log (Log)
+	// and rootfs/, which the init pivots into.
+	Root string
+	// Log is the container's log file (the init's and the daemons'
+	// output), relative to Root.
+	Log string
+	// Nice is the nice value of every process in the container.
+	Nice int
+	// Logf reports what the host side does.
+	Logf func(format string, args ...any)
+}
 
-func (w *Workload) socketPath() string { return filepath.Join(w.Root, socketName) }
+// SocketPath is the init's control socket (a Unix socket path: at most 107 bytes).
+func (w *Host) SocketPath() string { return filepath.Join(w.Root, socketName) }
 
-// WorkloadNice is the mail workload's nice value (see startInit).
-const WorkloadNice = 5
+func (w *Host) logf(format string, args ...any) {
+	if w.Logf != nil {
+		w.Logf(format, args...)
+	}
+}
 
-// startInit re-executes this binary as the container's init in new mount,
-// PID, UTS and IPC namespaces (the network namespace is the host's, so
-// the daemons listen on the VIP). The init runs on after this returns.
-func (w *Workload) startInit(spec initSpec) error {
+// Start re-executes this binary as the container's init (the binary's main
+// calls RunInit when IsInit) in new mount, PID, UTS and IPC namespaces (the
+// network namespace is the host's, so the daemons listen on the node's
+// addresses and the VIP). The init runs on after this returns.
+func (w *Host) Start(spec Spec) error {
 	specJSON, err := json.Marshal(spec)
 	if err != nil {
 		return err
 	}
 	self, err := os.Executable()
 	if err != nil {
-		return fmt.Errorf("mail: find own binary: %w", err)
+		return fmt.Errorf("container: find own binary: %w", err)
 	}
-	logf, err := os.OpenFile(filepath.Join(w.Root, logName), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	logf, err := os.OpenFile(filepath.Join(w.Root, w.Log), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
 	if err != nil {
-		return fmt.Errorf("mail: %w", err)
+		return fmt.Errorf("container: %w", err)
 	}
 	defer logf.Close()
-	os.Remove(w.socketPath())
+	os.Remove(w.SocketPath())
 	cmd := exec.Command(self)
-	cmd.Args = []string{"tandem-mail-init"}
+	cmd.Args = []string{"tandem-container-init"}
 	cmd.Env = []string{initEnv + "=" + string(specJSON), "PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Dir = "/"
@@ -57,32 +73,28 @@ func (w *Workload) startInit(spec initSpec) error {
 		Setsid:     true,
 	}
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("mail: start container init: %w", err)
+		return fmt.Errorf("container: start container init: %w", err)
 	}
-	// The workload yields the CPU to the node's own services: on a loaded
-	// node, Postfix and Dovecot starting at the same priority as the
-	// cluster daemon kept its etcd from answering lease renewals for
-	// seconds, until the owner lost its lease (Corosync runs at real-time
-	// priority for the same reason). The init leads its own process group
-	// (Setsid); every process it starts inherits the value.
-	if err := service.SetNice(cmd.Process.Pid, WorkloadNice); err != nil {
+	// The init leads its own process group (Setsid); every process it
+	// starts inherits the value.
+	if err := service.SetNice(cmd.Process.Pid, w.Nice); err != nil {
 		w.logf("container init: %v", err)
 	}
-	w.logf("container init started (pid %d, nice %d)", cmd.Process.Pid, WorkloadNice)
+	w.logf("container init started (pid %d, nice %d)", cmd.Process.Pid, w.Nice)
 	go func() { _ = cmd.Wait() }() // reap it (its end shows in the control socket); a restarted daemon leaves that to PID 1
 	return nil
 }
 
-// call sends one request to the init and decodes its reply. It returns
-// errNoInit (wrapped) when nothing listens on the socket.
-func (w *Workload) call(ctx context.Context, req request) (reply, int, error) {
+// call sends one Request to the init and decodes its Reply. It returns
+// ErrNoInit (wrapped) when nothing listens on the socket.
+func (w *Host) Call(ctx context.Context, req Request) (Reply, int, error) {
 	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", w.socketPath())
+	conn, err := d.DialContext(ctx, "unix", w.SocketPath())
 	if err != nil {
 		if errors.Is(err, unix.ECONNREFUSED) || errors.Is(err, unix.ENOENT) {
-			return reply{}, 0, fmt.Errorf("%w: %v", errNoInit, err)
+			return Reply{}, 0, fmt.Errorf("%w: %v", ErrNoInit, err)
 		}
-		return reply{}, 0, fmt.Errorf("mail: control socket: %w", err)
+		return Reply{}, 0, fmt.Errorf("container: control socket: %w", err)
 	}
 	defer conn.Close()
 	pid := peerPid(conn.(*net.UnixConn))
@@ -92,14 +104,14 @@ func (w *Workload) call(ctx context.Context, req request) (reply, int, error) {
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
 	defer stop()
 	if err := json.NewEncoder(conn).Encode(req); err != nil {
-		return reply{}, pid, fmt.Errorf("mail: control socket: %s: %w", req.Op, err)
+		return Reply{}, pid, fmt.Errorf("container: control socket: %s: %w", req.Op, err)
 	}
-	var r reply
+	var r Reply
 	if err := json.NewDecoder(conn).Decode(&r); err != nil {
-		return reply{}, pid, fmt.Errorf("mail: control socket: %s reply: %w", req.Op, err)
+		return Reply{}, pid, fmt.Errorf("container: control socket: %s reply: %w", req.Op, err)
 	}
 	if r.Error != "" {
-		return r, pid, fmt.Errorf("mail: container: %s", r.Error)
+		return r, pid, fmt.Errorf("container: %s", r.Error)
 	}
 	return r, pid, nil
 }
@@ -145,18 +157,18 @@ func waitGone(ctx context.Context, pid int) error {
 	}
 }
 
-// stopInit asks the init to stop everything and waits for it to exit;
+// Stop asks the init to stop everything and waits for it to exit;
 // when ctx is nearly over, or the init does not answer, it kills the init,
 // and with it every process of the container's PID namespace.
-func (w *Workload) stopInit(ctx context.Context) error {
-	st, pid, err := w.call(ctx, request{Op: "status"})
-	if errors.Is(err, errNoInit) {
-		os.Remove(w.socketPath())
+func (w *Host) Stop(ctx context.Context) error {
+	st, pid, err := w.Call(ctx, Request{Op: "status"})
+	if errors.Is(err, ErrNoInit) {
+		os.Remove(w.SocketPath())
 		return nil
 	}
 	_ = st
 	if pid == 0 {
-		return fmt.Errorf("mail: cannot tell the container init's pid: %v", err)
+		return fmt.Errorf("container: cannot tell the container init's pid: %v", err)
 	}
 	grace := ctx
 	if dl, ok := ctx.Deadline(); ok {
@@ -164,16 +176,16 @@ func (w *Workload) stopInit(ctx context.Context) error {
 		grace, cancel = context.WithDeadline(ctx, dl.Add(-time.Until(dl)/5))
 		defer cancel()
 	}
-	if _, _, err := w.call(grace, request{Op: "stop"}); err != nil {
+	if _, _, err := w.Call(grace, Request{Op: "stop"}); err != nil {
 		w.logf("clean stop failed (%v): killing the container", err)
 	}
 	if err := waitGone(grace, pid); err != nil {
 		w.logf("container init %d still up: killing it", pid)
 		unix.Kill(pid, unix.SIGKILL)
 		if err := waitGone(ctx, pid); err != nil {
-			return fmt.Errorf("mail: container init %d does not exit: %w", pid, err)
+			return fmt.Errorf("container: container init %d does not exit: %w", pid, err)
 		}
 	}
-	os.Remove(w.socketPath())
+	os.Remove(w.SocketPath())
 	return nil
 }

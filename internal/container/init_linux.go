@@ -1,4 +1,4 @@
-package mail
+package container
 
 import (
 	"bufio"
@@ -18,53 +18,58 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// initEnv carries the container init's spec (JSON) when services/mail's
-// host process re-executes itself as the container's PID 1.
-const initEnv = "TANDEM_MAIL_INIT"
+// initEnv carries the container init's spec (JSON) when the host side
+// re-executes its binary as the container's PID 1.
+const initEnv = "TANDEM_CONTAINER_INIT"
 
-// The container's init is this package in whatever binary imports it (the
-// cluster daemon, a test binary), re-executed with initEnv set: it runs
-// before main and never returns.
-func init() {
-	if spec := os.Getenv(initEnv); spec != "" {
-		os.Exit(runInit(spec))
-	}
-}
+// IsInit reports whether this process is a container's init: Host.Start
+// re-executed the binary. Its main (or TestMain) then calls RunInit first
+// thing, before anything else runs:
+//
+//	if container.IsInit() {
+//		os.Exit(container.RunInit())
+//	}
+func IsInit() bool { return os.Getenv(initEnv) != "" }
 
-// initSpec is what the host process tells the init.
-type initSpec struct {
+// RunInit is the container's PID 1: it sets the container up, starts its
+// services, serves the control socket and returns the exit code once
+// stopped.
+func RunInit() int { return runInit(os.Getenv(initEnv)) }
+
+// Spec is what the host process tells the init.
+type Spec struct {
 	// Root is the workload root (host path); the init listens on its
 	// control socket there and pivots into Root/rootfs.
 	Root     string `json:"root"`
 	Hostname string `json:"hostname"`
 	// Services start in order and stop in reverse.
-	Services []serviceSpec `json:"services"`
+	Services []Service `json:"services"`
 }
 
-type serviceSpec struct {
+type Service struct {
 	Name        string        `json:"name"`
 	Argv        []string      `json:"argv"`
 	StopTimeout time.Duration `json:"stop_timeout"`
 }
 
-// request and reply are the control socket's protocol: one JSON request
-// per connection, one reply.
-type request struct {
+// Request and Reply are the control socket's protocol: one JSON Request
+// per connection, one Reply.
+type Request struct {
 	Op      string        `json:"op"` // status, exec, stop
 	Argv    []string      `json:"argv,omitempty"`
 	User    string        `json:"user,omitempty"`
 	Timeout time.Duration `json:"timeout,omitempty"`
 }
 
-type reply struct {
-	Services []serviceState `json:"services,omitempty"`
+type Reply struct {
+	Services []ServiceState `json:"services,omitempty"`
 	Exit     int            `json:"exit"`
 	Output   string         `json:"output,omitempty"`
 	TimedOut bool           `json:"timed_out,omitempty"`
 	Error    string         `json:"error,omitempty"`
 }
 
-type serviceState struct {
+type ServiceState struct {
 	Name    string `json:"name"`
 	Pid     int    `json:"pid"`
 	Running bool   `json:"running"`
@@ -72,8 +77,8 @@ type serviceState struct {
 }
 
 // container is the init's state.
-type container struct {
-	spec initSpec
+type initState struct {
+	spec Spec
 	logf func(string, ...any)
 
 	mu       sync.Mutex
@@ -83,7 +88,7 @@ type container struct {
 }
 
 type svc struct {
-	serviceSpec
+	Service
 	pid  int
 	done chan unix.WaitStatus
 	exit string
@@ -91,15 +96,15 @@ type svc struct {
 
 func runInit(specJSON string) int {
 	logf := func(format string, args ...any) {
-		fmt.Fprintf(os.Stderr, "%s mail-init: %s\n", time.Now().UTC().Format(time.RFC3339), fmt.Sprintf(format, args...))
+		fmt.Fprintf(os.Stderr, "%s container-init: %s\n", time.Now().UTC().Format(time.RFC3339), fmt.Sprintf(format, args...))
 	}
-	var spec initSpec
+	var spec Spec
 	if err := json.Unmarshal([]byte(specJSON), &spec); err != nil {
 		logf("bad spec: %v", err)
 		return 2
 	}
 	_ = os.Unsetenv(initEnv) // a constant, valid name: cannot fail
-	c := &container{spec: spec, logf: logf, waiters: map[int]chan unix.WaitStatus{}, unclaimd: map[int]unix.WaitStatus{}}
+	c := &initState{spec: spec, logf: logf, waiters: map[int]chan unix.WaitStatus{}, unclaimd: map[int]unix.WaitStatus{}}
 	sigc := make(chan os.Signal, 16)
 	signal.Notify(sigc, unix.SIGCHLD, unix.SIGTERM, unix.SIGINT)
 	ln, err := c.setup()
@@ -120,14 +125,14 @@ func runInit(specJSON string) int {
 	c.stopAll()
 	ln.Close()
 	close(done)
-	time.Sleep(100 * time.Millisecond) // let the stop reply go out
+	time.Sleep(100 * time.Millisecond) // let the stop Reply go out
 	logf("stopped")
 	return 0
 }
 
 // setup makes the mounts private, opens the control socket, builds the
 // container's mounts and pivots into Root/rootfs.
-func (c *container) setup() (*net.UnixListener, error) {
+func (c *initState) setup() (*net.UnixListener, error) {
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return nil, fmt.Errorf("make mounts private: %w", err)
 	}
@@ -208,13 +213,13 @@ func enterRoot() error {
 // containerEnv is every program's environment in the container.
 var containerEnv = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C", "HOME=/root"}
 
-func (c *container) start(s serviceSpec) error {
+func (c *initState) start(s Service) error {
 	pid, err := c.spawn(s.Argv, nil, os.Stdout, false)
 	if err != nil {
 		return err
 	}
 	c.mu.Lock()
-	c.services = append(c.services, &svc{serviceSpec: s, pid: pid, done: c.waiterLocked(pid)})
+	c.services = append(c.services, &svc{Service: s, pid: pid, done: c.waiterLocked(pid)})
 	c.mu.Unlock()
 	c.logf("started %s (pid %d): %s", s.Name, pid, strings.Join(s.Argv, " "))
 	return nil
@@ -223,7 +228,7 @@ func (c *container) start(s serviceSpec) error {
 // spawn starts argv with cred (nil: root) and out as stdout and stderr,
 // in its own process group if pgrp (not for daemons that call setsid
 // themselves, as Postfix's master does: a group leader cannot).
-func (c *container) spawn(argv []string, cred *syscall.Credential, out *os.File, pgrp bool) (int, error) {
+func (c *initState) spawn(argv []string, cred *syscall.Credential, out *os.File, pgrp bool) (int, error) {
 	devnull, err := os.Open("/dev/null")
 	if err != nil {
 		return 0, err
@@ -246,7 +251,7 @@ func (c *container) spawn(argv []string, cred *syscall.Credential, out *os.File,
 }
 
 // waiterLocked returns the channel that receives pid's exit status.
-func (c *container) waiterLocked(pid int) chan unix.WaitStatus {
+func (c *initState) waiterLocked(pid int) chan unix.WaitStatus {
 	ch := make(chan unix.WaitStatus, 1)
 	if ws, ok := c.unclaimd[pid]; ok {
 		delete(c.unclaimd, pid)
@@ -259,7 +264,7 @@ func (c *container) waiterLocked(pid int) chan unix.WaitStatus {
 
 // reap collects every child (PID 1 adopts the container's orphans) and
 // turns SIGTERM into a stop.
-func (c *container) reap(sigc chan os.Signal) {
+func (c *initState) reap(sigc chan os.Signal) {
 	for sig := range sigc {
 		if sig != unix.SIGCHLD {
 			go c.requestStop()
@@ -301,17 +306,17 @@ func describe(ws unix.WaitStatus) string {
 
 var stopReq = make(chan struct{}, 1)
 
-func (c *container) requestStop() {
+func (c *initState) requestStop() {
 	select {
 	case stopReq <- struct{}{}:
 	default:
 	}
 }
 
-// serve answers the control socket until a stop is asked for (by request
+// serve answers the control socket until a stop is asked for (by Request
 // or SIGTERM); then it hands the stop to runInit and answers the stop
-// request once everything is down.
-func (c *container) serve(ln *net.UnixListener, stop chan chan struct{}) {
+// Request once everything is down.
+func (c *initState) serve(ln *net.UnixListener, stop chan chan struct{}) {
 	conns := make(chan *net.UnixConn)
 	go func() {
 		for {
@@ -328,7 +333,7 @@ func (c *container) serve(ln *net.UnixListener, stop chan chan struct{}) {
 			stop <- make(chan struct{})
 			return
 		case conn := <-conns:
-			var req request
+			var req Request
 			conn.SetDeadline(time.Now().Add(time.Minute))
 			if err := json.NewDecoder(bufio.NewReader(conn)).Decode(&req); err != nil {
 				conn.Close()
@@ -338,7 +343,7 @@ func (c *container) serve(ln *net.UnixListener, stop chan chan struct{}) {
 				done := make(chan struct{})
 				stop <- done
 				<-done
-				_ = json.NewEncoder(conn).Encode(reply{Services: c.states()}) // the daemon went away: nobody to tell
+				_ = json.NewEncoder(conn).Encode(Reply{Services: c.states()}) // the daemon went away: nobody to tell
 				conn.Close()
 				return
 			}
@@ -347,9 +352,9 @@ func (c *container) serve(ln *net.UnixListener, stop chan chan struct{}) {
 	}
 }
 
-func (c *container) answer(conn *net.UnixConn, req request) {
+func (c *initState) answer(conn *net.UnixConn, req Request) {
 	defer conn.Close()
-	var r reply
+	var r Reply
 	switch req.Op {
 	case "status":
 		r.Services = c.states()
@@ -362,30 +367,30 @@ func (c *container) answer(conn *net.UnixConn, req request) {
 	_ = json.NewEncoder(conn).Encode(r) // the daemon went away: nobody to tell
 }
 
-func (c *container) states() []serviceState {
+func (c *initState) states() []ServiceState {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var out []serviceState
+	var out []ServiceState
 	for _, s := range c.services {
-		out = append(out, serviceState{Name: s.Name, Pid: s.pid, Running: s.exit == "", Exit: s.exit})
+		out = append(out, ServiceState{Name: s.Name, Pid: s.pid, Running: s.exit == "", Exit: s.exit})
 	}
 	return out
 }
 
 // exec runs a command as a user of the container (looked up in its
 // /etc/passwd) with a timeout, its output in a file on /run so daemons it
-// leaves behind cannot hold up the reply.
-func (c *container) exec(req request) reply {
+// leaves behind cannot hold up the Reply.
+func (c *initState) exec(req Request) Reply {
 	if len(req.Argv) == 0 {
-		return reply{Error: "exec: no command"}
+		return Reply{Error: "exec: no command"}
 	}
 	cred, err := lookupUser(req.User)
 	if err != nil {
-		return reply{Error: err.Error()}
+		return Reply{Error: err.Error()}
 	}
 	out, err := os.CreateTemp("/run", "exec-*.out")
 	if err != nil {
-		return reply{Error: err.Error()}
+		return Reply{Error: err.Error()}
 	}
 	defer os.Remove(out.Name())
 	defer out.Close()
@@ -397,9 +402,9 @@ func (c *container) exec(req request) reply {
 	}
 	c.mu.Unlock()
 	if err != nil {
-		return reply{Error: fmt.Sprintf("exec %s: %v", req.Argv[0], err)}
+		return Reply{Error: fmt.Sprintf("exec %s: %v", req.Argv[0], err)}
 	}
-	var r reply
+	var r Reply
 	select {
 	case ws := <-done:
 		r.Exit = ws.ExitStatus()
@@ -445,7 +450,7 @@ func lookupUser(name string) (*syscall.Credential, error) {
 // stopAll stops the services in reverse order (SIGTERM, then SIGKILL to
 // the process group after the service's stop timeout), then kills
 // whatever is left in the container and reaps it.
-func (c *container) stopAll() {
+func (c *initState) stopAll() {
 	c.mu.Lock()
 	svcs := append([]*svc(nil), c.services...)
 	c.mu.Unlock()
@@ -489,4 +494,4 @@ func hasChildren() bool {
 	return false
 }
 
-var errNoInit = errors.New("no init listening")
+var ErrNoInit = errors.New("no init listening")
