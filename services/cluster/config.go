@@ -15,7 +15,7 @@ import (
 
 	"tandem/internal/yamlstrict"
 	"tandem/services/cluster/core"
-	"tandem/services/cluster/ocf"
+	"tandem/services/cluster/agent/ocf"
 )
 
 // Config is a node's cluster configuration file (YAML, decoded strictly).

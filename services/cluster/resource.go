@@ -8,8 +8,8 @@ import (
 	"slices"
 	"time"
 
-	"tandem/services/cluster/ocf"
-	"tandem/services/cluster/vip"
+	"tandem/services/cluster/agent/ocf"
+	"tandem/services/cluster/agent/vip"
 	"tandem/services/mail"
 )
 
