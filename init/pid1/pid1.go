@@ -8,14 +8,13 @@ package pid1
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"strings"
-	"time"
 
 	"tandem/init/settings"
 	"tandem/init/supervise"
 	"tandem/internal/nodeimage"
+	"tandem/internal/sysinit"
 )
 
 // Init is the state of PID 1 through the boot.
@@ -30,33 +29,24 @@ type Init struct {
 	shutdown chan string // "poweroff" or "reboot"
 }
 
-// step is one stage of the boot, run in order by run.
-type step struct {
-	name string
-	// optional steps log their failure and the boot goes on.
-	optional bool
-	do       func(ctx context.Context) error
-}
-
-func (s step) String() string { return s.name }
-
-func (in *Init) steps() []step {
-	return []step{
-		{name: "mount kernel file systems", do: in.mountEarly},
-		{name: "read image description", do: in.readImage},
-		{name: "read settings", do: in.readSettings},
-		{name: "open control socket", optional: true, do: in.serveControl},
-		{name: "load kernel modules", optional: true, do: in.loadModules},
-		{name: "watch power button", optional: true, do: in.watchPowerButton},
-		{name: "set host name", optional: true, do: in.setHostname},
-		{name: "bring up loopback", do: in.loopbackUp},
-		{name: "find boot disk", do: in.findDisk},
-		{name: "create data partition", optional: true, do: in.ensureDataPartition},
-		{name: "mount boot and perm", do: in.mountDisk},
-		{name: "move seed files into perm", do: in.moveSeed},
-		{name: "re-read settings with perm", do: in.readSettings},
-		{name: "start services", do: in.startServices},
-		{name: "wait for services", do: in.waitServices},
+// steps are the boot, in order (sysinit.Run).
+func (in *Init) steps() []sysinit.Step {
+	return []sysinit.Step{
+		{Name: "mount kernel file systems", Do: in.mountEarly},
+		{Name: "read image description", Do: in.readImage},
+		{Name: "read settings", Do: in.readSettings},
+		{Name: "open control socket", Optional: true, Do: in.serveControl},
+		{Name: "load kernel modules", Optional: true, Do: in.loadModules},
+		{Name: "watch power button", Optional: true, Do: in.watchPowerButton},
+		{Name: "set host name", Optional: true, Do: in.setHostname},
+		{Name: "bring up loopback", Do: in.loopbackUp},
+		{Name: "find boot disk", Do: in.findDisk},
+		{Name: "create data partition", Optional: true, Do: in.ensureDataPartition},
+		{Name: "mount boot and perm", Do: in.mountDisk},
+		{Name: "move seed files into perm", Do: in.moveSeed},
+		{Name: "re-read settings with perm", Do: in.readSettings},
+		{Name: "start services", Do: in.startServices},
+		{Name: "wait for services", Do: in.waitServices},
 	}
 }
 
@@ -68,30 +58,13 @@ func Main() {
 	go in.reap()
 	go in.handleSignals()
 	in.log.Printf("tandem: init starting")
-	failed := in.runSteps(ctx)
+	failed := sysinit.Run(ctx, in.steps(), in.log.Logf)
 	if failed != nil {
 		in.bootFailed(failed)
 	} else {
 		in.ready()
 	}
 	in.powerDown(<-in.shutdown)
-}
-
-func (in *Init) runSteps(ctx context.Context) error {
-	for _, s := range in.steps() {
-		start := time.Now()
-		err := s.do(ctx)
-		switch {
-		case err == nil:
-			in.log.Logf("%s: ok (%s)", s, time.Since(start).Round(time.Millisecond))
-		case s.optional:
-			in.log.Logf("%s: %v (going on)", s, err)
-		default:
-			in.log.Logf("%s: FAILED: %v", s, err)
-			return fmt.Errorf("%s: %w", s, err)
-		}
-	}
-	return nil
 }
 
 // ready prints the marker tests and admins wait for and marks a trial slot

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"time"
 
+	"tandem/internal/sysinit"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -20,16 +22,11 @@ func (in *Init) reap() {
 	sig := make(chan os.Signal, 16)
 	signal.Notify(sig, syscall.SIGCHLD)
 	for {
-		for {
-			var ws syscall.WaitStatus
-			pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
-			if err != nil || pid <= 0 {
-				break
-			}
+		sysinit.Reap(func(pid int, ws syscall.WaitStatus) {
 			if in.sup == nil || !in.sup.Exited(pid, ws) {
 				in.log.Logf("reaped pid %d", pid)
 			}
-		}
+		})
 		select {
 		case <-sig:
 		case <-time.After(time.Second):

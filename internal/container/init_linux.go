@@ -2,6 +2,7 @@ package container
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +15,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"tandem/internal/sysinit"
 
 	"golang.org/x/sys/unix"
 )
@@ -147,10 +150,9 @@ func (c *initState) setup() (*net.UnixListener, error) {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
 	rootfs := filepath.Join(c.spec.Root, "rootfs")
-	for _, s := range mountSteps(rootfs) {
-		if err := s.do(); err != nil {
-			return nil, fmt.Errorf("%s: %w", s.name, err)
-		}
+	quiet := func(string, ...any) {} // a failure is reported, the rest is routine
+	if err := sysinit.Run(context.Background(), mountSteps(rootfs), quiet); err != nil {
+		return nil, err
 	}
 	if err := unix.Sethostname([]byte(c.spec.Hostname)); err != nil {
 		return nil, fmt.Errorf("sethostname: %w", err)
@@ -158,18 +160,16 @@ func (c *initState) setup() (*net.UnixListener, error) {
 	return ln, nil
 }
 
-type step struct {
-	name string
-	do   func() error
-}
-
 // mountSteps are the container's mounts, then the pivot into rootfs
 // (pivot_root(".", ".") and a lazy unmount of the old root, as runc does).
-func mountSteps(rootfs string) []step {
-	m := func(src, dst, fstype string, flags uintptr, data string) step {
-		return step{"mount " + dst, func() error { return unix.Mount(src, dst, fstype, flags, data) }}
+func mountSteps(rootfs string) []sysinit.Step {
+	do := func(name string, f func() error) sysinit.Step {
+		return sysinit.Step{Name: name, Do: func(context.Context) error { return f() }}
 	}
-	steps := []step{
+	m := func(src, dst, fstype string, flags uintptr, data string) sysinit.Step {
+		return do("mount "+dst, func() error { return unix.Mount(src, dst, fstype, flags, data) })
+	}
+	steps := []sysinit.Step{
 		m(rootfs, rootfs, "", unix.MS_BIND|unix.MS_REC, ""),
 		m("proc", rootfs+"/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""),
 		m("tmpfs", rootfs+"/run", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755,size=16m"),
@@ -177,16 +177,16 @@ func mountSteps(rootfs string) []step {
 	}
 	for _, d := range []string{"null", "zero", "full", "random", "urandom"} {
 		dst := rootfs + "/dev/" + d
-		steps = append(steps, step{"create " + dst, func() error { return os.WriteFile(dst, nil, 0o666) }},
+		steps = append(steps, do("create "+dst, func() error { return os.WriteFile(dst, nil, 0o666) }),
 			m("/dev/"+d, dst, "", unix.MS_BIND, ""))
 	}
 	for name, target := range map[string]string{"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2"} {
-		steps = append(steps, step{"symlink /dev/" + name, func() error { return os.Symlink(target, rootfs+"/dev/"+name) }})
+		steps = append(steps, do("symlink /dev/"+name, func() error { return os.Symlink(target, rootfs+"/dev/"+name) }))
 	}
 	return append(steps,
-		step{"chdir " + rootfs, func() error { return unix.Chdir(rootfs) }},
-		step{"enter rootfs", enterRoot},
-		step{"chdir /", func() error { return unix.Chdir("/") }},
+		do("chdir "+rootfs, func() error { return unix.Chdir(rootfs) }),
+		do("enter rootfs", enterRoot),
+		do("chdir /", func() error { return unix.Chdir("/") }),
 	)
 }
 
@@ -270,12 +270,8 @@ func (c *initState) reap(sigc chan os.Signal) {
 			go c.requestStop()
 			continue
 		}
-		for {
-			var ws unix.WaitStatus
-			pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
-			if pid <= 0 || err != nil {
-				break
-			}
+		sysinit.Reap(func(pid int, sws syscall.WaitStatus) {
+			ws := unix.WaitStatus(sws)
 			c.mu.Lock()
 			if ch, ok := c.waiters[pid]; ok {
 				delete(c.waiters, pid)
@@ -293,7 +289,7 @@ func (c *initState) reap(sigc chan os.Signal) {
 				}
 			}
 			c.mu.Unlock()
-		}
+		})
 	}
 }
 

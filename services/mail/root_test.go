@@ -322,8 +322,14 @@ func checkNice(t *testing.T, w *Workload, ctx context.Context) {
 	if err != nil {
 		t.Fatalf("status: %v", err)
 	}
-	kids, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
-	pids := append([]string{strconv.Itoa(pid)}, strings.Fields(string(kids))...)
+	// Every thread's children: the init's services are forked by
+	// whichever thread its goroutine runs on.
+	pids := []string{strconv.Itoa(pid)}
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	for _, f := range tasks {
+		kids, _ := os.ReadFile(f)
+		pids = append(pids, strings.Fields(string(kids))...)
+	}
 	if len(pids) < 2 {
 		t.Fatalf("container init %d has no children", pid)
 	}
