@@ -14,6 +14,7 @@ import (
 	"go/parser"
 	"go/token"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -116,4 +117,53 @@ func TestAllowed(t *testing.T) {
 			t.Errorf("allowed(%s, %s, test=%v) = %v, want %v", c.dir, c.imp, c.test, got, c.want)
 		}
 	}
+}
+
+// TestReadmeLayout keeps README's layout table true to the tree: every
+// top-level folder (and layers_test.go) has a row, and every row names
+// something that is there.
+func TestReadmeLayout(t *testing.T) {
+	b, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string]bool{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(line, "| `") {
+			continue
+		}
+		cell := strings.SplitN(line, "|", 3)[1]
+		for _, name := range strings.Split(cell, ",") {
+			if name = strings.Trim(strings.TrimSpace(name), "`"); name != "" {
+				rows[strings.TrimSuffix(name, "/")] = true
+			}
+		}
+	}
+	entries, err := os.ReadDir(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{"layers_test.go": true}
+	for _, e := range entries {
+		if e.IsDir() && !strings.HasPrefix(e.Name(), ".") && e.Name() != "out" && e.Name() != "bin" { // build output (.gitignore)
+			want[e.Name()] = true
+		}
+	}
+	for name := range want {
+		if !rows[name] {
+			t.Errorf("README's layout table has no row for %s", name)
+		}
+	}
+	for name := range rows {
+		if _, err := os.Stat(name); layoutRow(name) && err != nil {
+			t.Errorf("README's layout table names %s, which is not in the tree", name)
+		}
+	}
+}
+
+// layoutRow tells the layout table's names from the README's other tables
+// (artifact kinds, file names) that also start with a code cell.
+func layoutRow(name string) bool {
+	_, ok := layer[name]
+	return ok || name == "hardware" || name == "recipes" || name == "scripts" || name == "docs" || name == "layers_test.go"
 }
