@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"tandem/internal/yamlstrict"
-	"tandem/services/cluster/core"
 	"tandem/services/cluster/agent/ocf"
+	"tandem/services/cluster/core"
 )
 
 // Config is a node's cluster configuration file (YAML, decoded strictly).
