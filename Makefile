@@ -22,11 +22,12 @@ lab: images
 vet:
 	$(GO) vet ./...
 
-# staticcheck and errcheck, pinned as tools in go.mod (go tool builds them).
+# gofmt, then staticcheck and errcheck, pinned as tools in go.mod (go tool builds them).
 # scripts/lint/errcheck.exclude lists the calls whose errors may be dropped,
 # and why; every other dropped error is handled or assigned to _ with a
 # comment.
 lint:
+	@out=$$("$$($(GO) env GOROOT)/bin/gofmt" -l $$(git ls-files '*.go')); [ -z "$$out" ] || { echo "gofmt wants to rewrite:"; echo "$$out"; exit 1; }
 	$(GO) tool staticcheck ./...
 	$(GO) tool errcheck -exclude scripts/lint/errcheck.exclude ./...
 
