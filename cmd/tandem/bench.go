@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -14,20 +13,16 @@ import (
 	"time"
 
 	"tandem/image"
+	"tandem/internal/service"
 	"tandem/lab/qemu"
 )
 
 // runBench prints the image builder's figures: warm build time, artifact
 // sizes and kernel-start-to-ready time under QEMU TCG, as medians.
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := service.FlagSet("bench", "usage: tandem bench [-runs N] RECIPE.yaml\n\nBuilds the recipe once to warm the cache, then N more times, and boots the raw image N times (BIOS).\n", stderr)
 	runs := fs.Int("runs", 3, "builds and boots to measure (after one warm-up build)")
 	cache := fs.String("cache", image.DefaultCacheDir(), "cache for Debian packages")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: tandem bench [-runs N] RECIPE.yaml\n\nBuilds the recipe once to warm the cache, then N more times, and boots the raw image N times (BIOS).")
-		fs.PrintDefaults()
-	}
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

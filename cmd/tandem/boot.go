@@ -2,28 +2,23 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 
 	"tandem/image"
+	"tandem/internal/service"
 	"tandem/lab/qemu"
 )
 
 func runBoot(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("boot", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := service.FlagSet("boot", "usage: tandem boot [-firmware bios|uefi] [-pxe] [-rescue] [-disk-mib N] DIR\n\nBoots a build (DIR holds manifest.json) under QEMU (TCG) with the serial console on this terminal;\nthe built image is not changed (the VM writes to a temporary overlay). Ctrl-A X quits QEMU.\n", stderr)
 	fw := fs.String("firmware", qemu.BIOS, "firmware: bios (SeaBIOS) or uefi (OVMF)")
 	pxe := fs.Bool("pxe", false, "network-boot the PXE files through iPXE instead of the disk")
 	diskMiB := fs.Int("disk-mib", 4096, "size of the VM's disk; the data partition fills what the image does not use")
 	mem := fs.Int("mem", 1024, "memory in MiB")
 	rescue := fs.Bool("rescue", false, "boot the slot's kernel directly with tandem.rescue=1: a root shell on the console")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: tandem boot [-firmware bios|uefi] [-pxe] [-rescue] [-disk-mib N] DIR\n\nBoots a build (DIR holds manifest.json) under QEMU (TCG) with the serial console on this terminal;\nthe built image is not changed (the VM writes to a temporary overlay). Ctrl-A X quits QEMU.")
-		fs.PrintDefaults()
-	}
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

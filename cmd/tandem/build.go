@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -11,19 +10,15 @@ import (
 
 	"tandem/image"
 	"tandem/image/recipe"
+	"tandem/internal/service"
 )
 
 func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("build", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := service.FlagSet("build", "usage: tandem build [-o DIR] [-cache DIR] [-refresh] RECIPE.yaml\n\nBuilds the artifacts the recipe lists, without root. SOURCE_DATE_EPOCH (default 0) is stamped on every file.\n", stderr)
 	out := fs.String("o", "", "output directory (default out/RECIPE-NAME)")
 	cache := fs.String("cache", image.DefaultCacheDir(), "cache for Debian packages")
 	hw := fs.String("hardware", "", "hardware profile directory (default: hardware/ beside the recipe's directory)")
 	refresh := fs.Bool("refresh", false, "fetch the Debian package index again even if the cached one is recent")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: tandem build [-o DIR] [-cache DIR] [-refresh] RECIPE.yaml\n\nBuilds the artifacts the recipe lists, without root. SOURCE_DATE_EPOCH (default 0) is stamped on every file.")
-		fs.PrintDefaults()
-	}
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
