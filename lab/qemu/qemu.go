@@ -148,7 +148,7 @@ func Start(ctx context.Context, c Config) (*VM, error) {
 	}
 	// QEMU starts the guest only once the QMP client is connected
 	// (wait=on), so no event is missed.
-	qmpDone, err := WatchQMP(filepath.Join(vm.dir, "qmp.sock"), 10*time.Second, vm.event())
+	qmpDone, err := WatchQMP(filepath.Join(vm.dir, "qmp.sock"), time.Minute, vm.event()) // generous: a busy machine
 	if err != nil {
 		vm.cmd.Process.Kill()
 		vm.cmd.Wait()
