@@ -136,18 +136,16 @@ func Build(ctx context.Context, r *recipe.Recipe, o Options) (*Manifest, error) 
 }
 
 func (b *builder) openArchive(ctx context.Context) error {
-	a, err := OpenArchive(ctx, b.r.Debian, b.o)
+	a, err := OpenArchive(ctx, b.r.Debian, b.o.CacheDir, b.o.IndexMaxAge, b.logf)
 	b.archive = a
 	return err
 }
 
 // OpenArchive opens the Debian suite d names, from its mirror or the one
-// the machine's apt sources name, with the package cache of o (the
-// builder's, also used by lab/vmtest for its guests' kernel).
-func OpenArchive(ctx context.Context, d recipe.Debian, o Options) (*debian.Archive, error) {
-	if err := o.defaults(); err != nil {
-		return nil, err
-	}
+// the machine's apt sources name, with the package cache below cacheDir
+// (the builder's, DefaultCacheDir, is also lab/vmtest's for its guests'
+// kernel); an index older than maxAge is fetched again.
+func OpenArchive(ctx context.Context, d recipe.Debian, cacheDir string, maxAge time.Duration, logf func(string, ...any)) (*debian.Archive, error) {
 	uri := d.Mirror
 	if uri == "" {
 		var err error
@@ -156,5 +154,5 @@ func OpenArchive(ctx context.Context, d recipe.Debian, o Options) (*debian.Archi
 		}
 	}
 	return debian.Open(ctx, debian.Source{URI: uri, Suite: d.Suite, Keyring: d.Keyring},
-		filepath.Join(o.CacheDir, "debian"), o.IndexMaxAge, o.Logf)
+		filepath.Join(cacheDir, "debian"), maxAge, logf)
 }

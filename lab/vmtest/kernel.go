@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"tandem/image"
 	"tandem/image/debian"
@@ -96,9 +97,8 @@ var openArchive = sync.OnceValues(func() (*debian.Archive, error) {
 	if err != nil {
 		return nil, err
 	}
-	return image.OpenArchive(context.Background(), r.Debian, image.Options{
-		Logf: func(f string, a ...any) { fmt.Fprintf(os.Stderr, "vmtest: "+f+"\n", a...) },
-	})
+	logf := func(f string, a ...any) { fmt.Fprintf(os.Stderr, "vmtest: "+f+"\n", a...) }
+	return image.OpenArchive(context.Background(), r.Debian, image.DefaultCacheDir(), 7*24*time.Hour, logf)
 })
 
 func archive(t testing.TB) *debian.Archive {
