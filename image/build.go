@@ -37,6 +37,10 @@ type Options struct {
 	Logf func(format string, args ...any)
 }
 
+// DefaultIndexMaxAge is how old a cached Debian package index may be before
+// it is fetched again.
+const DefaultIndexMaxAge = 7 * 24 * time.Hour
+
 // DefaultCacheDir is $XDG_CACHE_HOME/tandem or ~/.cache/tandem.
 func DefaultCacheDir() string {
 	if d, err := os.UserCacheDir(); err == nil {
@@ -63,7 +67,7 @@ func (o *Options) defaults() error {
 		o.CacheDir = DefaultCacheDir()
 	}
 	if o.IndexMaxAge == 0 {
-		o.IndexMaxAge = 7 * 24 * time.Hour
+		o.IndexMaxAge = DefaultIndexMaxAge
 	}
 	if o.Refresh {
 		o.IndexMaxAge = time.Nanosecond

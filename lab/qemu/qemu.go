@@ -152,6 +152,9 @@ func Start(ctx context.Context, c Config) (*VM, error) {
 	if err != nil {
 		vm.cmd.Process.Kill()
 		vm.cmd.Wait()
+		if vm.ownDir {
+			os.RemoveAll(vm.dir)
+		}
 		return nil, fmt.Errorf("qemu qmp: %w", err)
 	}
 	go func() { <-qmpDone; close(vm.qmpDone) }()
@@ -176,10 +179,14 @@ func (c Config) args(dir, monitor string, qmpWait bool) ([]string, error) {
 	if mem == 0 {
 		mem = 1024
 	}
+	wait := "off"
+	if qmpWait {
+		wait = "on"
+	}
 	a := []string{"-accel", "tcg", "-m", fmt.Sprint(mem), "-smp", "1",
 		"-nographic", "-no-user-config", "-nodefaults", "-serial", "stdio",
 		"-monitor", "unix:" + monitor + ",server,nowait",
-		"-qmp", "unix:" + filepath.Join(dir, "qmp.sock") + ",server=on,wait=" + map[bool]string{true: "on", false: "off"}[qmpWait],
+		"-qmp", "unix:" + filepath.Join(dir, "qmp.sock") + ",server=on,wait=" + wait,
 		// Entropy from the host, as a KVM/Proxmox VM with VirtIO RNG has.
 		"-device", "virtio-rng-pci"}
 	if c.Firmware == UEFI {

@@ -16,7 +16,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"tandem/image"
 	"tandem/image/debian"
@@ -98,7 +97,7 @@ var openArchive = sync.OnceValues(func() (*debian.Archive, error) {
 		return nil, err
 	}
 	logf := func(f string, a ...any) { fmt.Fprintf(os.Stderr, "vmtest: "+f+"\n", a...) }
-	return image.OpenArchive(context.Background(), r.Debian, image.DefaultCacheDir(), 7*24*time.Hour, logf)
+	return image.OpenArchive(context.Background(), r.Debian, image.DefaultCacheDir(), image.DefaultIndexMaxAge, logf)
 })
 
 func archive(t testing.TB) *debian.Archive {

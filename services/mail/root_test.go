@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"tandem/image"
-	"tandem/image/debian"
+	"tandem/image/recipe"
 	"tandem/image/workload"
 	"tandem/internal/container"
 	"tandem/internal/netnstest"
@@ -36,12 +36,7 @@ func testTemplate(t testing.TB) string {
 	t.Helper()
 	template.once.Do(func() {
 		ctx := context.Background()
-		mirror, err := debian.MachineMirror("bookworm")
-		if err != nil {
-			template.err = err
-			return
-		}
-		a, err := debian.Open(ctx, debian.Source{URI: mirror, Suite: "bookworm"}, filepath.Join(image.DefaultCacheDir(), "debian"), 7*24*time.Hour, t.Logf)
+		a, err := image.OpenArchive(ctx, recipe.Debian{Suite: "bookworm"}, image.DefaultCacheDir(), image.DefaultIndexMaxAge, t.Logf)
 		if err != nil {
 			template.err = err
 			return
