@@ -85,6 +85,11 @@ func TestErrorsNameFileAndField(t *testing.T) {
 		{"allow", "hostname: a\ndns: {allow: [10.0.0.0]}\n", `dns.allow[0]: "10.0.0.0" is not a network in CIDR form`},
 		{"duration", "hostname: a\ntime: {step_threshold: soon}\n", "n.yaml: line 2: cannot unmarshal !!str `soon` into time.Duration"},
 		{"negative", "hostname: a\ntime: {poll_interval: -1s}\n", "time.poll_interval: -1s is negative"},
+		// The two examples of docs/node-config.md, whole.
+		{"doc: unknown field", "hostname: a\nnetwork:\n  links:\n    - name: lan1\n      adresses: [10.0.0.1/24]\n",
+			`n.yaml:5: unknown field "adresses" in network.links[0] (expected one of: addresses, dhcp, mac, mtu, name): invalid configuration`},
+		{"doc: bond member", "hostname: a\nnetwork:\n  links: [{name: lan1}]\n  bonds:\n    - name: b0\n      members: [lan1, lan2]\n",
+			`n.yaml:6: network.bonds[0].members[1]: "lan2" is not in network.links`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Load(strings.NewReader(tc.yaml), "n.yaml")
