@@ -5,7 +5,7 @@ GO       ?= go
 OUT      ?= out
 export SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 
-.PHONY: deps images lab test bench vet lint
+.PHONY: deps images lab test bench vet lint fuzz
 
 deps:
 	bash scripts/deps.sh
@@ -41,6 +41,29 @@ lint:
 # hence 60m although no package runs for half that.
 test: deps vet lint
 	$(GO) test -count=1 -timeout 60m ./...
+
+# Every Go fuzz target for FUZZTIME each, one after the other. Not part of
+# test: every go test already runs the seed corpora (f.Add and
+# testdata/fuzz/NAME). FUZZ lists the targets as PACKAGE:NAME; the first
+# step fails if a Fuzz function in the tree is not listed. A short
+# -fuzzminimizetime: with the default minute, a short run spends most of
+# its time minimising the new inputs it finds.
+FUZZTIME ?= 20s
+FUZZ = \
+	./image/recipe:FuzzParse \
+	./image/recipe:FuzzParseProfile \
+	./internal/nodeconfig:FuzzLoad \
+	./services/cluster:FuzzDecodeBodies \
+	./services/dns:FuzzHandle
+
+fuzz:
+	@found=$$(git ls-files --cached --others --exclude-standard '*_test.go' | xargs grep -Ho '^func Fuzz[A-Za-z0-9_]*' | sed 's|^|./|; s|/[^/]*:func |:|' | sort); \
+	listed=$$(printf '%s\n' $(FUZZ) | sort); \
+	[ "$$found" = "$$listed" ] || { printf 'make fuzz: FUZZ lists\n%s\nbut the tree has\n%s\n' "$$listed" "$$found"; exit 1; }
+	@set -e; for t in $(FUZZ); do \
+		echo "fuzz $${t%%:*} $${t#*:} for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$${t#*:}\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 2s "$${t%%:*}"; \
+	done
 
 # Figures, never pass/fail: image build and boot, DNS and DHCP, failover.
 bench: deps

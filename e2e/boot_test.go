@@ -18,6 +18,7 @@ import (
 	"tandem/image/grub"
 	"tandem/internal/grubenv"
 	"tandem/internal/nodeimage"
+	"tandem/internal/passwd"
 	"tandem/internal/testenv"
 	"tandem/lab"
 	"tandem/lab/qemu"
@@ -123,20 +124,43 @@ func TestPXEBoot(t *testing.T) {
 
 var startedRE = regexp.MustCompile(`service time started \(pid (\d+)\)`)
 
-// TestKilledServiceRestarts kills a service with SIGKILL from the rescue
-// shell and sees PID 1 restart it and the service report ready again.
+// TestKilledServiceRestarts opens the rescue shell with the console
+// password of the seeded node config (a wrong one first), kills a service
+// with SIGKILL from it and sees PID 1 restart it and the service report
+// ready again. Then it checks PID 1 locked GRUB with the same password:
+// booted from the disk, GRUB asks for a user before it lets anyone edit
+// an entry.
 func TestKilledServiceRestarts(t *testing.T) {
 	dir, m := kvmNode(t)
 	raw, _ := m.Path(dir, image.KindRaw)
 	kernel, _ := m.Path(dir, image.KindKernel)
 	initrd, _ := m.Path(dir, image.KindInitramfs)
+	d := copyRaw(t, raw)
+	const password = "rescue me now"
+	hash, err := passwd.Hash(password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := string(seededConfig(t, "kvm-node", "rescue-a", "")) + "console:\n  password: " + hash + "\n"
+	if err := lab.SeedDisk(d, map[string][]byte{"node.yaml": []byte(cfg)}); err != nil {
+		t.Fatal(err)
+	}
 	vm := boot(t, qemu.Config{
-		Disk: overlay(t, raw, 0), Net: true, Kernel: kernel, Initrd: initrd,
+		Disk: d, Net: true, Kernel: kernel, Initrd: initrd,
 		Append: m.Cmdline + " tandem.slot=A tandem.rescue=1",
 	})
 	i := wait(t, vm, 0, "tandem: ready (slot A", bootLimit)
 	s := wait(t, vm, 0, "service time started", stepLimit)
 	pid := startedRE.FindStringSubmatch(vm.Line(s))[1]
+	p := wait(t, vm, 0, "tandem rescue: console password", stepLimit)
+	typeSlowly(t, vm, "not it\n")
+	p = wait(t, vm, p, "tandem rescue: wrong password", stepLimit)
+	if count(vm, "toggle key help") > 0 {
+		t.Fatal("a shell started before the console password was given")
+	}
+	p = wait(t, vm, p, "tandem rescue: console password", stepLimit)
+	typeSlowly(t, vm, password+"\n")
+	wait(t, vm, p, "tandem rescue: root shell", stepLimit)
 	// gosh queries the terminal when it starts; keys typed before its
 	// prompt and key help show are taken as the answers.
 	wait(t, vm, 0, "toggle key help", stepLimit)
@@ -158,6 +182,24 @@ func TestKilledServiceRestarts(t *testing.T) {
 	}
 	k := wait(t, vm, j, "service time started (pid", stepLimit)
 	wait(t, vm, k, "service time ready", stepLimit)
+	powerOff(t, vm)
+
+	b, err := disk.ReadBootFile(d, "/grub/password.cfg")
+	if err != nil || !strings.Contains(string(b), "set superusers=\"root\"\npassword_pbkdf2 root "+hash+"\n") {
+		t.Fatalf("/grub/password.cfg on the boot partition = %q, %v; want root's console password", b, err)
+	}
+	vm = boot(t, qemu.Config{Disk: d, Firmware: qemu.BIOS, Net: true})
+	// Keys until GRUB's menu takes one: "e" edits the entry, which a
+	// locked GRUB allows only its superuser.
+	for n := 0; count(vm, "Enter username:") == 0; n++ {
+		if count(vm, "tandem: init starting") > 0 || n > 1200 {
+			t.Fatalf("GRUB booted without asking for a user (its menu took no \"e\", or is not locked); console:\n%s", strings.Join(vm.Lines(), "\n"))
+		}
+		if err := vm.Send("e"); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // TestSlotB flips the environment to slot B on trial: GRUB boots B, PID 1

@@ -9,6 +9,7 @@ import (
 	"text/template"
 	"time"
 
+	"tandem/internal/passwd"
 	"tandem/services/cluster"
 )
 
@@ -43,6 +44,9 @@ type ClusterSeed struct {
 	// MailUser (an address in ClusterDomain) and MailPassword log in over
 	// IMAP; the data nodes' mail-users file holds them.
 	MailUser, MailPassword string
+	// ConsolePassword opens every node's rescue shell and GRUB's editor
+	// (console.password in node.yaml holds only its hash).
+	ConsolePassword string
 }
 
 // Apply returns a copy of nodes whose seeds pair them: node.yaml on every
@@ -80,7 +84,10 @@ cluster:
   pairing:
     founder: {{.Founder}}
 {{- if eq .Self.Name .Founder}}
-    codes: [{{range $i, $c := .Codes}}{{if $i}}, {{end}}{{$c}}{{end}}]
+    codes:
+{{- range $name, $c := .Codes}}
+      {{$name}}: {{$c}}
+{{- end}}
 {{- else}}
     code: {{.Code}}
 {{- end}}
@@ -95,12 +102,13 @@ time:
 dns:
   listen: ["0.0.0.0:53"]
   allow: [{{.Subnet}}]
+console:
+  password: "{{.Console}}"
 `))
 
 // NewClusterSeed makes fresh pairing codes and the node configs for nodes.
 func NewClusterSeed(nodes []Node) (*ClusterSeed, error) {
 	codes := map[string]string{}
-	var founderCodes []string
 	for _, n := range append(nodes, Node{Name: AdminName}) {
 		if n.Name == Founder {
 			continue
@@ -110,20 +118,28 @@ func NewClusterSeed(nodes []Node) (*ClusterSeed, error) {
 			return nil, err
 		}
 		codes[n.Name] = c
-		founderCodes = append(founderCodes, c)
 	}
-	pw, err := cluster.NewCode() // 80 random bits in a typeable form
+	pw, err := typeablePassword()
+	if err != nil {
+		return nil, err
+	}
+	console, err := typeablePassword()
+	if err != nil {
+		return nil, err
+	}
+	hash, err := passwd.Hash(console)
 	if err != nil {
 		return nil, err
 	}
 	s := &ClusterSeed{Configs: map[string][]byte{}, AdminCode: codes[AdminName],
-		MailUser: "postmaster@" + ClusterDomain, MailPassword: strings.ToLower(strings.ReplaceAll(pw, "-", ""))}
+		MailUser: "postmaster@" + ClusterDomain, MailPassword: pw, ConsolePassword: console}
 	for _, n := range nodes {
 		var b bytes.Buffer
 		err := nodeYAML.Execute(&b, map[string]any{
 			"Self": n, "Nodes": nodes, "Cluster": ClusterName, "Domain": ClusterDomain, "VIP": VIP,
-			"Founder": Founder, "Codes": founderCodes, "Code": codes[n.Name], "Bits": Subnet.Bits(),
+			"Founder": Founder, "Codes": codes, "Code": codes[n.Name], "Bits": Subnet.Bits(),
 			"Host": HostAddr, "Subnet": Subnet, "LeaseTTL": LeaseTTL, "MTU": MTU,
+			"Console": hash,
 		})
 		if err != nil {
 			return nil, err
@@ -131,4 +147,11 @@ func NewClusterSeed(nodes []Node) (*ClusterSeed, error) {
 		s.Configs[n.Name] = b.Bytes()
 	}
 	return s, nil
+}
+
+// typeablePassword returns 80 random bits as 16 lower-case letters and
+// digits: easy to type at a console or an IMAP client.
+func typeablePassword() (string, error) {
+	c, err := cluster.NewCode()
+	return strings.ToLower(strings.ReplaceAll(c, "-", "")), err
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"tandem/internal/nodeconfig"
+	"tandem/internal/passwd"
 	"tandem/services/cluster"
 )
 
@@ -31,6 +32,9 @@ func TestClusterSeed(t *testing.T) {
 		}
 		if cfg.Address != n.Addr.String() || (n.Name == "arbiter") != (cfg.Role == "arbitrator") {
 			t.Errorf("%s: address %s role %s", n.Name, cfg.Address, cfg.Role)
+		}
+		if ok, err := passwd.Check(nc.Console.Password, s.ConsolePassword); !ok || err != nil {
+			t.Errorf("%s: console.password %q does not check against the lab's console password: %v", n.Name, nc.Console.Password, err)
 		}
 		p := nc.Cluster.Pairing
 		if n.Name == Founder && len(p.Codes) != 3 || n.Name != Founder && p.Code == "" {

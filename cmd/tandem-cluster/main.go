@@ -149,7 +149,7 @@ func loadConfig(path, nodePath string) (*cluster.Config, *nodeconfig.Config, err
 func pair(ctx context.Context, cfg *cluster.Config, nc *nodeconfig.Config, st cluster.State, log *slog.Logger) error {
 	p := nc.Cluster.Pairing
 	if p.Founder == cfg.Node {
-		if _, err := cluster.Create(cfg, st, p.Codes...); err != nil {
+		if _, err := cluster.Create(cfg, st, p.Codes); err != nil {
 			return err
 		}
 		log.Info("pairing: created the cluster", "cluster", cfg.Cluster, "codes", len(p.Codes))

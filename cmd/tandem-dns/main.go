@@ -26,9 +26,12 @@ const usage = `usage: tandem-dns -config PATH [-cluster PATH] [-watch DURATION]
 Serves the cluster domain of the node config (SOA, NS, the service name's
 A record -> VIP, MX -> the service name, one record per member) on
 dns.listen, forwards other names to dns.forwarders with caching, for
-loopback and dns.allow only. Speaks sd_notify (READY, WATCHDOG, STATUS).
-Reloads the zone, dns.allow and dns.forwarders on SIGHUP and when -config
-or -cluster change (dns.listen needs a restart).
+loopback and dns.allow only. At most dns.max_upstream queries go upstream
+at once; UDP answers are rate-limited per client (dns.rate_limit); zone
+transfers are refused. Speaks sd_notify (READY, WATCHDOG, STATUS).
+Reloads the zone, dns.allow, dns.forwarders and dns.open_resolver on SIGHUP
+and when -config or -cluster change (dns.listen, dns.cache_size,
+dns.max_upstream and dns.rate_limit need a restart).
 
 `
 
@@ -120,7 +123,9 @@ func (d *dnsd) fileStamp() string {
 }
 
 func (d *dnsd) status(srv *dns.Server) string {
-	return fmt.Sprintf("serving, zone serial %d, %d queries", srv.Serial(), srv.Served())
+	st := srv.Stats()
+	return fmt.Sprintf("serving, zone serial %d, %d queries (%d SERVFAIL at the upstream limit, %d rate-limited, %d loops refused)",
+		srv.Serial(), st.Served, st.Busy, st.Limited, st.Loops)
 }
 
 func (d *dnsd) loop(ctx context.Context, srv *dns.Server, n service.Notifier, watch time.Duration, done <-chan error) error {
@@ -163,7 +168,7 @@ func (d *dnsd) reload(srv *dns.Server, n service.Notifier) {
 		n.Status("reload failed, old zone serving: " + err.Error())
 		return
 	}
-	srv.SetPolicy(cfg.DNS.AllowedNets(), cfg.DNS.ForwarderAddrs())
+	srv.SetPolicy(dns.PolicyOf(cfg))
 	srv.SetZone(zone)
 	n.Status(d.status(srv))
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,8 +15,10 @@ import (
 
 	mdns "github.com/miekg/dns"
 
+	"tandem/internal/service"
 	"tandem/internal/service/servicetest"
 	"tandem/internal/testenv"
+	"tandem/services/dns"
 )
 
 func freePort(t *testing.T) int {
@@ -38,7 +42,12 @@ cluster:
   name: zcs
   domain: mail.example.org
   vip: 192.0.2.10
-  nodes: [{name: mail-a, address: 192.0.2.11}]
+  nodes:
+    - {name: mail-a, address: 192.0.2.11}
+    - {name: mail-b, address: 192.0.2.12}
+    - {name: arbiter, address: 192.0.2.13, role: arbitrator}
+network:
+  links: [{name: eth0, addresses: [192.0.2.11/24]}]
 dns:
   listen: ["`+addr+`"]
 `), 0o644)
@@ -50,8 +59,8 @@ dns:
 		done <- run(ctx, []string{"-config", cfg, "-cluster", view, "-watch", "50ms"}, io.Discard, &logWriter{t})
 	}()
 	msg := servicetest.WaitMessage(t, notes, "READY=1", 10*time.Second)
-	if !strings.Contains(msg, "STATUS=serving") {
-		t.Errorf("ready message = %q, want a STATUS", msg)
+	if !strings.Contains(msg, "STATUS=serving") || !strings.Contains(msg, "0 rate-limited, 0 loops refused") {
+		t.Errorf("ready message = %q, want a STATUS with the counters", msg)
 	}
 
 	a := func() string {
@@ -99,6 +108,59 @@ func TestRunNeedsConfig(t *testing.T) {
 	err := run(context.Background(), []string{"-config", "/nonexistent/node.yaml"}, io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "/nonexistent/node.yaml") {
 		t.Errorf("run(-config missing) = %v, want an error naming the file", err)
+	}
+}
+
+// A config whose forwarder leads back to the server, or that would answer
+// the world by accident, never starts a server.
+func TestRunRefusesLoopsAndTheWorld(t *testing.T) {
+	dir := t.TempDir()
+	port := freePort(t)
+	for _, tc := range []struct{ name, dns, want string }{
+		{"itself", fmt.Sprintf("  listen: [\"127.0.0.1:%d\"]\n  forwarders: [\"127.0.0.1:%d\"]\n", port, port),
+			fmt.Sprintf("dns.forwarders[0]: 127.0.0.1:%d is this server (dns.listen[0] \"127.0.0.1:%d\"): forwarding to it loops", port, port)},
+		{"the VIP", fmt.Sprintf("  listen: [\"127.0.0.1:%d\"]\n  forwarders: [192.0.2.10]\n", port),
+			"dns.forwarders[0]: 192.0.2.10 is this cluster's VIP (cluster.vip): forwarding to it loops"},
+		{"the world", fmt.Sprintf("  listen: [\"127.0.0.1:%d\"]\n  allow: [0.0.0.0/0]\n", port),
+			`dns.allow[0]: "0.0.0.0/0" is every IPv4 address`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := filepath.Join(dir, "node.yaml")
+			testenv.WriteFile(t, cfg, []byte("hostname: mail-a\ncluster:\n  name: zcs\n  domain: mail.example.org\n  vip: 192.0.2.10\ndns:\n"+tc.dns), 0o644)
+			err := run(context.Background(), []string{"-config", cfg}, io.Discard, io.Discard)
+			if err == nil || !strings.Contains(err.Error(), cfg) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("run(-config with %s) = %v, want an error naming %s and %q", tc.name, err, cfg, tc.want)
+			}
+		})
+	}
+}
+
+// A reload replaces dns.allow and dns.open_resolver.
+func TestReloadReplacesPolicy(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "node.yaml")
+	write := func(dnsSection string) {
+		testenv.WriteFile(t, cfg, []byte("hostname: mail-a\ncluster:\n  name: zcs\n  domain: mail.example.org\n  vip: 192.0.2.10\ndns:\n"+dnsSection), 0o644)
+	}
+	write("  allow: [10.0.0.0/8]\n")
+	d := &dnsd{configPath: cfg, log: slog.New(slog.DiscardHandler)}
+	c, zone, err := d.load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := dns.New(dns.ConfigOf(c), zone)
+	far := netip.MustParseAddr("198.51.100.7")
+	ask := func() int {
+		q := new(mdns.Msg)
+		q.SetQuestion("mail.mail.example.org.", mdns.TypeA)
+		return srv.Handle(context.Background(), far, false, q).Rcode
+	}
+	if got := ask(); got != mdns.RcodeRefused {
+		t.Fatalf("query from %s before the reload = %s, want REFUSED", far, mdns.RcodeToString[got])
+	}
+	write("  allow: [0.0.0.0/0]\n  open_resolver: true\n")
+	d.reload(srv, service.Notifier{Log: d.log})
+	if got := ask(); got != mdns.RcodeSuccess {
+		t.Errorf("query from %s after reloading allow 0.0.0.0/0 with open_resolver = %s, want NOERROR", far, mdns.RcodeToString[got])
 	}
 }
 

@@ -154,7 +154,8 @@ Administrator certificate (once; the code works once), then status:
       -cluster %[1]s -name %[4]s -peer https://%[5]s:7443 -code %[6]s
   ip netns exec %[2]s go run ./cmd/tandemctl -state %[3]s/admin -endpoint https://%[7]s:7443 status
 Mail on the VIP %[8]s (SMTP 25, IMAP 143): user %[9]s, password %[10]s
-`, lab.ClusterName, netns, dir, lab.AdminName, founder, cs.AdminCode, arbiter, lab.VIP, cs.MailUser, cs.MailPassword)
+Console password (rescue shell, GRUB's editor) of every node: %[11]s
+`, lab.ClusterName, netns, dir, lab.AdminName, founder, cs.AdminCode, arbiter, lab.VIP, cs.MailUser, cs.MailPassword, cs.ConsolePassword)
 }
 
 // readSeed returns the files under dir by relative name; no dir, none.

@@ -4,6 +4,7 @@
 //	tandem boot [-firmware bios|uefi] [-pxe] [-mem MiB] DIR
 //	tandem bench [-runs N] [-o DIR] RECIPE.yaml
 //	tandem lab up|status|kill NODE|partition NODE...|heal|down [-dir DIR]
+//	tandem passwd < PASSWORD
 package main
 
 import (
@@ -35,6 +36,7 @@ commands:
   boot DIR            boot a built image under QEMU with the serial console on this terminal
   bench RECIPE.yaml   measure build time, sizes and boot-to-ready time
   lab COMMAND         the three-VM lab: up, status, kill NODE, partition NODE..., heal, down
+  passwd              print the hash of a console password (console.password of a node config)
 
 run "tandem COMMAND -h" for a command's flags.
 `
@@ -48,10 +50,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 	cmds := map[string]func(context.Context, []string, io.Writer, io.Writer) error{
-		"build": runBuild,
-		"boot":  runBoot,
-		"bench": runBench,
-		"lab":   runLab,
+		"build":  runBuild,
+		"boot":   runBoot,
+		"bench":  runBench,
+		"lab":    runLab,
+		"passwd": runPasswd,
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {

@@ -11,10 +11,12 @@
 //	resource move NODE               planned move of the group to NODE
 //	resource cleanup [RESOURCE] [-node NODE]  reset fail counts
 //	maintenance on|off               stop or resume managing resources
-//	cluster create -config FILE      create a cluster on this node; prints a pairing code
+//	cluster create -config FILE      create a cluster on this node; prints the pairing codes
 //	cluster join -config FILE -peer URL -code CODE   join a cluster
-//	cluster code                     make another one-time pairing code
-//	cluster admin -cluster NAME -name NAME -peer URL -code CODE   administrator's certificate
+//	cluster code [-role admin|monitor] NAME   a one-time pairing code for NAME
+//	cluster admin|monitor -cluster NAME -name NAME -peer URL -code CODE   a client certificate
+//	cluster revoke SERIAL|NAME       revoke a certificate, or all of NAME's
+//	cluster remove NODE              remove a member (to replace it)
 //	replication status [-json]       the replicated volume on both data nodes
 //	replication resolve-split-brain -keep NODE   end a split brain keeping NODE's data
 package main
@@ -26,8 +28,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/signal"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -58,12 +63,18 @@ Commands:
   resource cleanup [RESOURCE] [-node NODE]
                                      reset fail counts
   maintenance on|off                 stop or resume managing resources
-  cluster create -config FILE        create a cluster on this node; prints a pairing code
+  cluster create -config FILE        create a cluster on this node; prints the
+                                     pairing codes of the other nodes and "admin"
   cluster join -config FILE -peer URL -code CODE
                                      join a cluster with a one-time pairing code
-  cluster code                       make another one-time pairing code
-  cluster admin -cluster NAME -name NAME -peer URL -code CODE
-                                     get an administrator's certificate into -state
+  cluster code [-role admin|monitor] NAME
+                                     a one-time pairing code for the node NAME of
+                                     cluster.nodes, or an administrator or monitor
+  cluster admin|monitor -cluster NAME -name NAME -peer URL -code CODE
+                                     get an administrator's or a read-only
+                                     monitor's certificate into -state
+  cluster revoke SERIAL|NAME         revoke a certificate, or every one of NAME's
+  cluster remove NODE                remove a member (its certificates revoked)
   replication status [-json]         the replicated volume on both data nodes
   replication resolve-split-brain -keep NODE
                                      end a split brain: NODE's data wins, the other
@@ -201,42 +212,63 @@ func (c *cli) resource(ctx context.Context, a []string, stderr io.Writer) error 
 
 func (c *cli) cluster(ctx context.Context, a []string, stderr io.Writer) error {
 	if len(a) == 0 {
-		return fmt.Errorf("%w: cluster create|join|code|admin", errUsage)
+		return fmt.Errorf("%w: cluster create|join|code|admin|monitor|revoke|remove", errUsage)
 	}
 	fs := flag.NewFlagSet("cluster "+a[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "/perm/tandem/cluster.yaml", "this node's cluster configuration")
 	peer := fs.String("peer", "", "API URL of a cluster member, e.g. https://10.0.0.1:7443")
 	code := fs.String("code", "", "one-time pairing code")
-	clusterName := fs.String("cluster", "", "cluster name (cluster admin)")
-	name := fs.String("name", "", "administrator's name (cluster admin)")
-	if err := fs.Parse(a[1:]); err != nil || fs.NArg() > 0 {
+	clusterName := fs.String("cluster", "", "cluster name (cluster admin|monitor)")
+	name := fs.String("name", "", "the administrator's or monitor's name (cluster admin|monitor)")
+	role := fs.String("role", "", "admin or monitor (cluster code for a client, not a node)")
+	if err := fs.Parse(a[1:]); err != nil {
 		return fmt.Errorf("%w: bad arguments to cluster %s", errUsage, a[0])
 	}
+	arg := ""
 	switch a[0] {
-	case "admin":
-		if *clusterName == "" || *name == "" || *peer == "" || *code == "" {
-			return fmt.Errorf("%w: cluster admin needs -cluster, -name, -peer and -code", errUsage)
+	case "code", "revoke", "remove":
+		if fs.NArg() != 1 {
+			return fmt.Errorf("%w: cluster %s takes one name", errUsage, a[0])
 		}
-		if err := cluster.JoinAdmin(ctx, *clusterName, *name, c.state, *peer, *code); err != nil {
+		arg = fs.Arg(0)
+	default:
+		if fs.NArg() > 0 {
+			return fmt.Errorf("%w: cluster %s takes no arguments", errUsage, a[0])
+		}
+	}
+	switch a[0] {
+	case "admin", "monitor":
+		if *clusterName == "" || *name == "" || *peer == "" || *code == "" {
+			return fmt.Errorf("%w: cluster %s needs -cluster, -name, -peer and -code", errUsage, a[0])
+		}
+		if err := cluster.JoinClient(ctx, *clusterName, *name, a[0], c.state, *peer, *code); err != nil {
 			return err
 		}
-		fmt.Fprintf(c.stdout, "administrator %s of cluster %s: certificate in %s\n", *name, *clusterName, c.state.Dir)
+		fmt.Fprintf(c.stdout, "%s %s of cluster %s: certificate in %s\n", a[0], *name, *clusterName, c.state.Dir)
 		return nil
 	case "code":
 		cl, err := c.client()
 		if err != nil {
 			return err
 		}
-		k, err := cl.Code(ctx)
+		k, err := cl.Code(ctx, arg, *role)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(c.stdout, "pairing code (valid %v, once): %s\n", cluster.CodeTTL, k)
+		fmt.Fprintf(c.stdout, "pairing code for %s (valid %v, once): %s\n", arg, cluster.CodeTTL, k)
 		return nil
+	case "revoke":
+		req := cluster.Request{Name: arg}
+		if isSerial(arg) {
+			req = cluster.Request{Serial: arg}
+		}
+		return c.post(ctx, "/v1/cluster/revoke", req)
+	case "remove":
+		return c.post(ctx, "/v1/cluster/remove", cluster.Request{Node: arg})
 	case "create", "join":
 	default:
-		return fmt.Errorf("%w: cluster create|join|code|admin, not %q", errUsage, a[0])
+		return fmt.Errorf("%w: cluster create|join|code|admin|monitor|revoke|remove, not %q", errUsage, a[0])
 	}
 	f, err := os.Open(*cfgPath)
 	if err != nil {
@@ -248,11 +280,14 @@ func (c *cli) cluster(ctx context.Context, a []string, stderr io.Writer) error {
 		return err
 	}
 	if a[0] == "create" {
-		k, err := cluster.Create(cfg, c.state)
+		codes, err := cluster.Create(cfg, c.state, nil)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(c.stdout, "cluster %s created on %s\npairing code (valid %v, once): %s\n", cfg.Cluster, cfg.Node, cluster.CreateCodeTTL, k)
+		fmt.Fprintf(c.stdout, "cluster %s created on %s\npairing codes (valid %v, once each):\n", cfg.Cluster, cfg.Node, cluster.CreateCodeTTL)
+		for _, n := range slices.Sorted(maps.Keys(codes)) {
+			fmt.Fprintf(c.stdout, "  %s: %s\n", n, codes[n])
+		}
 		return nil
 	}
 	if *peer == "" || *code == "" {
@@ -263,6 +298,21 @@ func (c *cli) cluster(ctx context.Context, a []string, stderr io.Writer) error {
 	}
 	fmt.Fprintf(c.stdout, "%s joined cluster %s; start tandem-cluster\n", cfg.Node, cfg.Cluster)
 	return nil
+}
+
+// isSerial tells a certificate serial (hexadecimal, as tandem or openssl
+// print it: longer than any name) from a name.
+func isSerial(s string) bool {
+	h := strings.ReplaceAll(s, ":", "")
+	if len(h) < 24 {
+		return false
+	}
+	for _, r := range strings.ToLower(h) {
+		if !strings.ContainsRune("0123456789abcdef", r) {
+			return false
+		}
+	}
+	return true
 }
 
 func (c *cli) replication(ctx context.Context, a []string, stderr io.Writer) error {

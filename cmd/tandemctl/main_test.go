@@ -16,6 +16,10 @@ role: data
 address: 127.0.0.1
 api_port: 1
 watchdog: record:/dev/null
+nodes:
+  - {name: a, role: data, address: 127.0.0.1}
+  - {name: b, role: data, address: 127.0.0.2}
+  - {name: c, role: arbitrator, address: 127.0.0.3}
 `
 
 func ctl(t *testing.T, args ...string) (string, error) {
@@ -42,6 +46,10 @@ func TestBadArguments(t *testing.T) {
 		{[]string{"cluster"}, "cluster create|join|code|admin"},
 		{[]string{"cluster", "split"}, `not "split"`},
 		{[]string{"cluster", "admin", "-name", "me"}, "cluster admin needs -cluster, -name, -peer and -code"},
+		{[]string{"cluster", "monitor", "-name", "me"}, "cluster monitor needs -cluster, -name, -peer and -code"},
+		{[]string{"cluster", "code"}, "cluster code takes one name"},
+		{[]string{"cluster", "revoke", "a", "b"}, "cluster revoke takes one name"},
+		{[]string{"cluster", "remove"}, "cluster remove takes one name"},
 		{[]string{"replication"}, "replication status|resolve-split-brain"},
 		{[]string{"replication", "heal"}, `not "heal"`},
 		{[]string{"replication", "resolve-split-brain"}, "resolve-split-brain -keep NODE"},
@@ -65,8 +73,8 @@ func TestCreateThenUnreachable(t *testing.T) {
 	}
 	state := filepath.Join(dir, "state")
 	out, err := ctl(t, "-state", state, "cluster", "create", "-config", conf)
-	if err != nil || !strings.Contains(out, "pairing code") {
-		t.Fatalf("cluster create = %v, %q; want a pairing code", err, out)
+	if err != nil || !strings.Contains(out, "pairing codes") || !strings.Contains(out, "  admin: ") || !strings.Contains(out, "  b: ") || !strings.Contains(out, "  c: ") {
+		t.Fatalf("cluster create = %v, %q; want pairing codes for admin, b and c", err, out)
 	}
 	if _, err := ctl(t, "-state", state, "cluster", "create", "-config", conf); err == nil || !strings.Contains(err.Error(), "already part of a cluster") {
 		t.Errorf("second create = %v, want already part of a cluster", err)
@@ -87,6 +95,17 @@ func TestCreateThenUnreachable(t *testing.T) {
 	_, err = ctl(t, "-state", filepath.Join(dir, "joiner"), "cluster", "join", "-config", conf)
 	if !errors.Is(err, errUsage) {
 		t.Errorf("join without -peer/-code = %v, want a usage error", err)
+	}
+}
+
+func TestIsSerial(t *testing.T) {
+	for s, want := range map[string]bool{
+		"data-b": false, "admin": false, "deadbeef": false,
+		"3408ceb7a8347123456e4e83eae0f8f2": true, "34:08:CE:B7:A8:34:71:23:45:6E:4E:83:EA:E0:F8:F2": true,
+	} {
+		if isSerial(s) != want {
+			t.Errorf("isSerial(%q) = %v, want %v", s, !want, want)
+		}
 	}
 }
 

@@ -38,6 +38,11 @@ terminal_output serial console
 set timeout={{.TimeoutSec}}
 set default=0
 set fallback=1
+# PID 1 writes password.cfg from the node config's console.password: then
+# only GRUB's superuser may edit an entry or use the command line (where
+# kernel arguments such as tandem.rescue=1 could be added); booting the
+# entries as they are needs no password (--unrestricted).
+if [ -f ${prefix}/password.cfg ]; then source ${prefix}/password.cfg; fi
 
 load_env {{.VarSlot}} {{.VarTries}} {{.VarFailed}}
 if [ "${{"{"}}{{.VarSlot}}{{"}"}}" != B ]; then set {{.VarSlot}}=A; fi
@@ -55,12 +60,12 @@ elif [ "${{"{"}}{{$.VarTries}}{{"}"}}" = {{.From}} ]; then
 fi
 if [ "${{"{"}}{{.VarSlot}}{{"}"}}" = A ]; then set tandem_other=B; else set tandem_other=A; fi
 
-menuentry "tandem slot ${{"{"}}{{.VarSlot}}{{"}"}}" {
+menuentry "tandem slot ${{"{"}}{{.VarSlot}}{{"}"}}" --unrestricted {
 	echo "tandem: booting slot ${{"{"}}{{.VarSlot}}{{"}"}}"
 	linux /slot-${{"{"}}{{.VarSlot}}{{"}"}}/vmlinuz {{.Cmdline}} tandem.slot=${{"{"}}{{.VarSlot}}{{"}"}}
 	initrd /slot-${{"{"}}{{.VarSlot}}{{"}"}}/initramfs.img
 }
-menuentry "tandem slot ${tandem_other} (fallback)" {
+menuentry "tandem slot ${tandem_other} (fallback)" --unrestricted {
 	echo "tandem: booting fallback slot ${tandem_other}"
 	linux /slot-${tandem_other}/vmlinuz {{.Cmdline}} tandem.slot=${tandem_other} tandem.fallback=1
 	initrd /slot-${tandem_other}/initramfs.img

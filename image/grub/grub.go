@@ -19,6 +19,8 @@ var commonModules = []string{
 	"part_gpt", "fat", "search", "search_fs_uuid", "normal", "configfile",
 	"linux", "loadenv", "test", "echo", "serial", "terminal", "halt",
 	"reboot", "sleep", "gzio", "cat", "ls",
+	// the console password's lock on the menu (password.cfg, grub.cfg)
+	"password_pbkdf2",
 }
 
 // Dirs are GRUB module directories (Debian's grub-pc-bin and

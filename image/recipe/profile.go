@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 
@@ -28,14 +29,15 @@ type Profile struct {
 	Modules []string `yaml:"modules"`
 	// Firmware lists files (relative to /lib/firmware) the hardware needs
 	// that Debian's main archive does not ship; the recipe's firmware_dir
-	// must supply them.
+	// must supply them. Each is a clean relative path with no "..".
 	Firmware []string `yaml:"firmware"`
 	// DataDisk is the disk the data partition is created on (e.g.
 	// /dev/sdb); empty means the free space of the boot disk.
 	DataDisk string `yaml:"data_disk"`
 	// Watchdog is the watchdog driver module, if the machine has one.
 	Watchdog string `yaml:"watchdog"`
-	// KernelArgs are added to the kernel command line for this hardware.
+	// KernelArgs are added to the kernel command line for this hardware,
+	// checked as a recipe's kernel_args are.
 	KernelArgs []string `yaml:"kernel_args"`
 }
 
@@ -90,7 +92,12 @@ func (p *Profile) validate() error {
 	if p.Watchdog != "" && !slices.Contains(p.Modules, p.Watchdog) {
 		return yamlstrict.Errorf("watchdog", "%q is not in modules", p.Watchdog)
 	}
-	return nil
+	for i, f := range p.Firmware {
+		if !filepath.IsLocal(f) || filepath.Clean(f) != f || f == "." {
+			return yamlstrict.Errorf(fmt.Sprintf("firmware[%d]", i), "%q is not a clean relative path inside firmware_dir (no leading /, no \"..\", no \".\")", f)
+		}
+	}
+	return checkKernelArgs(p.KernelArgs)
 }
 
 // HasBoot reports whether the profile boots with firmware kind k.

@@ -5,8 +5,10 @@ package recipe
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -38,11 +40,15 @@ type Recipe struct {
 	Services []Service `yaml:"services"`
 	// Disk sizes the partitions of the raw and qcow2 images.
 	Disk Disk `yaml:"disk"`
-	// KernelArgs are added to the kernel command line of every slot.
+	// KernelArgs are added to the kernel command line of every slot, one
+	// argument per item: printable ASCII, none of GRUB's or iPXE's syntax
+	// (scriptChars), and none of the tandem.KEY arguments the image sets
+	// itself (imageArgs).
 	KernelArgs []string `yaml:"kernel_args"`
 	// FirmwareDir is a directory of firmware files the user supplies (for
 	// NICs whose firmware Debian ships only in non-free-firmware). Relative
-	// paths are relative to the recipe file.
+	// paths are relative to the recipe file. Every file the profile lists
+	// must be in it, symbolic links resolved.
 	FirmwareDir string `yaml:"firmware_dir"`
 	// NodeConfig is the node configuration file (docs/node-config.md)
 	// baked into the image as its default; a node's own copy on perm
@@ -185,7 +191,9 @@ func Load(path, hardwareDir string) (*Recipe, error) {
 }
 
 // checkFirmware makes sure every firmware file the profile needs is in the
-// user-supplied firmware_dir.
+// user-supplied firmware_dir: a regular file that, symbolic links
+// resolved, does not leave the directory (the build copies it into the
+// image).
 func (r *Recipe) checkFirmware() error {
 	if len(r.Profile.Firmware) == 0 {
 		return nil
@@ -194,9 +202,15 @@ func (r *Recipe) checkFirmware() error {
 		return fmt.Errorf("firmware_dir: missing: hardware %q needs firmware Debian ships only in non-free-firmware (%s); put the files in a directory and name it here: %w",
 			r.Hardware, strings.Join(r.Profile.Firmware, ", "), ErrInvalid)
 	}
+	root, err := filepath.EvalSymlinks(r.FirmwareDir)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("firmware_dir %s: %w: %w", r.FirmwareDir, ErrInvalid, err)
+	}
 	var missing []string
 	for _, f := range r.Profile.Firmware {
-		if _, err := os.Stat(filepath.Join(r.FirmwareDir, f)); err != nil {
+		if ok, err := r.firmwareFile(root, f); err != nil {
+			return err
+		} else if !ok {
 			missing = append(missing, f)
 		}
 	}
@@ -204,6 +218,28 @@ func (r *Recipe) checkFirmware() error {
 		return fmt.Errorf("firmware_dir %s: missing %s (needed by hardware %q): %w", r.FirmwareDir, strings.Join(missing, ", "), r.Hardware, ErrInvalid)
 	}
 	return nil
+}
+
+// firmwareFile reports whether firmware_dir (resolved: root, "" if it
+// does not exist) has f, and refuses an f that leaves it.
+func (r *Recipe) firmwareFile(root, f string) (bool, error) {
+	if root == "" {
+		return false, nil
+	}
+	target, err := filepath.EvalSymlinks(filepath.Join(root, f))
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("firmware_dir %s: %s: %w: %w", r.FirmwareDir, f, ErrInvalid, err)
+	}
+	if rel, err := filepath.Rel(root, target); err != nil || !filepath.IsLocal(rel) {
+		return false, fmt.Errorf("firmware_dir %s: %s resolves to %s, outside firmware_dir (needed by hardware %q): %w", r.FirmwareDir, f, target, r.Hardware, ErrInvalid)
+	}
+	if st, err := os.Stat(target); err != nil || !st.Mode().IsRegular() {
+		return false, fmt.Errorf("firmware_dir %s: %s is not a regular file (needed by hardware %q): %w", r.FirmwareDir, f, r.Hardware, ErrInvalid)
+	}
+	return true, nil
 }
 
 // Parse decodes and validates a recipe; name is used in errors.
@@ -286,6 +322,9 @@ func (r *Recipe) validate() error {
 		}
 	}
 	if err := r.validateWorkload(); err != nil {
+		return err
+	}
+	if err := checkKernelArgs(r.KernelArgs); err != nil {
 		return err
 	}
 	for k := range r.Settings {

@@ -2,7 +2,10 @@ package recipe
 
 import (
 	"errors"
+	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -65,6 +68,7 @@ func TestParseErrors(t *testing.T) {
 		{"workload on arbitrator", "name: n\nrole: arbitrator\nhardware: h\nworkload: {kind: postfix-dovecot}\n",
 			`bad.yaml:4: workload: only data nodes run the mail workload (role is "arbitrator")`},
 		{"not a mapping", "- a\n- b\n", "bad.yaml:1: expected a mapping of fields at the top"},
+		{"second document", "name: n\nrole: data\nhardware: h\n---\nname: m\n", `bad.yaml:4: a second YAML document (after "---")`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := Parse("bad.yaml", strings.NewReader(c.yaml))
@@ -78,6 +82,70 @@ func TestParseErrors(t *testing.T) {
 	}
 }
 
+// kernel_args reach grub.cfg and the iPXE script verbatim: each item is
+// one argument with none of their syntax, and none of the image's own
+// tandem.KEY arguments.
+func TestKernelArgsErrors(t *testing.T) {
+	const head = "name: n\nrole: data\nhardware: h\nkernel_args:\n  - quiet\n  - "
+	for _, c := range []struct{ name, arg, want string }{
+		{"comment", `"a#b"`, `bad.yaml:6: kernel_args[1]: "a#b": '#' is not allowed: GRUB and iPXE read it as syntax`},
+		{"double quote", `'x="a"'`, `bad.yaml:6: kernel_args[1]: "x=\"a\"": '"' is not allowed`},
+		{"single quote", `"x='a'"`, `bad.yaml:6: kernel_args[1]: "x='a'": '\'' is not allowed`},
+		{"variable", `"x=${tandem_slot}"`, `bad.yaml:6: kernel_args[1]: "x=${tandem_slot}": '$' is not allowed`},
+		{"backslash", `'x=a\b'`, `bad.yaml:6: kernel_args[1]: "x=a\\b": '\\' is not allowed`},
+		{"command separator", `"quiet;reboot"`, `bad.yaml:6: kernel_args[1]: "quiet;reboot": ';' is not allowed`},
+		{"newline", `"a\nb"`, `bad.yaml:6: kernel_args[1]: "a\nb": '\n' is not allowed: one argument per item`},
+		{"control character", `"a\x01b"`, `bad.yaml:6: kernel_args[1]: "a\x01b": '\x01' is not allowed: one argument per item`},
+		{"two arguments", `"quiet tandem.slot=B"`, `bad.yaml:6: kernel_args[1]: "quiet tandem.slot=B": ' ' is not allowed: one argument per item`},
+		{"non-ascii", `"x=é"`, `bad.yaml:6: kernel_args[1]: "x=é": 'é' is not allowed: one argument per item`},
+		{"empty", `""`, `bad.yaml:6: kernel_args[1]: "": empty`},
+		{"slot", "tandem.slot=B", `bad.yaml:6: kernel_args[1]: "tandem.slot=B": the image sets tandem.slot itself`},
+		{"fallback", "tandem.fallback", `bad.yaml:6: kernel_args[1]: "tandem.fallback": the image sets tandem.fallback itself`},
+		{"boot", "tandem.boot=pxe", `bad.yaml:6: kernel_args[1]: "tandem.boot=pxe": the image sets tandem.boot itself`},
+		{"rescue", "tandem.rescue=1", `bad.yaml:6: kernel_args[1]: "tandem.rescue=1": the image sets tandem.rescue itself`},
+		{"bad setting name", "tandem.Host=x", `bad.yaml:6: kernel_args[1]: "tandem.Host=x": "Host" is not a setting name`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Parse("bad.yaml", strings.NewReader(head+c.arg+"\n"))
+			if err == nil || !strings.HasPrefix(err.Error(), c.want) || !errors.Is(err, ErrInvalid) {
+				t.Fatalf("Parse(kernel_args: [quiet, %s]) = %v\nwant an ErrInvalid starting %s", c.arg, err, c.want)
+			}
+		})
+	}
+}
+
+func TestKernelArgsGood(t *testing.T) {
+	args := []string{"quiet", "console=ttyS1,115200n8", "acpi_osi=!Windows", "dyndbg=+p", "tandem.hostname=n-1", "tandem.slotted=1", "tandem.config"}
+	y := "name: n\nrole: data\nhardware: h\nkernel_args:\n  - " + strings.Join(args, "\n  - ") + "\n"
+	r, err := Parse("good.yaml", strings.NewReader(y))
+	if err != nil {
+		t.Fatalf("Parse(%s) = %v, want no error", y, err)
+	}
+	if !slices.Equal(r.KernelArgs, args) {
+		t.Errorf("KernelArgs = %q, want %q", r.KernelArgs, args)
+	}
+}
+
+// imageArgs names every tandem.KEY argument the image's boot files write.
+func TestImageArgsComplete(t *testing.T) {
+	re := regexp.MustCompile(`tandem\.[a-z_]+=`)
+	for _, f := range []string{"../grub/config.go", "../artifacts.go", "../../cmd/tandem/boot.go"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := re.FindAllString(string(b), -1)
+		if f != "../../cmd/tandem/boot.go" && len(found) == 0 {
+			t.Errorf("%s: no tandem.KEY= argument found; does the image still write them there?", f)
+		}
+		for _, a := range found {
+			if !slices.Contains(imageArgs, strings.TrimSuffix(a, "=")) {
+				t.Errorf("%s writes %s, which imageArgs does not list", f, a)
+			}
+		}
+	}
+}
+
 func TestProfileErrors(t *testing.T) {
 	for _, c := range []struct{ name, yaml, want string }{
 		{"no boot", "name: p\nconsole: ttyS0\n", "p.yaml: boot: missing: list bios, uefi or both"},
@@ -86,11 +154,22 @@ func TestProfileErrors(t *testing.T) {
 		{"watchdog not loaded", "name: p\nboot: [bios]\nconsole: ttyS0\nmodules: [ext4]\nwatchdog: softdog\n", `p.yaml:5: watchdog: "softdog" is not in modules`},
 		{"bad module", "name: p\nboot: [bios]\nconsole: ttyS0\nmodules: [ext4, \"a b\"]\n", `p.yaml:4: modules[1]: "a b" is not a module name`},
 		{"unknown field", "name: p\nmodule: [x]\n", `p.yaml:2: unknown field "module" (expected one of: boot, console, data_disk, description, firmware, kernel_args, modules, name, watchdog)`},
+		{"firmware absolute", "name: p\nboot: [bios]\nconsole: ttyS0\nfirmware: [ok.fw, /etc/shadow]\n", `p.yaml:4: firmware[1]: "/etc/shadow" is not a clean relative path inside firmware_dir`},
+		{"firmware dotdot", "name: p\nboot: [bios]\nconsole: ttyS0\nfirmware: [../x.fw]\n", `p.yaml:4: firmware[0]: "../x.fw" is not a clean relative path`},
+		{"firmware dotdot inside", "name: p\nboot: [bios]\nconsole: ttyS0\nfirmware: [bnx2/../../x.fw]\n", `p.yaml:4: firmware[0]: "bnx2/../../x.fw" is not a clean relative path`},
+		{"firmware unclean", "name: p\nboot: [bios]\nconsole: ttyS0\nfirmware: [./x.fw]\n", `p.yaml:4: firmware[0]: "./x.fw" is not a clean relative path`},
+		{"firmware dot", "name: p\nboot: [bios]\nconsole: ttyS0\nfirmware: [.]\n", `p.yaml:4: firmware[0]: "." is not a clean relative path`},
+		{"firmware empty", "name: p\nboot: [bios]\nconsole: ttyS0\nfirmware: [\"\"]\n", `p.yaml:4: firmware[0]: "" is not a clean relative path`},
+		{"kernel args", "name: p\nboot: [bios]\nconsole: ttyS0\nkernel_args: [\"a$b\"]\n", `p.yaml:4: kernel_args[0]: "a$b": '$' is not allowed`},
+		{"second document", "name: p\nboot: [bios]\nconsole: ttyS0\n---\n", `p.yaml:4: a second YAML document`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := ParseProfile("p.yaml", strings.NewReader(c.yaml))
 			if err == nil || !strings.HasPrefix(err.Error(), c.want) {
 				t.Fatalf("ParseProfile() error = %v\nwant prefix %s", err, c.want)
+			}
+			if !errors.Is(err, ErrInvalid) {
+				t.Errorf("error %v does not match ErrInvalid", err)
 			}
 		})
 	}
@@ -136,6 +215,52 @@ func TestLoadErrors(t *testing.T) {
 			_, err := Load(p, "")
 			if err == nil || !strings.Contains(err.Error(), c.want) || !strings.HasPrefix(err.Error(), p) {
 				t.Fatalf("Load() error = %v\nwant it to start with %s and contain %q", err, p, c.want)
+			}
+		})
+	}
+}
+
+// A firmware file the profile lists cannot leave firmware_dir through a
+// symbolic link: the build would copy that host file into the image.
+func TestLoadFirmwareLinks(t *testing.T) {
+	dir := t.TempDir()
+	for _, d := range []string{"hardware", "recipes", "fwreal/bnx2"} {
+		testenv.MkdirAll(t, filepath.Join(dir, d))
+	}
+	testenv.WriteFile(t, filepath.Join(dir, "hardware/hw.yaml"), []byte("name: hw\nboot: [bios]\nconsole: ttyS0\nfirmware: [bnx2/a.fw, bnx2/b.fw]\n"), 0o644)
+	testenv.WriteFile(t, filepath.Join(dir, "fwreal/bnx2/a.fw"), []byte("a"), 0o644)
+	testenv.WriteFile(t, filepath.Join(dir, "secret"), []byte("host file"), 0o600)
+	symlink := func(target, link string) {
+		t.Helper()
+		link = filepath.Join(dir, link)
+		os.Remove(link)
+		if err := os.Symlink(target, link); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// firmware_dir is itself a link to fwreal: links to it are resolved
+	// before the comparison.
+	symlink("fwreal", "firmware")
+	recipe := filepath.Join(dir, "recipes/r.yaml")
+	testenv.WriteFile(t, recipe, []byte("name: n\nrole: data\nhardware: hw\nfirmware_dir: ../firmware\n"), 0o644)
+	for _, c := range []struct{ name, target, want string }{
+		{"link inside", "a.fw", ""},
+		{"relative link out", "../../secret", "bnx2/b.fw resolves to " + filepath.Join(dir, "secret") + ", outside firmware_dir"},
+		{"absolute link out", filepath.Join(dir, "secret"), "bnx2/b.fw resolves to " + filepath.Join(dir, "secret") + ", outside firmware_dir"},
+		{"dangling link", "nothere.fw", "missing bnx2/b.fw"},
+		{"directory", ".", "bnx2/b.fw is not a regular file"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			symlink(c.target, "fwreal/bnx2/b.fw")
+			_, err := Load(recipe, "")
+			if c.want == "" {
+				if err != nil {
+					t.Fatalf("Load() = %v, want no error", err)
+				}
+				return
+			}
+			if err == nil || !errors.Is(err, ErrInvalid) || !strings.HasPrefix(err.Error(), recipe+": firmware_dir ") || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("Load() = %v\nwant an ErrInvalid starting with %s: firmware_dir and containing %q", err, recipe, c.want)
 			}
 		})
 	}

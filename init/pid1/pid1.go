@@ -27,6 +27,8 @@ type Init struct {
 	disk     *bootDisk
 	sup      *supervise.Supervisor
 	shutdown chan string // "poweroff" or "reboot"
+	// consoleHash is console.password of the node config (applyConsole).
+	consoleHash string
 }
 
 // steps are the boot, in order (sysinit.Run).
@@ -45,6 +47,7 @@ func (in *Init) steps() []sysinit.Step {
 		{Name: "mount boot and perm", Do: in.mountDisk},
 		{Name: "move seed files into perm", Do: in.moveSeed},
 		{Name: "re-read settings with perm", Do: in.readSettings},
+		{Name: "apply the console password", Optional: true, Do: in.applyConsole},
 		{Name: "start services", Do: in.startServices},
 		{Name: "wait for services", Do: in.waitServices},
 	}

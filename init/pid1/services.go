@@ -40,9 +40,16 @@ func (in *Init) startServices(ctx context.Context) error {
 			Watchdog: time.Duration(s.WatchdogSec) * time.Second,
 		})
 	}
-	if in.settings.GetOr("rescue", "") == "1" {
-		in.log.Logf("rescue shell on the console (tandem.rescue=1)")
-		specs = append(specs, supervise.Spec{Name: "rescue-shell", Path: "/bin/sh", Env: []string{"PATH=/bbin:/bin:/usr/sbin:/usr/bin:/sbin"}, Console: true})
+	if err := in.confine(specs); err != nil {
+		return err
+	}
+	switch {
+	case in.settings.GetOr("rescue", "") != "1":
+	case in.consoleHash == "":
+		in.log.Logf("tandem.rescue=1: no console password (console.password in the node config): no rescue shell")
+	default:
+		in.log.Logf("rescue shell on the console behind the console password (tandem.rescue=1)")
+		specs = append(specs, supervise.Spec{Name: "rescue-shell", Path: "/init", Args: []string{"rescue"}, Env: []string{RescuePath, consoleEnv + "=" + in.consoleHash}, Console: true})
 	}
 	sup, err := supervise.New(specs, supervise.Options{NotifyDir: "/run/tandem/notify", Logf: in.log.Logf, Output: os.Stdout})
 	if err != nil {
@@ -51,6 +58,9 @@ func (in *Init) startServices(ctx context.Context) error {
 	in.sup = sup
 	return sup.Start(ctx)
 }
+
+// RescuePath is the rescue shell's PATH: u-root's commands first.
+const RescuePath = "PATH=/bbin:/bin:/usr/sbin:/usr/bin:/sbin"
 
 // nodeConfig is the node configuration file the services read: the
 // setting "config" if given (kernel command line first), else the one on

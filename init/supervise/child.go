@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	"tandem/internal/confine"
 	"tandem/internal/service"
 )
 
@@ -47,7 +48,7 @@ func (sv *child) startLocked() {
 		attr.Files[0] = out
 		attr.Sys.Setctty = true
 	}
-	proc, err := os.StartProcess(sv.spec.Path, append([]string{sv.spec.Path}, sv.spec.Args...), attr)
+	proc, err := startProcess(sv.spec, attr)
 	if err != nil {
 		s.opt.Logf("service %s: start: %v", sv.spec.Name, err)
 		sv.scheduleRestartLocked()
@@ -59,11 +60,28 @@ func (sv *child) startLocked() {
 	sv.ready = !sv.spec.Notify
 	sv.exited = make(chan struct{})
 	s.byPID[sv.pid] = sv
-	s.opt.Logf("service %s started (pid %d)", sv.spec.Name, sv.pid)
+	if c := sv.spec.Confine; c != nil {
+		s.opt.Logf("service %s started (pid %d; %s; no_new_privs)", sv.spec.Name, sv.pid, c)
+	} else {
+		s.opt.Logf("service %s started (pid %d)", sv.spec.Name, sv.pid)
+	}
 	if sv.ready {
 		s.opt.Logf("service %s ready", sv.spec.Name)
 	}
 	s.notifyChangeLocked()
+}
+
+// startProcess starts the service's program with attr, confined as its
+// Confinement says.
+func startProcess(spec Spec, attr *os.ProcAttr) (*os.Process, error) {
+	argv := append([]string{spec.Path}, spec.Args...)
+	c := spec.Confine
+	if c == nil {
+		return os.StartProcess(spec.Path, argv, attr)
+	}
+	attr.Sys.Credential = &syscall.Credential{Uid: c.UID, Gid: c.GID, Groups: c.Groups}
+	attr.Sys.AmbientCaps = c.Caps
+	return confine.StartProcess(spec.Path, argv, attr, confine.Limits{Keep: c.Caps})
 }
 
 func (sv *child) exitedLocked(ws syscall.WaitStatus) {
@@ -122,9 +140,19 @@ func (sv *child) stop(timeout time.Duration) {
 	}
 }
 
-func listenNotify(path string) (*net.UnixConn, error) {
+// listenNotify opens a service's notify socket; a confined service owns
+// it (sending to a socket needs write permission on it).
+func listenNotify(path string, c *Confinement) (*net.UnixConn, error) {
 	os.Remove(path)
-	return net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil || c == nil {
+		return conn, err
+	}
+	if err := os.Chown(path, int(c.UID), int(c.GID)); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return conn, nil
 }
 
 // readNotify applies sd_notify datagrams: newline-separated KEY=VALUE.

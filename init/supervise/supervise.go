@@ -14,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"tandem/internal/confine"
 )
 
 // Spec is one service to run.
@@ -30,6 +32,27 @@ type Spec struct {
 	// Console runs the service on the console as its controlling terminal
 	// (the rescue shell).
 	Console bool
+	// Confine, if set, runs the service as a user with only some
+	// capabilities; nil runs it as root with all of them.
+	Confine *Confinement
+}
+
+// Confinement is what a confined service runs as. It starts as UID, GID
+// and Groups, holds exactly Caps (as ambient capabilities, so they
+// survive the exec into a program that has no file capabilities), has a
+// bounding set of Caps only, and no_new_privs: no exec, of a
+// set-user-ID program or one with file capabilities, gives it more.
+// Its notify socket is its own (owner UID) so it can send to it.
+type Confinement struct {
+	UID, GID uint32
+	Groups   []uint32
+	// Caps are unix.CAP_* values.
+	Caps []uintptr
+}
+
+// String is the confinement as the log shows it.
+func (c *Confinement) String() string {
+	return fmt.Sprintf("uid %d, gid %d, groups %v, capabilities %s", c.UID, c.GID, c.Groups, confine.Names(confine.Limits{Keep: c.Caps}.Mask()))
 }
 
 // State is a service's state as status reports it.
@@ -102,9 +125,9 @@ func New(specs []Spec, opt Options) (*Supervisor, error) {
 func (s *Supervisor) Start(ctx context.Context) error {
 	for _, sv := range s.svcs {
 		sock := filepath.Join(s.opt.NotifyDir, sv.spec.Name+".sock")
-		conn, err := listenNotify(sock)
+		conn, err := listenNotify(sock, sv.spec.Confine)
 		if err != nil {
-			return fmt.Errorf("service %s: %w", sv.spec.Name, err)
+			return fmt.Errorf("service %s: notify socket: %w", sv.spec.Name, err)
 		}
 		sv.sock = sock
 		go sv.readNotify(ctx, conn)

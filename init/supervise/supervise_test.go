@@ -26,6 +26,9 @@ func TestMain(m *testing.M) {
 		os.Exit(service.NoRestart)
 	case "silent":
 		select {}
+	case "confined":
+		reportConfinement()
+		select {}
 	}
 	os.Exit(m.Run())
 }
@@ -49,8 +52,15 @@ func spec(name, role string, notify bool) Spec {
 
 func newSup(t *testing.T, specs ...Spec) (*Supervisor, context.Context) {
 	t.Helper()
+	return newSupOpts(t, Options{NotifyDir: t.TempDir(), MinBackoff: 50 * time.Millisecond, Logf: t.Logf, StopTimeout: 2 * time.Second}, specs...)
+}
+
+// newSupOpts starts a supervisor of specs with opt, stopped at the end of
+// the test.
+func newSupOpts(t *testing.T, opt Options, specs ...Spec) (*Supervisor, context.Context) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	s, err := New(specs, Options{NotifyDir: t.TempDir(), MinBackoff: 50 * time.Millisecond, Logf: t.Logf, StopTimeout: 2 * time.Second})
+	s, err := New(specs, opt)
 	if err != nil {
 		t.Fatal(err)
 	}

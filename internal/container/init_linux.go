@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"tandem/internal/confine"
 	"tandem/internal/sysinit"
 
 	"golang.org/x/sys/unix"
@@ -47,6 +48,11 @@ type Spec struct {
 	Hostname string `json:"hostname"`
 	// Services start in order and stop in reverse.
 	Services []Service `json:"services"`
+	// Confine, if set, confines every process the init starts, its
+	// services and the commands exec runs: no_new_privs, and a bounding
+	// set of Confine.Keep only, so not even root in the container holds
+	// another capability. The init itself keeps its own.
+	Confine *confine.Limits `json:"confine,omitempty"`
 }
 
 type Service struct {
@@ -123,7 +129,11 @@ func runInit(specJSON string) int {
 			logf("start %s: %v", s.Name, err)
 		}
 	}
-	logf("up: %s", spec.Hostname)
+	if spec.Confine != nil {
+		logf("up: %s (its processes confined: no_new_privs, capabilities %s)", spec.Hostname, confine.Names(spec.Confine.Mask()))
+	} else {
+		logf("up: %s", spec.Hostname)
+	}
 	done := <-stop
 	c.stopAll()
 	ln.Close()
@@ -225,9 +235,10 @@ func (c *initState) start(s Service) error {
 	return nil
 }
 
-// spawn starts argv with cred (nil: root) and out as stdout and stderr,
-// in its own process group if pgrp (not for daemons that call setsid
-// themselves, as Postfix's master does: a group leader cannot).
+// spawn starts argv with cred (nil: root), confined by the spec's
+// Confine, with out as stdout and stderr, in its own process group if
+// pgrp (not for daemons that call setsid themselves, as Postfix's master
+// does: a group leader cannot).
 func (c *initState) spawn(argv []string, cred *syscall.Credential, out *os.File, pgrp bool) (int, error) {
 	devnull, err := os.Open("/dev/null")
 	if err != nil {
@@ -238,10 +249,16 @@ func (c *initState) spawn(argv []string, cred *syscall.Credential, out *os.File,
 	if cred != nil {
 		env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C"}
 	}
-	p, err := os.StartProcess(argv[0], argv, &os.ProcAttr{
+	attr := &os.ProcAttr{
 		Dir: "/", Env: env, Files: []*os.File{devnull, out, out},
 		Sys: &syscall.SysProcAttr{Setpgid: pgrp, Credential: cred},
-	})
+	}
+	var p *os.Process
+	if c.spec.Confine != nil {
+		p, err = confine.StartProcess(argv[0], argv, attr, *c.spec.Confine)
+	} else {
+		p, err = os.StartProcess(argv[0], argv, attr)
+	}
 	if err != nil {
 		return 0, err
 	}

@@ -22,8 +22,9 @@ var ErrInvalid = yamlstrict.ErrInvalid
 
 // Config is the whole node configuration file.
 type Config struct {
-	// Hostname is the node's host name (a single DNS label), set in the
-	// kernel, /etc/hostname and /etc/hosts.
+	// Hostname is the node's host name (a lower-case DNS label of at most
+	// 32 characters), set in the kernel, /etc/hostname and /etc/hosts.
+	// With cluster.nodes set it is one of them.
 	Hostname string `yaml:"hostname"`
 	// Cluster describes the cluster the node belongs to; the DNS service
 	// serves its zone.
@@ -34,13 +35,26 @@ type Config struct {
 	Time Time `yaml:"time"`
 	// DNS is the split DNS server's settings.
 	DNS DNS `yaml:"dns"`
+	// Console is the node's console settings.
+	Console Console `yaml:"console"`
+}
+
+// Console is who may use the node's console beyond watching it.
+type Console struct {
+	// Password is the console password's hash, as "tandem passwd" prints
+	// it (PBKDF2-SHA512 in GRUB's notation): the rescue shell
+	// (tandem.rescue=1) asks for the password, and GRUB's menu entries
+	// cannot be edited without it (user root). Without it there is no
+	// rescue shell and GRUB is not locked.
+	Password string `yaml:"password"`
 }
 
 // Cluster is what the node knows about its cluster at boot. The cluster
 // daemon may later publish a newer VIP or member list (see the DNS
 // service's -cluster file).
 type Cluster struct {
-	// Name is the cluster's name (a DNS label).
+	// Name is the cluster's name (a lower-case DNS label of at most 32
+	// characters).
 	Name string `yaml:"name"`
 	// Domain is the cluster's DNS domain, served authoritatively by the DNS
 	// service (for example "mail.example.org").
@@ -50,15 +64,16 @@ type Cluster struct {
 	Service string `yaml:"service"`
 	// VIP is the service's virtual IPv4 address.
 	VIP string `yaml:"vip"`
-	// Nodes are the cluster's members, each with a name inside Domain.
+	// Nodes are the cluster's members, each with a name inside Domain:
+	// none, or two data nodes and one arbitrator.
 	Nodes []Node `yaml:"nodes"`
 	// Pairing, when set, makes the cluster daemon pair this node on its
 	// first start with no console input (docs/cluster.md).
 	Pairing *Pairing `yaml:"pairing"`
-	// LeaseTTL is the group's lease time (default 3s, whole seconds); the
-	// cluster daemon's other timings scale with it. Raise it where nodes
-	// can stall for seconds (emulated or overloaded machines): failover
-	// takes about lease_ttl plus the workload's start.
+	// LeaseTTL is the group's lease time (default 3s, whole seconds from
+	// 2s to 120s); the cluster daemon's other timings scale with it. Raise
+	// it where nodes can stall for seconds (emulated or overloaded
+	// machines): failover takes about lease_ttl plus the workload's start.
 	LeaseTTL time.Duration `yaml:"lease_ttl"`
 }
 
@@ -67,18 +82,21 @@ type Cluster struct {
 type Pairing struct {
 	// Founder names the node (in Nodes) that creates the cluster.
 	Founder string `yaml:"founder"`
-	// Codes are the one-time codes the founder accepts (one per joining
-	// node or admin), in tandemctl's form ABCD-EFGH-JKLM-NPQR.
-	Codes []string `yaml:"codes"`
+	// Codes are the one-time codes the founder accepts, by the name each
+	// pairs, in tandemctl's form ABCD-EFGH-JKLM-NPQR: a name of Nodes
+	// pairs that node, any other name an administrator's certificate.
+	Codes map[string]string `yaml:"codes"`
 	// Code is this node's own code, when it is not the founder.
 	Code string `yaml:"code"`
 }
 
 // Node is one cluster member.
 type Node struct {
-	// Name is the member's host name (a DNS label).
+	// Name is the member's host name (a lower-case DNS label of at most
+	// 32 characters).
 	Name string `yaml:"name"`
-	// Address is the member's IPv4 or IPv6 address.
+	// Address is the member's IPv4 address (no other member's, not the
+	// VIP).
 	Address string `yaml:"address"`
 	// Role is "data" (default) or "arbitrator".
 	Role string `yaml:"role"`
@@ -183,10 +201,38 @@ type DNS struct {
 	// always allowed; everyone else is refused. Never empty for a server
 	// that listens beyond loopback, so it is never an open resolver.
 	Allow []string `yaml:"allow"`
-	// TTL of the cluster zone's records. Default 60s.
+	// TTL of the cluster zone's records, whole seconds up to 24h. Default
+	// 60s.
 	TTL time.Duration `yaml:"ttl"`
-	// CacheSize is the number of forwarded answers cached. Default 4096.
+	// CacheSize is the number of forwarded answers cached, at most 65536.
+	// Default 4096.
 	CacheSize int `yaml:"cache_size"`
+	// MaxUpstream bounds the queries forwarded at once (1 to 4096); a
+	// query that needs an upstream beyond it is answered SERVFAIL at once.
+	// Default 64.
+	MaxUpstream int `yaml:"max_upstream"`
+	// RateLimit limits the UDP responses to each client network.
+	RateLimit RateLimit `yaml:"rate_limit"`
+	// OpenResolver must be true for Allow to hold a network of every
+	// address (0.0.0.0/0 or ::/0): the world may then query the zone and,
+	// with Forwarders, use the server as its resolver. Default false.
+	OpenResolver bool `yaml:"open_resolver"`
+}
+
+// RateLimit is response-rate limiting over UDP, per client network (a /32
+// for IPv4, a /56 for IPv6), like BIND's RRL. Loopback and TCP are never
+// limited (a TCP client cannot spoof its address).
+type RateLimit struct {
+	// ResponsesPerSecond is each client network's rate (1 to 1000000),
+	// with a burst of as many. Default 100.
+	ResponsesPerSecond int `yaml:"responses_per_second"`
+	// Slip: every Slip-th response dropped is sent instead as an empty
+	// answer with TC=1, so that a real client retries over TCP (1 to 10;
+	// 1 truncates every one). Default 2.
+	Slip int `yaml:"slip"`
+	// MaxSources bounds the client networks tracked (1 to 1048576); past
+	// it an idle one, or else any, is forgotten. Default 20000.
+	MaxSources int `yaml:"max_sources"`
 }
 
 // Load decodes and validates a node config read from r; name (the file's
@@ -228,6 +274,11 @@ const (
 	DefaultDNSListen     = ":53"
 	DefaultDNSTTL        = 60 * time.Second
 	DefaultCacheSize     = 4096
+	// The DNS server's abuse limits (docs/services.md).
+	DefaultDNSMaxUpstream = 64
+	DefaultDNSRate        = 100
+	DefaultDNSSlip        = 2
+	DefaultDNSMaxSources  = 20000
 )
 
 func (c *Config) setDefaults() {
@@ -262,5 +313,18 @@ func (c *Config) setDefaults() {
 	}
 	if d.CacheSize == 0 {
 		d.CacheSize = DefaultCacheSize
+	}
+	if d.MaxUpstream == 0 {
+		d.MaxUpstream = DefaultDNSMaxUpstream
+	}
+	rl := &d.RateLimit
+	if rl.ResponsesPerSecond == 0 {
+		rl.ResponsesPerSecond = DefaultDNSRate
+	}
+	if rl.Slip == 0 {
+		rl.Slip = DefaultDNSSlip
+	}
+	if rl.MaxSources == 0 {
+		rl.MaxSources = DefaultDNSMaxSources
 	}
 }

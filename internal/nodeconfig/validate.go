@@ -3,12 +3,15 @@ package nodeconfig
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
+	"tandem/internal/passwd"
 	"tandem/internal/yamlstrict"
 )
 
@@ -23,11 +26,17 @@ func (c *Config) validate() error {
 			errs = append(errs, err)
 		}
 	}
-	add(checkLabel("hostname", c.Hostname, true))
+	add(checkName("hostname", c.Hostname, true))
 	errs = append(errs, c.Cluster.validate()...)
+	errs = append(errs, c.validateMember()...)
 	errs = append(errs, c.Network.validate()...)
 	errs = append(errs, c.Time.validate()...)
-	errs = append(errs, c.DNS.validate(c.Cluster.Domain != "")...)
+	errs = append(errs, c.DNS.validate(c)...)
+	if c.Console.Password != "" {
+		if err := passwd.Valid(c.Console.Password); err != nil {
+			add(bad("console.password", "%v", err)) // the hash is not quoted: it is a secret's
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -41,51 +50,147 @@ func (c *Cluster) validate() []error {
 			errs = append(errs, err)
 		}
 	}
-	add(checkLabel("cluster.name", c.Name, false))
+	add(checkName("cluster.name", c.Name, false))
 	add(checkDomain("cluster.domain", c.Domain))
 	add(checkLabel("cluster.service", c.Service, true))
 	if c.VIP != "" {
-		if a, err := netip.ParseAddr(c.VIP); err != nil || !a.Is4() {
-			add(bad("cluster.vip", "%q is not an IPv4 address", c.VIP))
-		}
+		add(checkIPv4("cluster.vip", c.VIP))
 	}
 	seen := map[string]bool{}
 	for i, n := range c.Nodes {
 		f := fmt.Sprintf("cluster.nodes[%d]", i)
-		add(checkLabel(f+".name", n.Name, true))
+		add(checkName(f+".name", n.Name, true))
 		if seen[n.Name] {
 			add(bad(f+".name", "%q listed twice", n.Name))
 		}
 		seen[n.Name] = true
-		if _, err := netip.ParseAddr(n.Address); err != nil {
-			add(bad(f+".address", "%q is not an IP address", n.Address))
-		}
+		add(checkIPv4(f+".address", n.Address))
 		if n.Role != "" && n.Role != "data" && n.Role != "arbitrator" {
 			add(bad(f+".role", "%q: want data or arbitrator", n.Role))
 		}
 	}
-	if c.LeaseTTL != 0 && (c.LeaseTTL < 2*time.Second || c.LeaseTTL%time.Second != 0) {
-		add(bad("cluster.lease_ttl", "%v: want whole seconds, at least 2s", c.LeaseTTL))
-	}
+	errs = append(errs, c.validateAddresses()...)
+	add(c.validateShape())
+	add(checkLeaseTTL(c.LeaseTTL))
 	if p := c.Pairing; p != nil {
 		if !seen[p.Founder] {
 			add(bad("cluster.pairing.founder", "%q is not one of cluster.nodes", p.Founder))
 		}
-		for i, code := range append(p.Codes, p.Code) {
-			f := fmt.Sprintf("cluster.pairing.codes[%d]", i)
-			if i == len(p.Codes) {
-				f = "cluster.pairing.code"
+		for _, name := range slices.Sorted(maps.Keys(p.Codes)) {
+			f := "cluster.pairing.codes." + name
+			add(checkLabel(f, name, true))
+			if name == p.Founder {
+				add(bad(f, "the founder needs no code"))
 			}
-			if code != "" && !codeRE.MatchString(code) {
-				add(bad(f, "%q: want a code like ABCD-EFGH-JKLM-NPQR", code))
+			if !codeRE.MatchString(p.Codes[name]) {
+				add(bad(f, "%q: want a code like ABCD-EFGH-JKLM-NPQR", p.Codes[name]))
 			}
+		}
+		if p.Code != "" && !codeRE.MatchString(p.Code) {
+			add(bad("cluster.pairing.code", "%q: want a code like ABCD-EFGH-JKLM-NPQR", p.Code))
 		}
 	}
 	return errs
 }
 
-// codeRE is a pairing code's form (services/cluster checks the alphabet).
-var codeRE = regexp.MustCompile(`^[A-Za-z0-9]{4}(-?[A-Za-z0-9]{4}){3}$`)
+// Bounds of cluster.lease_ttl: etcd's shortest lease, and a failover
+// (about lease_ttl) of two minutes at most; the watchdog gets half of it.
+const (
+	minLeaseTTL = 2 * time.Second
+	maxLeaseTTL = 120 * time.Second
+)
+
+func checkLeaseTTL(d time.Duration) error {
+	if d != 0 && (d < minLeaseTTL || d > maxLeaseTTL || d%time.Second != 0) {
+		return bad("cluster.lease_ttl", "%v: want whole seconds from %v to %v", d, minLeaseTTL, maxLeaseTTL)
+	}
+	return nil
+}
+
+// validateAddresses refuses an address used twice: by two members, or by a
+// member and the VIP (which moves between the data nodes, so it can be
+// none of theirs).
+func (c *Cluster) validateAddresses() []error {
+	var errs []error
+	owner := map[netip.Addr]string{} // address -> the field that has it
+	for i, n := range c.Nodes {
+		f := fmt.Sprintf("cluster.nodes[%d].address", i)
+		a, err := netip.ParseAddr(n.Address)
+		if err != nil {
+			continue // checkIPv4 reported it
+		}
+		if prev, ok := owner[a]; ok {
+			errs = append(errs, bad(f, "%q is also %s", n.Address, prev))
+			continue
+		}
+		owner[a] = f
+	}
+	if a, err := netip.ParseAddr(c.VIP); err == nil && owner[a] != "" {
+		errs = append(errs, bad("cluster.vip", "%q is also %s: the VIP is an address of its own", c.VIP, owner[a]))
+	}
+	return errs
+}
+
+// validateShape checks the cluster's shape, the only one tandem-cluster
+// runs: two data nodes and one arbitrator.
+func (c *Cluster) validateShape() error {
+	if len(c.Nodes) == 0 {
+		return nil
+	}
+	data, arbitrators := 0, 0
+	for _, n := range c.Nodes {
+		if n.Role == "arbitrator" {
+			arbitrators++
+		} else {
+			data++
+		}
+	}
+	if data != 2 || arbitrators != 1 {
+		return bad("cluster.nodes", "want 2 data nodes and 1 arbitrator (role: arbitrator), have %d and %d", data, arbitrators)
+	}
+	return nil
+}
+
+// validateMember checks this node's place in its cluster, as the cluster
+// daemon would at its first start: the node is one of cluster.nodes, and a
+// data node has a static IPv4 address in the VIP's subnet (the VIP goes on
+// that interface).
+func (c *Config) validateMember() []error {
+	cl := &c.Cluster
+	if len(cl.Nodes) == 0 || c.Hostname == "" {
+		return nil
+	}
+	i := slices.IndexFunc(cl.Nodes, func(n Node) bool { return n.Name == c.Hostname })
+	if i < 0 {
+		var names []string
+		for _, n := range cl.Nodes {
+			names = append(names, n.Name)
+		}
+		return []error{bad("hostname", "%q is not one of cluster.nodes (%s)", c.Hostname, strings.Join(names, ", "))}
+	}
+	if cl.Nodes[i].Role == "arbitrator" {
+		return nil
+	}
+	vip, err := netip.ParseAddr(cl.VIP)
+	switch {
+	case cl.VIP == "":
+		return []error{bad("cluster.vip", "is required: %s is a data node", c.Hostname)}
+	case err != nil:
+		return nil // checkIPv4 reported it
+	}
+	for _, ifc := range c.Interfaces() {
+		for _, p := range ifc.Prefixes() {
+			if p.Addr().Is4() && p.Masked().Contains(vip) {
+				return nil
+			}
+		}
+	}
+	return []error{bad("cluster.vip", "%s is in no subnet of this node's static addresses (network.*.addresses); data node %s needs one", cl.VIP, c.Hostname)}
+}
+
+// codeRE is a pairing code's form: services/cluster's alphabet, which
+// leaves out 0, 1, I and O (they read alike), either case.
+var codeRE = regexp.MustCompile(`^(?i)[A-HJ-NP-Z2-9]{4}(-?[A-HJ-NP-Z2-9]{4}){3}$`)
 
 func (n *Network) validate() []error {
 	var errs []error
@@ -242,7 +347,7 @@ func (t *Time) validate() []error {
 	return errs
 }
 
-func (d *DNS) validate(haveZone bool) []error {
+func (d *DNS) validate(c *Config) []error {
 	var errs []error
 	for i, s := range d.Listen {
 		if _, _, err := net.SplitHostPort(s); err != nil {
@@ -261,11 +366,29 @@ func (d *DNS) validate(haveZone bool) []error {
 			errs = append(errs, bad(fmt.Sprintf("dns.allow[%d]", i), "%q is not a network in CIDR form", s))
 		}
 	}
-	if d.TTL < 0 || d.TTL%1_000_000_000 != 0 {
-		errs = append(errs, bad("dns.ttl", "%s is not a whole, positive number of seconds", d.TTL))
+	errs = append(errs, d.validateBounds()...)
+	errs = append(errs, d.validateLimits()...)
+	errs = append(errs, d.validateListenPorts()...)
+	errs = append(errs, d.validateLoops(c)...)
+	errs = append(errs, d.validateOpen()...)
+	return errs
+}
+
+// Bounds of dns.ttl (a changed VIP or member reaches every resolver within
+// a day at worst) and dns.cache_size (at most some 64 MiB of answers).
+const (
+	maxDNSTTL       = 24 * time.Hour
+	maxDNSCacheSize = 65536
+)
+
+// validateBounds checks dns.ttl and dns.cache_size, defaults filled in.
+func (d *DNS) validateBounds() []error {
+	var errs []error
+	if d.TTL < time.Second || d.TTL > maxDNSTTL || d.TTL%time.Second != 0 {
+		errs = append(errs, bad("dns.ttl", "%s: want whole seconds from 1s to %s", d.TTL, maxDNSTTL))
 	}
-	if d.CacheSize < 0 {
-		errs = append(errs, bad("dns.cache_size", "%d is negative", d.CacheSize))
+	if d.CacheSize < 1 || d.CacheSize > maxDNSCacheSize {
+		errs = append(errs, bad("dns.cache_size", "%d: want 1 to %d answers", d.CacheSize, maxDNSCacheSize))
 	}
 	return errs
 }
@@ -279,6 +402,36 @@ func checkLabel(field, s string, required bool) error {
 	}
 	if len(s) > 63 || !isLabel(s) {
 		return bad(field, "%q is not a DNS label (letters, digits, '-', at most 63)", s)
+	}
+	return nil
+}
+
+// nameRE is the cluster daemon's rule for its names (services/cluster):
+// the host name and every name in cluster.
+var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$`)
+
+func checkName(field, s string, required bool) error {
+	if s == "" {
+		if required {
+			return bad(field, "is required")
+		}
+		return nil
+	}
+	if !nameRE.MatchString(s) {
+		return bad(field, "%q is not a name (lower-case letters, digits and '-', not first or last, at most 32)", s)
+	}
+	return nil
+}
+
+// checkIPv4 requires a unicast IPv4 address another host can reach: the
+// cluster's members and VIP are IPv4 (etcd, DRBD and the VIP agent).
+func checkIPv4(field, s string) error {
+	a, err := netip.ParseAddr(s)
+	switch {
+	case err != nil || !a.Is4():
+		return bad(field, "%q is not an IPv4 address", s)
+	case a.IsUnspecified() || a.IsLoopback() || a.IsMulticast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		return bad(field, "%q is not a host address other nodes can reach", s)
 	}
 	return nil
 }

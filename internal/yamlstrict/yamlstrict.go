@@ -1,18 +1,21 @@
 // Package yamlstrict decodes tandem's configuration files (recipes,
-// hardware profiles, node config, cluster config) one way: an unknown or
-// misspelled field is an error naming its line and the fields allowed
-// there, and a later validation error about a field (FieldError) is placed
-// on the line of that field. Every error reads
+// hardware profiles, node config, cluster config) one way: a file holds one
+// document, an unknown or misspelled field is an error naming its line and
+// the fields allowed there, and a later validation error about a field
+// (FieldError) is placed on the line of that field. Every error reads
 // "FILE:LINE: FIELD.PATH: what is wrong".
 package yamlstrict
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"reflect"
 	"sort"
 	"strconv"
 	"strings"
+	"unicode"
 
 	"gopkg.in/yaml.v3"
 )
@@ -49,11 +52,13 @@ type Doc struct {
 // Decode decodes the YAML document in data into out (a pointer to a
 // struct). Before decoding it walks the document against out's type, so an
 // unknown or misspelled field is reported with its line and the fields that
-// are allowed there. name (the file's path) starts every error.
+// are allowed there. A file holds one document: a second one (after a
+// "---") is an error on that line. name (the file's path) starts every
+// error.
 func Decode(name string, data []byte, out any) (*Doc, error) {
-	var root yaml.Node
-	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, fmt.Errorf("%s: %w: %w", name, ErrInvalid, err)
+	root, err := oneDocument(name, data)
+	if err != nil {
+		return nil, err
 	}
 	if len(root.Content) == 0 {
 		// The Doc still places errors (on no line) for a caller to whom an
@@ -70,11 +75,39 @@ func Decode(name string, data []byte, out any) (*Doc, error) {
 	if err := top.Decode(out); err != nil {
 		var te *yaml.TypeError
 		if errors.As(err, &te) {
-			return nil, fmt.Errorf("%s: %s: %w", name, strings.Join(te.Errors, "; "), ErrInvalid)
+			return nil, fmt.Errorf("%s: %s: %w", name, oneLine(strings.Join(te.Errors, "; ")), ErrInvalid)
 		}
 		return nil, fmt.Errorf("%s: %w: %w", name, ErrInvalid, err)
 	}
 	return &Doc{name: name, root: top}, nil
+}
+
+// oneLine escapes the control characters (newlines) of a message that
+// quotes a value from the file, so that every line of an error starts
+// with the file's name.
+func oneLine(s string) string {
+	if !strings.ContainsFunc(s, unicode.IsControl) {
+		return s
+	}
+	q := strconv.Quote(s)
+	return q[1 : len(q)-1]
+}
+
+// oneDocument parses data's only document; with none it returns an empty
+// node.
+func oneDocument(name string, data []byte) (*yaml.Node, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var root, next yaml.Node
+	if err := dec.Decode(&root); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%s: %w: %w", name, ErrInvalid, err)
+	}
+	switch err := dec.Decode(&next); {
+	case errors.Is(err, io.EOF):
+		return &root, nil
+	case err != nil:
+		return nil, fmt.Errorf("%s: %w: %w", name, ErrInvalid, err)
+	}
+	return nil, fmt.Errorf("%s:%d: a second YAML document (after \"---\"): a configuration file holds one: %w", name, next.Line, ErrInvalid)
 }
 
 // checkFields reports the first mapping key that t has no yaml field for.

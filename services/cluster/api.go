@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -19,15 +20,19 @@ import (
 )
 
 // The API: HTTPS on api_port (node address and loopback). Every endpoint
-// but /v1/pair requires a client certificate signed by the cluster CA.
+// but /v1/pair requires a client certificate of the cluster CA that is
+// not revoked, and each allows only some roles (docs/security.md):
 //
-//	GET  /v1/status                      Status
-//	POST /v1/node/standby   {"node"}     node may not run the group
-//	POST /v1/node/online    {"node"}     undo standby
-//	POST /v1/resource/move  {"node"}     planned move of the group
-//	POST /v1/resource/cleanup {"node","resource"}  reset fail counts
-//	POST /v1/maintenance    {"on"}       stop managing resources
-//	POST /v1/pairing/code                a new one-time pairing code
+//	GET  /v1/status                      Status                        monitor admin node
+//	POST /v1/node/standby   {"node"}     node may not run the group    admin
+//	POST /v1/node/online    {"node"}     undo standby                  admin
+//	POST /v1/resource/move  {"node"}     planned move of the group     admin
+//	POST /v1/resource/cleanup {"node","resource"}  reset fail counts   admin
+//	POST /v1/maintenance    {"on"}       stop managing resources       admin
+//	POST /v1/pairing/code   {"name","role"}  a one-time pairing code   admin
+//	POST /v1/cluster/revoke {"serial"|"name"}  revoke certificates     admin
+//	POST /v1/cluster/remove {"node"}     remove a member               admin
+//	GET  /v1/ca/key                      the CA key, for members       node
 //	POST /v1/pair                        pairing (authenticated by the code)
 //	/v1/replication...                   see api_replication.go
 
@@ -36,39 +41,71 @@ type Request struct {
 	Node     string `json:"node,omitempty"`
 	Resource string `json:"resource,omitempty"`
 	On       bool   `json:"on,omitempty"`
+	// Name and Role: a pairing code's binding; Name or Serial: what to
+	// revoke.
+	Name   string `json:"name,omitempty"`
+	Role   string `json:"role,omitempty"`
+	Serial string `json:"serial,omitempty"`
 }
 
 type apiError struct {
 	Error string `json:"error"`
 }
 
+// The API server's limits: a client that sends its request slowly, or
+// holds connections open, is cut off (RFC 9110 leaves it to the server).
+const (
+	apiHeaderTimeout     = 5 * time.Second
+	apiReadTimeout       = 15 * time.Second
+	apiWriteTimeout      = 60 * time.Second
+	apiIdleTimeout       = 2 * time.Minute
+	apiMaxConns          = 64
+	apiMaxConnsPerSource = 16
+	apiMaxHeader         = 64 << 10
+	apiMaxBody           = 1 << 20
+)
+
+// Role sets of the endpoints.
+var (
+	readers = []string{CertMonitor, CertAdmin, CertNode}
+	admins  = []string{CertAdmin}
+	nodes   = []string{CertNode}
+)
+
 func (d *Daemon) serveAPI() error {
-	srvTLS, _, err := d.st.TLS(false)
+	srvTLS, _, err := d.st.TLS()
 	if err != nil {
 		return err
 	}
+	srvTLS.VerifyConnection = d.verifyConn
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/pair", d.handlePair)
-	mux.Handle("GET /v1/status", d.auth(func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("GET /v1/status", d.auth(readers, func(w http.ResponseWriter, r *http.Request) {
 		s := d.status()
 		s.Memory = readMemory("/proc/meminfo")
 		writeJSON(w, 200, s)
 	}))
-	mux.Handle("POST /v1/node/standby", d.auth(d.handleNode(true)))
-	mux.Handle("POST /v1/node/online", d.auth(d.handleNode(false)))
-	mux.Handle("POST /v1/resource/move", d.auth(d.handleMove))
-	mux.Handle("POST /v1/resource/cleanup", d.auth(d.handleCleanup))
-	mux.Handle("POST /v1/maintenance", d.auth(d.handleMaintenance))
-	mux.Handle("POST /v1/pairing/code", d.auth(d.handleCode))
+	mux.Handle("POST /v1/node/standby", d.auth(admins, d.handleNode(true)))
+	mux.Handle("POST /v1/node/online", d.auth(admins, d.handleNode(false)))
+	mux.Handle("POST /v1/resource/move", d.auth(admins, d.handleMove))
+	mux.Handle("POST /v1/resource/cleanup", d.auth(admins, d.handleCleanup))
+	mux.Handle("POST /v1/maintenance", d.auth(admins, d.handleMaintenance))
+	mux.Handle("POST /v1/pairing/code", d.auth(admins, d.handleCode))
+	mux.Handle("POST /v1/cluster/revoke", d.auth(admins, d.handleRevoke))
+	mux.Handle("POST /v1/cluster/remove", d.auth(admins, d.handleRemove))
+	mux.Handle("GET /v1/ca/key", d.auth(nodes, d.handleCAKey))
 	d.replicationRoutes(mux)
-	d.api = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, TLSConfig: srvTLS}
+	d.api = newAPIServer(mux, srvTLS)
+	// Failed handshakes (a revoked certificate, a scanner) are the
+	// server's to log, not stderr's.
+	d.api.ErrorLog = slog.NewLogLogger(d.log.Handler(), slog.LevelWarn)
 	for _, host := range []string{d.cfg.Address, "127.0.0.1"} {
 		ln, err := net.Listen("tcp", hostPort(host, d.cfg.APIPort))
 		if err != nil {
 			return fmt.Errorf("api listen: %w", err)
 		}
 		go func() {
-			if err := d.api.Serve(tls.NewListener(ln, srvTLS)); !errors.Is(err, http.ErrServerClosed) {
+			if err := d.api.Serve(tls.NewListener(newCapListener(ln, apiMaxConns, apiMaxConnsPerSource), srvTLS)); !errors.Is(err, http.ErrServerClosed) {
 				d.log.Error("api", "listen", ln.Addr().String(), "err", err)
 			}
 		}()
@@ -76,10 +113,38 @@ func (d *Daemon) serveAPI() error {
 	return nil
 }
 
-func (d *Daemon) auth(h http.HandlerFunc) http.Handler {
+// newAPIServer is the API's HTTP server with its limits.
+func newAPIServer(h http.Handler, tc *tls.Config) *http.Server {
+	return &http.Server{Handler: h, TLSConfig: tc,
+		ReadHeaderTimeout: apiHeaderTimeout, ReadTimeout: apiReadTimeout, WriteTimeout: apiWriteTimeout,
+		IdleTimeout: apiIdleTimeout, MaxHeaderBytes: apiMaxHeader}
+}
+
+// verifyConn refuses a revoked client certificate at the handshake.
+func (d *Daemon) verifyConn(cs tls.ConnectionState) error {
+	if len(cs.PeerCertificates) == 0 {
+		return nil // pairing; every other endpoint asks auth
+	}
+	if d.isRevoked(cs.PeerCertificates[0]) {
+		return fmt.Errorf("certificate %s of %s is revoked", serialHex(cs.PeerCertificates[0].SerialNumber), cs.PeerCertificates[0].Subject.CommonName)
+	}
+	return nil
+}
+
+// auth admits a verified client certificate of one of roles.
+func (d *Daemon) auth(roles []string, h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
 			writeJSON(w, http.StatusUnauthorized, apiError{"a client certificate of the cluster CA is required"})
+			return
+		}
+		c := r.TLS.PeerCertificates[0]
+		if !hasRole(c, roles...) {
+			role := CertRole(c)
+			if role == "" {
+				role = "no role"
+			}
+			writeJSON(w, http.StatusForbidden, apiError{fmt.Sprintf("%s (%s) may not %s %s: it needs the role %s", c.Subject.CommonName, role, r.Method, r.URL.Path, strings.Join(roles, " or "))})
 			return
 		}
 		h(w, r)
@@ -93,9 +158,13 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 }
 
 func decode(w http.ResponseWriter, r *http.Request, v any) bool {
-	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, apiMaxBody))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	err := dec.Decode(v)
+	if err == nil && dec.Decode(&struct{}{}) != io.EOF {
+		err = errors.New("more than one JSON value")
+	}
+	if err != nil {
 		writeJSON(w, http.StatusBadRequest, apiError{"bad request body: " + err.Error()})
 		return false
 	}
@@ -212,20 +281,36 @@ func (d *Daemon) handleMaintenance(w http.ResponseWriter, r *http.Request) {
 }
 
 func (d *Daemon) handleCode(w http.ResponseWriter, r *http.Request) {
+	var req Request
+	if !decode(w, r, &req) {
+		return
+	}
 	c, cancel := context.WithTimeout(r.Context(), 3*time.Second)
 	defer cancel()
-	code, err := d.MintCode(c, CodeTTL)
-	if err != nil {
+	code, err := d.MintCode(c, req.Name, req.Role, CodeTTL)
+	var ref *refusal
+	switch {
+	case errors.As(err, &ref):
+		writeJSON(w, http.StatusBadRequest, apiError{"pairing code: " + ref.reason})
+		return
+	case err != nil:
 		writeJSON(w, http.StatusServiceUnavailable, apiError{err.Error()})
 		return
 	}
-	d.log.Info("pairing code made", "id", code[:4], "client", r.TLS.PeerCertificates[0].Subject.CommonName)
+	d.log.Info("pairing code made", "id", code[:4], "for", req.Name, "client", r.TLS.PeerCertificates[0].Subject.CommonName)
 	writeJSON(w, 200, map[string]string{"code": code})
 }
 
 func (d *Daemon) handlePair(w http.ResponseWriter, r *http.Request) {
+	src, _, _ := net.SplitHostPort(r.RemoteAddr)
+	if !d.pairLimit.allowed(src) {
+		d.log.Warn("pairing refused: too many refused attempts", "from", src)
+		http.Error(w, ErrTooManyAttempts.Error(), http.StatusTooManyRequests)
+		return
+	}
 	var req pairRequest
 	if !decode(w, r, &req) {
+		d.pairLimit.failed(src)
 		return
 	}
 	c, cancel := context.WithTimeout(r.Context(), 10*time.Second)
@@ -234,8 +319,9 @@ func (d *Daemon) handlePair(w http.ResponseWriter, r *http.Request) {
 	var ref *refusal
 	switch {
 	case errors.As(err, &ref):
+		d.pairLimit.failed(src)
 		d.log.Warn("pairing refused", "from", r.RemoteAddr, "node", req.Member.Name, "code_id", req.CodeID, "reason", ref.reason)
-		http.Error(w, "pairing refused: "+ref.reason, http.StatusForbidden)
+		http.Error(w, "pairing refused: "+ref.told(), http.StatusForbidden)
 	case errors.Is(err, ErrBusy):
 		http.Error(w, err.Error(), http.StatusConflict)
 	case err != nil:
@@ -258,7 +344,7 @@ type Client struct {
 
 // NewClient builds a client from a state directory's certificate.
 func NewClient(st State, endpoint string) (*Client, error) {
-	_, tlsc, err := st.TLS(false)
+	_, tlsc, err := st.TLS()
 	if err != nil {
 		return nil, err
 	}
@@ -308,10 +394,11 @@ func (c *Client) Post(ctx context.Context, path string, req Request) error {
 	return c.do(ctx, http.MethodPost, path, req, nil)
 }
 
-// Code asks for a new pairing code.
-func (c *Client) Code(ctx context.Context) (string, error) {
+// Code asks for a new pairing code for name as role ("": a planned
+// member's own).
+func (c *Client) Code(ctx context.Context, name, role string) (string, error) {
 	var out map[string]string
-	err := c.do(ctx, http.MethodPost, "/v1/pairing/code", struct{}{}, &out)
+	err := c.do(ctx, http.MethodPost, "/v1/pairing/code", Request{Name: name, Role: role}, &out)
 	return out["code"], err
 }
 

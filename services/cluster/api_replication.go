@@ -19,9 +19,9 @@ import (
 
 // The replication endpoints (data nodes with a drbd resource):
 //
-//	GET  /v1/replication                       ReplicationStatus
-//	POST /v1/replication/resolve {"node"}      resolve a split brain keeping node's data
-//	POST /v1/replication/handler {"handler","resource"}  DRBD's handlers, from this node only
+//	GET  /v1/replication                       ReplicationStatus  monitor admin node
+//	POST /v1/replication/resolve {"node"}      resolve a split brain keeping node's data  admin
+//	POST /v1/replication/handler {"handler","resource"}  DRBD's handlers, from this node only  node
 
 // HandlerRequest is what tandem-cluster, run by DRBD as a handler, sends
 // the daemon on its own node.
@@ -31,9 +31,9 @@ type HandlerRequest struct {
 }
 
 func (d *Daemon) replicationRoutes(mux *http.ServeMux) {
-	mux.Handle("GET /v1/replication", d.auth(d.handleReplication))
-	mux.Handle("POST /v1/replication/resolve", d.auth(d.handleResolve))
-	mux.Handle("POST /v1/replication/handler", d.auth(d.handleHandler))
+	mux.Handle("GET /v1/replication", d.auth(readers, d.handleReplication))
+	mux.Handle("POST /v1/replication/resolve", d.auth(admins, d.handleResolve))
+	mux.Handle("POST /v1/replication/handler", d.auth(nodes, d.handleHandler))
 }
 
 // replicationAgent answers 404 when this node has no replicated volume.
@@ -81,29 +81,45 @@ func (d *Daemon) handleResolve(w http.ResponseWriter, r *http.Request) {
 	b, _ := json.Marshal(Resolve{Keep: req.Node, At: time.Now().UTC()})
 	c, cancel := context.WithTimeout(r.Context(), 3*time.Second)
 	defer cancel()
-	// The group must run on the kept node or nowhere.
-	tr, err := d.cli.Txn(c).If(clientv3.Compare(clientv3.Value(keyOwner), "=", req.Node)).
-		Then(clientv3.OpPut(replKey(a.res(), "resolve"), string(b))).Else(clientv3.OpGet(keyOwner)).Commit()
+	holder, refused, err := recordResolve(c, d.cli, replKey(a.res(), "resolve"), req.Node, b)
 	if err != nil {
 		writeJSON(w, http.StatusServiceUnavailable, apiError{"resolve: cluster state not writable (no quorum?): " + err.Error()})
 		return
 	}
-	if !tr.Succeeded {
-		owner := ""
-		if kvs := tr.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
-			owner = string(kvs[0].Value)
-		}
-		if owner != "" {
-			writeJSON(w, http.StatusConflict, apiError{fmt.Sprintf("the group runs on %s: keep %s's data, or move the group to %s first", owner, owner, req.Node)})
-			return
-		}
-		if _, err := d.cli.Put(c, replKey(a.res(), "resolve"), string(b)); err != nil {
-			writeJSON(w, http.StatusServiceUnavailable, apiError{"resolve: " + err.Error()})
-			return
-		}
+	if refused {
+		writeJSON(w, http.StatusConflict, apiError{fmt.Sprintf("the group runs on %s: keep %s's data, or move the group to %s first", holder, holder, req.Node)})
+		return
 	}
 	d.log.Info("api", "change", "resolve split brain keeping "+req.Node, "client", r.TLS.PeerCertificates[0].Subject.CommonName)
 	writeJSON(w, 200, map[string]string{"ok": "resolve split brain keeping " + req.Node})
+}
+
+// recordResolve writes a split-brain resolve record at key if the group
+// runs on keep or nowhere, in one transaction, so the group cannot be
+// taken between the check and the write; refused, it returns who holds
+// the group.
+func recordResolve(ctx context.Context, cli *clientv3.Client, key, keep string, record []byte) (holder string, refused bool, err error) {
+	put := []clientv3.Op{clientv3.OpPut(key, string(record))}
+	owner := func(v string) []clientv3.Cmp {
+		return []clientv3.Cmp{clientv3.Compare(clientv3.Value(keyOwner), "=", v)}
+	}
+	tr, err := cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(keyOwner), "=", 0)).Then(put...).
+		Else(clientv3.OpTxn(owner(keep), put, []clientv3.Op{clientv3.OpTxn(owner(""), put, []clientv3.Op{clientv3.OpGet(keyOwner)})})).Commit()
+	if err != nil || tr.Succeeded {
+		return "", false, err
+	}
+	inner := tr.Responses[0].GetResponseTxn()
+	if inner.Succeeded {
+		return "", false, nil
+	}
+	last := inner.Responses[0].GetResponseTxn()
+	if last.Succeeded {
+		return "", false, nil
+	}
+	if kvs := last.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+		holder = string(kvs[0].Value)
+	}
+	return holder, true, nil
 }
 
 // handleHandler runs DRBD's fence-peer or after-resync-target handler for

@@ -43,6 +43,14 @@ type Config struct {
 	Policy PolicyConfig `yaml:"policy"`
 	// Group is the resource group, in start order (data nodes only).
 	Group []ResourceConfig `yaml:"group"`
+	// Nodes are the cluster's members as planned (cluster.nodes of the
+	// node config): two data nodes and one arbitrator, this node among
+	// them. Only they pair as nodes, and only their names reach etcd.
+	Nodes []NodeSpec `yaml:"nodes"`
+	// LearnerTimeout is how long a node that was admitted but never
+	// started may hold etcd's one learner place before a member removes
+	// it (default 5m); until then every other join waits.
+	LearnerTimeout time.Duration `yaml:"learner_timeout"`
 	// Fencing says, per peer data node, how to power it off (STONITH).
 	// With it, a node whose owner stopped answering fences it and takes
 	// over without waiting for the takeover margin.
@@ -61,6 +69,32 @@ type FenceConfig struct {
 	PasswordFile string `yaml:"password_file"`
 	// CipherSuite for IPMI 2.0 lanplus (default 3).
 	CipherSuite int `yaml:"cipher_suite"`
+}
+
+// NodeSpec is one planned member.
+type NodeSpec struct {
+	Name    string    `yaml:"name"`
+	Role    core.Role `yaml:"role"`
+	Address string    `yaml:"address"`
+}
+
+// planned returns the planned member called name.
+func (c *Config) planned(name string) (NodeSpec, bool) {
+	for _, n := range c.Nodes {
+		if n.Name == name {
+			return n, true
+		}
+	}
+	return NodeSpec{}, false
+}
+
+// nodeNames are the planned members' names.
+func (c *Config) nodeNames() []string {
+	var out []string
+	for _, n := range c.Nodes {
+		out = append(out, n.Name)
+	}
+	return out
 }
 
 // TimingConfig is the YAML form of core.Timing; zero fields get defaults.
@@ -125,6 +159,7 @@ const (
 	DefaultMigration       = 3
 	DefaultFailureTimeout  = 10 * time.Minute
 	DefaultStickiness      = 100
+	DefaultLearnerTimeout  = 5 * time.Minute
 )
 
 var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$`)
@@ -169,6 +204,9 @@ func (c *Config) defaults() {
 	}
 	if c.Timing.PollInterval == 0 {
 		c.Timing.PollInterval = DefaultPollInterval
+	}
+	if c.LearnerTimeout == 0 {
+		c.LearnerTimeout = DefaultLearnerTimeout
 	}
 	for i := range c.Group {
 		if c.Group[i].MonitorInterval == 0 {
@@ -271,6 +309,9 @@ func (c *Config) validate() error {
 			return yamlstrict.Errorf(p.name, "%d: out of range", p.v)
 		}
 	}
+	if c.LearnerTimeout < 10*time.Second {
+		return yamlstrict.Errorf("learner_timeout", "%v: at least 10s", c.LearnerTimeout)
+	}
 	t := c.CoreTiming()
 	if t.LeaseTTL%time.Second != 0 {
 		return yamlstrict.Errorf("timing.lease_ttl", "%v: etcd leases count whole seconds", t.LeaseTTL)
@@ -308,7 +349,48 @@ func (c *Config) validate() error {
 	if f := c.Policy.FailureTimeout; f != nil && (*f < 0 || *f%time.Second != 0) {
 		return yamlstrict.Errorf("policy.failure_timeout", "%v: want whole seconds, 0s for never (etcd leases count seconds)", *f)
 	}
+	if err := c.validateNodes(); err != nil {
+		return err
+	}
 	return c.validateGroup()
+}
+
+// validateNodes checks the planned members: two data nodes and one
+// arbitrator with distinct names and IPv4 addresses, this node among
+// them as its role and address say.
+func (c *Config) validateNodes() error {
+	names, addrs := map[string]bool{}, map[string]string{}
+	count := map[core.Role]int{}
+	for i, n := range c.Nodes {
+		field := fmt.Sprintf("nodes[%d]", i)
+		switch {
+		case !nameRE.MatchString(n.Name):
+			return yamlstrict.Errorf(field+".name", "%q: want a lower-case name of letters, digits and dashes", n.Name)
+		case names[n.Name]:
+			return yamlstrict.Errorf(field+".name", "%q: listed twice", n.Name)
+		case n.Role != core.RoleData && n.Role != core.RoleArbitrator:
+			return yamlstrict.Errorf(field+".role", "%q: want data or arbitrator", n.Role)
+		}
+		if a, err := netip.ParseAddr(n.Address); err != nil || !a.Is4() {
+			return yamlstrict.Errorf(field+".address", "%q: want an IPv4 address", n.Address)
+		}
+		if prev, ok := addrs[n.Address]; ok {
+			return yamlstrict.Errorf(field+".address", "%s: also the address of %s", n.Address, prev)
+		}
+		names[n.Name], addrs[n.Address] = true, n.Name
+		count[n.Role]++
+	}
+	if count[core.RoleData] != 2 || count[core.RoleArbitrator] != 1 {
+		return yamlstrict.Errorf("nodes", "%d data nodes and %d arbitrators: a cluster has two data nodes and one arbitrator", count[core.RoleData], count[core.RoleArbitrator])
+	}
+	self, ok := c.planned(c.Node)
+	switch {
+	case !ok:
+		return yamlstrict.Errorf("nodes", "this node %q is not listed", c.Node)
+	case self.Role != c.Role || self.Address != c.Address:
+		return yamlstrict.Errorf("nodes", "%s is listed as %s at %s, but role and address say %s at %s", c.Node, self.Role, self.Address, c.Role, c.Address)
+	}
+	return nil
 }
 
 func (c *Config) validateGroup() error {

@@ -12,6 +12,7 @@ node: a
 role: data
 address: 10.0.0.1
 watchdog: /dev/watchdog
+nodes: [{name: a, role: data, address: 10.0.0.1}, {name: b, role: data, address: 10.0.0.2}, {name: c, role: arbitrator, address: 10.0.0.3}]
 group:
   - name: vip
     agent: vip
@@ -19,6 +20,9 @@ group:
   - name: app
     agent: ocf:heartbeat:Dummy
 `
+
+// testNodes lists the members of goodData's cluster.
+const testNodes = "nodes: [{name: a, role: data, address: 10.0.0.1}, {name: b, role: data, address: 10.0.0.2}, {name: c, role: arbitrator, address: 10.0.0.3}]\n"
 
 func TestLoadConfigDefaults(t *testing.T) {
 	c, err := LoadConfig(strings.NewReader(goodData), "cluster.yaml")
@@ -41,7 +45,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 	if c.FailureTimeout() != DefaultFailureTimeout {
 		t.Errorf("failure timeout = %v, want the default %v", c.FailureTimeout(), DefaultFailureTimeout)
 	}
-	arb, err := LoadConfig(strings.NewReader("cluster: mail\nnode: c\nrole: arbitrator\naddress: 10.0.0.3\n"), "c.yaml")
+	arb, err := LoadConfig(strings.NewReader("cluster: mail\nnode: c\nrole: arbitrator\naddress: 10.0.0.3\n"+testNodes), "c.yaml")
 	if err != nil {
 		t.Fatalf("arbitrator config: %v", err)
 	}
@@ -54,8 +58,8 @@ func TestLoadConfigErrors(t *testing.T) {
 	tests := []struct {
 		name, yaml, want string
 	}{
-		{"unknown field", goodData + "colour: blue\n", `node.yaml:12: unknown field "colour" (expected one of: address,`},
-		{"typo in group", strings.Replace(goodData, "agent: vip", "agnet: vip", 1), `node.yaml:8: unknown field "agnet" in group[0]`},
+		{"unknown field", goodData + "colour: blue\n", `node.yaml:13: unknown field "colour" (expected one of: address,`},
+		{"typo in group", strings.Replace(goodData, "agent: vip", "agnet: vip", 1), `node.yaml:9: unknown field "agnet" in group[0]`},
 		{"bad role", strings.Replace(goodData, "role: data", "role: boss", 1), `node.yaml:3: role: "boss": want data or arbitrator`},
 		{"bad address", strings.Replace(goodData, "address: 10.0.0.1", "address: nowhere", 1), `address: "nowhere"`},
 		{"bad node name", strings.Replace(goodData, "node: a", "node: A_1", 1), `node: "A_1"`},
@@ -66,7 +70,7 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"vip without interface", strings.Replace(goodData, ", interface: eth0", "", 1), "group[0].params.interface"},
 		{"vip bad address", strings.Replace(goodData, "10.0.0.100/24", "10.0.0.100", 1), "group[0].params.address"},
 		{"bad agent", strings.Replace(goodData, "ocf:heartbeat:Dummy", "lsb:postfix", 1), "group[1].agent"},
-		{"duplicate name", strings.Replace(goodData, "name: app", "name: vip", 1), `node.yaml:10: group[1].name: "vip": used twice`},
+		{"duplicate name", strings.Replace(goodData, "name: app", "name: vip", 1), `node.yaml:11: group[1].name: "vip": used twice`},
 		{"arbitrator with group", strings.Replace(goodData, "role: data", "role: arbitrator", 1), "an arbitrator never runs resources"},
 		{"data without watchdog", strings.Replace(goodData, "/dev/watchdog", "none", 1), "a data node needs a watchdog"},
 		{"negative threshold", goodData + "policy: {migration_threshold: -1}\n", "policy.migration_threshold"},
@@ -76,6 +80,13 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"fractional failure timeout", goodData + "policy: {failure_timeout: 1500ms}\n", "policy.failure_timeout: 1.5s"},
 		{"fence self", goodData + "fencing: {a: {agent: ipmi, address: 10.0.0.9, user: u, password_file: /p}}\n", "fencing.a: a node cannot fence itself"},
 		{"fence agent", goodData + "fencing: {b: {agent: ssh, address: 10.0.0.9, user: u, password_file: /p}}\n", `fencing.b.agent: "ssh"`},
+		{"one data node", strings.Replace(goodData, "name: b, role: data", "name: b, role: arbitrator", 1), "nodes: 1 data nodes and 2 arbitrators"},
+		{"self not listed", strings.Replace(goodData, "name: a, role", "name: x, role", 1), `nodes: this node "a" is not listed`},
+		{"self elsewhere", strings.Replace(goodData, "name: a, role: data, address: 10.0.0.1", "name: a, role: data, address: 10.0.0.9", 1), "a is listed as data at 10.0.0.9"},
+		{"ipv6 member", strings.Replace(goodData, "address: 10.0.0.2", "address: fd00::2", 1), `nodes[1].address: "fd00::2": want an IPv4 address`},
+		{"upper-case member", strings.Replace(goodData, "name: b,", "name: B,", 1), `nodes[1].name: "B"`},
+		{"same address twice", strings.Replace(goodData, "address: 10.0.0.3", "address: 10.0.0.2", 1), "nodes[2].address: 10.0.0.2: also the address of b"},
+		{"short learner timeout", goodData + "learner_timeout: 1s\n", "learner_timeout: 1s: at least 10s"},
 		{"fence no password", goodData + "fencing: {b: {agent: ipmi, address: 10.0.0.9, user: u}}\n", "fencing.b: user and password_file"},
 	}
 	for _, tt := range tests {

@@ -64,7 +64,9 @@ type Daemon struct {
 	monDone     chan struct{}
 	rstatePut   string // resource states last published
 	rstateAt    time.Time
-	booted      atomic.Bool // bootstrap moved codes and CA key into etcd
+	booted      atomic.Bool // bootstrap moved the codes into etcd
+	pairLimit   *sourceLimiter
+	revoked     atomic.Pointer[map[string]bool] // serials, from crl.der
 	// resetPending: the core announced a reset (ResetComing) and the
 	// watchdog has not been petted or disarmed since; main loop only.
 	resetPending bool
@@ -95,6 +97,7 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 		core:   core.New(o.Config.CoreConfig()),
 		events: make(chan core.Event, 256), jobs: make(chan job, 64), monDone: make(chan struct{}, 1),
 		res: map[string]*resource{}, nextMonitor: map[string]time.Time{},
+		pairLimit: newSourceLimiter(maxSourceFailures, sourceWindow),
 	}
 	if d.fen, err = fencers(o.Config); err != nil {
 		return nil, err
@@ -118,6 +121,9 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 	d.coreView = d.core.Status()
 	d.writeStatusFile() // replace what a previous process left
 	d.reportLastReset()
+	if err := d.loadCRL(); err != nil {
+		return err
+	}
 	e, err := startEtcd(d.cfg, d.st, d.cf)
 	if err != nil {
 		return err
@@ -337,8 +343,10 @@ func (d *Daemon) arbitratorID(ctx context.Context) (uint64, bool) {
 	return 0, false
 }
 
-// bootstrap registers this member and moves the CA key and the first
-// pairing codes into etcd, retrying until it has quorum.
+// bootstrap registers this member and its certificate, moves the first
+// pairing codes and the revocation list into etcd and takes the CA key
+// out of it (where earlier versions kept it), retrying until it has
+// quorum.
 func (d *Daemon) bootstrap(ctx context.Context) {
 	for ctx.Err() == nil {
 		if err := d.bootstrapOnce(ctx); err == nil {
@@ -357,10 +365,24 @@ func (d *Daemon) bootstrap(ctx context.Context) {
 func (d *Daemon) bootstrapOnce(ctx context.Context) error {
 	c, cancel := context.WithTimeout(ctx, d.cfg.requestTimeout())
 	defer cancel()
+	if _, err := d.st.Read("ca.key"); err != nil {
+		if g, gerr := d.cli.Get(c, keyOldCAKey); gerr == nil && len(g.Kvs) > 0 {
+			if err := d.st.Write("ca.key", g.Kvs[0].Value); err != nil {
+				return err
+			}
+		}
+	}
+	crt, err := d.st.Read("node.crt")
+	if err != nil {
+		return err
+	}
+	if err := d.register(c, crt); err != nil {
+		return err
+	}
 	mj, _ := json.Marshal(MemberOf(d.cfg))
 	ops := []clientv3.Op{clientv3.OpPut(prefixNodes+d.cfg.Node, string(mj))}
-	if k, err := d.st.Read("ca.key"); err == nil {
-		ops = append(ops, clientv3.OpPut(keyCAKey, string(k)))
+	if _, err := d.st.Read("ca.key"); err == nil {
+		ops = append(ops, clientv3.OpDelete(keyOldCAKey))
 	}
 	var codes []storedCode
 	if b, err := d.st.Read("pairing-codes"); err == nil {
@@ -371,6 +393,12 @@ func (d *Daemon) bootstrapOnce(ctx context.Context) error {
 	for _, sc := range codes {
 		b, _ := json.Marshal(sc)
 		ops = append(ops, clientv3.OpPut(prefixPairing+sc.Secret[:4], string(b)))
+	}
+	if crl, err := d.st.Read("crl.der"); err == nil {
+		// The first list only: later ones come from revoke.
+		if _, err := d.cli.Txn(c).If(clientv3.Compare(clientv3.CreateRevision(keyCRL), "=", 0)).Then(clientv3.OpPut(keyCRL, string(crl))).Commit(); err != nil {
+			return err
+		}
 	}
 	if _, err := d.cli.Txn(c).Then(ops...).Commit(); err != nil {
 		return err

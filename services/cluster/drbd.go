@@ -2,7 +2,12 @@ package cluster
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -70,7 +75,11 @@ func newDRBD(d *Daemon, name string, p map[string]string) (*drbdAgent, error) {
 		// the local node's "disk", so the peer's entry repeats ours.
 		cfg.Nodes[i] = replication.Node{Name: name, Address: ap, Disk: p["disk"]}
 	}
-	if err := cfg.Validate(); err != nil {
+	// The shared secret comes with the CA key, which a node that joined
+	// gets from the others after it started (prepare sets it).
+	check := cfg
+	check.SharedSecret = strings.Repeat("0", 32)
+	if err := check.Validate(); err != nil {
 		return nil, fmt.Errorf("params: %w", err)
 	}
 	if _, ok := cfg.Local(d.cfg.Node); !ok {
@@ -84,6 +93,24 @@ func newDRBD(d *Daemon, name string, p map[string]string) (*drbdAgent, error) {
 
 func (a *drbdAgent) res() string { return a.r.Config.Resource }
 
+// drbdSecret is the replication link's shared secret: an HMAC of the
+// cluster's name under the CA key, so both data nodes have it as soon
+// as they have the CA key, and nothing else needs sending or storing.
+// It reaches DRBD only in the 0600 resource file.
+func (d *Daemon) drbdSecret() (string, error) {
+	b, err := d.st.Read("ca.key")
+	if err != nil {
+		return "", fmt.Errorf("replication secret: waiting for the CA key from the other members: %w", err)
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		return "", errors.New("replication secret: CA key: no PEM block")
+	}
+	m := hmac.New(sha256.New, blk.Bytes)
+	m.Write([]byte("tandem drbd shared-secret " + d.cf.Cluster))
+	return hex.EncodeToString(m.Sum(nil))[:32], nil
+}
+
 // prepare brings the resource up, retrying until it works, then keeps its
 // status published in etcd and carries out split-brain resolves.
 func (a *drbdAgent) prepare(ctx context.Context) {
@@ -93,7 +120,7 @@ func (a *drbdAgent) prepare(ctx context.Context) {
 		created, err := false, error(nil)
 		if h, _ := os.Hostname(); h != a.d.cfg.Node {
 			err = fmt.Errorf("host name is %q, want %q", h, a.d.cfg.Node)
-		} else {
+		} else if a.r.Config.SharedSecret, err = a.d.drbdSecret(); err == nil {
 			created, err = a.r.Start(ctx)
 		}
 		if err == nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"os"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -27,7 +28,12 @@ const (
 	prefixAlive    = "/tandem/alive/"
 	prefixPairing  = "/tandem/pairing/"
 	prefixRState   = "/tandem/rstate/"
-	keyCAKey       = "/tandem/ca/key"
+	prefixCerts    = "/tandem/certs/"   // + serial: issued
+	prefixRevoked  = "/tandem/revoked/" // + serial: when
+	keyCRL         = "/tandem/crl"      // the signed revocation list
+	// keyOldCAKey is where earlier versions kept the CA key; a member
+	// with the key deletes it at start (bootstrapOnce).
+	keyOldCAKey = "/tandem/ca/key"
 )
 
 // failKey is the key of node's fail count of resource res.
@@ -75,9 +81,17 @@ func startEtcd(cfg *Config, st State, cf *ClusterFile) (*embed.Etcd, error) {
 	ti := transport.TLSInfo{
 		CertFile: st.Path("node.crt"), KeyFile: st.Path("node.key"), TrustedCAFile: st.Path("ca.crt"),
 		ClientCertAuth: true,
-		// Peers are authenticated by the cluster CA; their source
-		// address need not match the certificate (multi-homed nodes).
+		// Peers are authenticated by the cluster CA and their names:
+		// only the planned members' certificates get in, on both ports
+		// (no administrator's or monitor's certificate is ever issued
+		// for one of those names). Their source address need not match
+		// the certificate (multi-homed nodes).
+		AllowedCNs:          cfg.nodeNames(),
 		SkipClientSANVerify: true,
+	}
+	if _, err := os.Stat(st.Path("crl.der")); err == nil {
+		// etcd reads it at every connection it accepts.
+		ti.CRLFile = st.Path("crl.der")
 	}
 	ec.PeerTLSInfo, ec.ClientTLSInfo = ti, ti
 	zc := zap.NewProductionConfig()
@@ -98,7 +112,7 @@ func startEtcd(cfg *Config, st State, cf *ClusterFile) (*embed.Etcd, error) {
 }
 
 func newClient(endpoints []string, st State) (*clientv3.Client, error) {
-	_, tlsc, err := st.TLS(false)
+	_, tlsc, err := st.TLS()
 	if err != nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -110,7 +111,11 @@ func (a *fsAgent) Start(ctx context.Context) error {
 	}
 	// noinit_itable: the kernel does not zero the lazily initialised inode
 	// tables in the background, which would replicate the whole volume.
-	if err := unix.Mount(a.device, a.dir, "ext4", unix.MS_NOATIME, "noinit_itable"); err != nil {
+	// errors=remount-ro: a filesystem error stops writes instead of
+	// carrying on over damage (or panicking the node); Monitor sees the
+	// read-only mount and the group fails over. mke2fs sets it too, for
+	// filesystems made before this option was passed.
+	if err := unix.Mount(a.device, a.dir, "ext4", unix.MS_NOATIME, "noinit_itable,errors=remount-ro"); err != nil {
 		return fmt.Errorf("mount %s on %s: %w", a.device, a.dir, err)
 	}
 	return nil
@@ -135,7 +140,7 @@ func (a *fsAgent) format(ctx context.Context) error {
 	// volume, starving both nodes for minutes.
 	// replication.Exec runs it with the fixed system PATH, as it does
 	// drbdadm: a service's environment may not name /sbin.
-	if _, err := (replication.Exec{}).Run(ctx, "mke2fs", "-t", "ext4", "-q", "-F", "-L", "tandem-data",
+	if _, err := (replication.Exec{}).Run(ctx, "mke2fs", "-t", "ext4", "-q", "-F", "-L", "tandem-data", "-e", "remount-ro",
 		"-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard", a.device); err != nil {
 		if _, derr := a.d.cli.Delete(context.WithoutCancel(ctx), k); derr != nil {
 			a.d.log.Error("fs: remove the format claim after a failed mke2fs", "key", k, "err", derr)
@@ -203,17 +208,25 @@ func (a *fsAgent) mountInfo() (*mountEntry, error) {
 		return nil, err
 	}
 	defer f.Close()
+	return findMount(f, a.dir)
+}
+
+// findMount reads mountinfo for the topmost mount on dir. It is
+// read-only if the mount is, or its filesystem: ext4's errors=remount-ro
+// makes the superblock read-only and leaves the mount's own options rw.
+func findMount(r io.Reader, dir string) (*mountEntry, error) {
 	var found *mountEntry
-	sc := bufio.NewScanner(f)
+	sc := bufio.NewScanner(r)
 	for sc.Scan() {
 		// ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTS
 		fields := strings.Fields(sc.Text())
-		if len(fields) < 10 || fields[4] != a.dir {
+		if len(fields) < 10 || fields[4] != dir {
 			continue
 		}
+		ro := func(opts string) bool { return opts == "ro" || strings.HasPrefix(opts, "ro,") }
 		for i, field := range fields {
-			if field == "-" && i+2 < len(fields) {
-				found = &mountEntry{source: fields[i+2], readOnly: strings.HasPrefix(fields[5], "ro")}
+			if field == "-" && i+3 < len(fields) {
+				found = &mountEntry{source: fields[i+2], readOnly: ro(fields[5]) || ro(fields[i+3])}
 			}
 		}
 	}

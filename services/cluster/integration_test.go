@@ -86,6 +86,7 @@ type lab struct {
 	daemonArgs []string
 	client     string            // namespace of the LAN client
 	extra      map[string]string // more config per node
+	admin      string            // the administrator's state directory
 }
 
 var addrs = map[string]string{"a": "10.77.0.1", "b": "10.77.0.2", "c": "10.77.0.3"}
@@ -100,7 +101,7 @@ func newLab(t testing.TB) *lab {
 	// TempDir first: cleanups run last-in first-out, so the daemons
 	// (killed by netnstest's cleanup) are gone before their files go.
 	base := t.TempDir()
-	l := &lab{t: t, net: netnstest.New(t), daemon: d, ctl: c, nodes: map[string]*node{}, links: map[[2]string][2]string{}}
+	l := &lab{t: t, net: netnstest.New(t), daemon: d, ctl: c, nodes: map[string]*node{}, links: map[[2]string][2]string{}, admin: filepath.Join(base, "admin")}
 	for _, name := range []string{"a", "b", "c"} {
 		n := &node{name: name, ns: l.net.Host(name), addr: addrs[name], dir: filepath.Join(base, name)}
 		testenv.MkdirAll(t, n.dir)
@@ -170,7 +171,14 @@ func (l *lab) writeConfig(n *node) {
 	if n.name == "c" {
 		role = "arbitrator"
 	}
-	cfg := fmt.Sprintf("cluster: lab\nnode: %s\nrole: %s\naddress: %s\n", n.name, role, n.addr)
+	cfg := fmt.Sprintf("cluster: lab\nnode: %s\nrole: %s\naddress: %s\nnodes:\n", n.name, role, n.addr)
+	for _, m := range []string{"a", "b", "c"} {
+		r := "data"
+		if m == "c" {
+			r = "arbitrator"
+		}
+		cfg += fmt.Sprintf("  - {name: %s, role: %s, address: %s}\n", m, r, addrs[m])
+	}
 	if role == "data" {
 		cfg += fmt.Sprintf(`watchdog: record:%s
 policy:
@@ -233,7 +241,7 @@ func (l *lab) kill(name string, sig syscall.Signal) {
 // ctl runs tandemctl in a node's namespace.
 func (l *lab) run(name string, args ...string) (string, error) {
 	n := l.nodes[name]
-	full := append([]string{"-state", n.state(), "-endpoint", "https://127.0.0.1:7443"}, args...)
+	full := append([]string{"-state", l.admin, "-endpoint", "https://127.0.0.1:7443"}, args...)
 	var out bytes.Buffer
 	cmd := l.net.Cmd(context.Background(), n.ns, l.ctl, full...)
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -433,17 +441,22 @@ func (l *lab) steady(d time.Duration, want string) {
 	}
 }
 
-// bootstrap creates the cluster on a, checks that bad and reused codes are
-// refused with nothing half-joined, joins b and c, and waits for health.
+// bootstrap creates the cluster on a, pairs the administrator, checks
+// that bad and misused codes are refused with nothing half-joined and
+// that a node's own certificate cannot act, joins b and c, and waits for
+// health.
 func (l *lab) bootstrap(t testing.TB) {
 	n := l.nodes["a"]
-	out := l.run0("a", "-state", n.state(), "cluster", "create", "-config", n.config())
-	code := codeFrom(t, out)
+	codes := codesFrom(t, l.run0("a", "-state", n.state(), "cluster", "create", "-config", n.config()))
 	l.start("a")
-	l.waitFor(60*time.Second, "a's API", func() bool { _, err := l.status("a"); return err == nil })
 	peer := "https://" + addrs["a"] + ":7443"
+	l.waitFor(60*time.Second, "an administrator's certificate from a", func() bool {
+		_, err := l.runIn("a", "-state", l.admin, "cluster", "admin", "-cluster", "lab", "-name", "admin", "-peer", peer, "-code", codes["admin"])
+		return err == nil
+	})
 
 	// A wrong code with a known id: refused, logged, nothing written.
+	code := codes["b"]
 	wrong := code[:5] + "AAAA-AAAA-AAAA"
 	if wrong == code {
 		wrong = code[:5] + "BBBB-BBBB-BBBB"
@@ -459,18 +472,23 @@ func (l *lab) bootstrap(t testing.TB) {
 	if !strings.Contains(l.logOf("a"), "pairing refused") {
 		t.Errorf("a's log does not record the refused pairing")
 	}
+	c := l.nodes["c"]
+	// b's code is b's: c cannot join with it.
+	out, err = l.runIn("c", "-state", c.state(), "cluster", "join", "-config", c.config(), "-peer", peer, "-code", code)
+	if err == nil || !strings.Contains(out, "the code is for b (data), not c (arbitrator)") {
+		t.Fatalf("join with another node's code: err=%v out=%q, want refused as b's", err, out)
+	}
 	l.run0("b", "-state", b.state(), "cluster", "join", "-config", b.config(), "-peer", peer, "-code", code)
 	l.start("b")
 
-	c := l.nodes["c"]
-	// The code is used up: c cannot join with it.
-	out, err = l.runIn("c", "-state", c.state(), "cluster", "join", "-config", c.config(), "-peer", peer, "-code", code)
-	if err == nil || !strings.Contains(out, "already used") {
-		t.Fatalf("join with a used code: err=%v out=%q, want refused as already used", err, out)
+	// A node's certificate cannot act for an administrator.
+	out, err = l.runIn("a", "-state", n.state(), "-endpoint", "https://127.0.0.1:7443", "cluster", "code", "c")
+	if err == nil || !strings.Contains(out, "a (node) may not POST /v1/pairing/code") {
+		t.Fatalf("pairing code with a node's certificate: err=%v out=%q, want refused", err, out)
 	}
 	var code2 string
 	l.waitFor(30*time.Second, "a second pairing code", func() bool {
-		out, err := l.run("a", "cluster", "code")
+		out, err := l.run("a", "cluster", "code", "c")
 		if err == nil {
 			code2 = codeFrom(t, out)
 		}
@@ -479,6 +497,21 @@ func (l *lab) bootstrap(t testing.TB) {
 	l.run0("c", "-state", c.state(), "cluster", "join", "-config", c.config(), "-peer", peer, "-code", code2)
 	l.start("c")
 	l.waitFor(60*time.Second, "three members online with quorum", func() bool { return l.healthy("a") && l.healthy("c") })
+}
+
+// codesFrom reads the codes "cluster create" prints, by name.
+func codesFrom(t testing.TB, out string) map[string]string {
+	t.Helper()
+	codes := map[string]string{}
+	for _, line := range strings.Split(out, "\n") {
+		if name, code, ok := strings.Cut(strings.TrimSpace(line), ": "); ok && strings.HasPrefix(line, "  ") {
+			codes[name] = code
+		}
+	}
+	if codes["b"] == "" || codes["c"] == "" || codes["admin"] == "" {
+		t.Fatalf("no codes for b, c and admin in %q", out)
+	}
+	return codes
 }
 
 func codeFrom(t testing.TB, out string) string {

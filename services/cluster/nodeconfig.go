@@ -54,6 +54,7 @@ func FromNodeConfig(nc *nodeconfig.Config, dataDevice string) (*Config, error) {
 		if n.Name == nc.Hostname {
 			cfg.Role, cfg.Address = role, n.Address
 		}
+		cfg.Nodes = append(cfg.Nodes, NodeSpec{Name: n.Name, Role: role, Address: n.Address})
 	}
 	if cfg.Address == "" {
 		return nil, bad("cluster.nodes", "hostname %q is not listed", nc.Hostname)

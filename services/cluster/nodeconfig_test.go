@@ -81,12 +81,15 @@ func TestFromNodeConfigErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name, host, last, dev, want string
 	}{
-		{"not listed", "data-c", "14", "/dev/vda4", `hostname "data-c" is not listed`},
+		{"not listed", "data-a", "11", "/dev/vda4", `hostname "data-c" is not listed`},
 		{"no data partition", "data-a", "11", "", "TANDEM_DATA_DEVICE"},
 		{"vip in no subnet", "data-a", "11/32", "/dev/vda4", "cluster.vip: 10.77.0.100 is in no subnet"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			nc := loadNode(t, tc.host, strings.TrimSuffix(tc.last, "/32"))
+			if tc.name == "not listed" {
+				nc.Hostname = "data-c" // nodeconfig.Load refuses it; FromNodeConfig too
+			}
 			if strings.HasSuffix(tc.last, "/32") {
 				nc.Network.Links[0].Addresses = []string{"10.77.0.11/32"}
 			}

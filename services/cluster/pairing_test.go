@@ -8,8 +8,10 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestNewCodeRoundTrip(t *testing.T) {
@@ -60,17 +62,22 @@ func TestCreateWritesState(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := State{Dir: filepath.Join(t.TempDir(), "state")}
-	code, err := Create(c, st)
+	codes, err := Create(c, st, nil)
 	if err != nil {
 		t.Fatalf("Create = %v", err)
 	}
-	if _, _, err := normalizeCode(code); err != nil {
-		t.Errorf("Create returned a bad code %q: %v", code, err)
+	if len(codes) != 3 || codes["b"] == "" || codes["c"] == "" || codes["admin"] == "" {
+		t.Errorf("Create made codes %v, want one for b, c and admin", codes)
 	}
-	if _, err := Create(c, st); !errors.Is(err, ErrAlreadyPaired) {
+	for name, code := range codes {
+		if _, _, err := normalizeCode(code); err != nil {
+			t.Errorf("Create returned a bad code for %s %q: %v", name, code, err)
+		}
+	}
+	if _, err := Create(c, st, nil); !errors.Is(err, ErrAlreadyPaired) {
 		t.Errorf("second Create = %v, want ErrAlreadyPaired", err)
 	}
-	for name, perm := range map[string]os.FileMode{"node.key": 0o600, "ca.key": 0o600, "pairing-codes": 0o600, "node.crt": 0o644} {
+	for name, perm := range map[string]os.FileMode{"node.key": 0o600, "ca.key": 0o600, "pairing-codes": 0o600, "node.crt": 0o644, "crl.der": 0o644} {
 		fi, err := os.Stat(st.Path(name))
 		if err != nil || fi.Mode().Perm() != perm {
 			t.Errorf("%s: %v, mode %v, want %v", name, err, fi.Mode().Perm(), perm)
@@ -94,7 +101,13 @@ func TestCreateWritesState(t *testing.T) {
 	if !crt.IPAddresses[1].Equal(net.IPv4(127, 0, 0, 1)) {
 		t.Errorf("node certificate lacks loopback: %v", crt.IPAddresses)
 	}
-	if _, _, err := st.TLS(true); err != nil {
+	if CertRole(crt) != CertNode || !slices.Contains(crt.ExtKeyUsage, x509.ExtKeyUsageServerAuth) {
+		t.Errorf("node certificate: role %q, uses %v; want node, server and client", CertRole(crt), crt.ExtKeyUsage)
+	}
+	if life := crt.NotAfter.Sub(crt.NotBefore); life > NodeLifetime+2*time.Hour {
+		t.Errorf("node certificate valid for %v, want at most %v", life, NodeLifetime)
+	}
+	if _, _, err := st.TLS(); err != nil {
 		t.Errorf("State.TLS = %v", err)
 	}
 	cf, err := st.Cluster()
@@ -116,19 +129,36 @@ func TestCreateWithPresetCodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := State{Dir: t.TempDir()}
-	if _, err := Create(c, st, "ABCD-EFGH-JKLM-NPQR", "bad-code"); err == nil || !strings.Contains(err.Error(), `"bad-code"`) {
-		t.Fatalf("Create with a bad preset code = %v, want an error naming it", err)
+	for _, tt := range []struct {
+		codes map[string]string
+		want  string
+	}{
+		{map[string]string{"b": "ABCD-EFGH-JKLM-NPQR", "c": "bad-code"}, `code for c: pairing code "bad-code"`},
+		{map[string]string{"a": "ABCD-EFGH-JKLM-NPQR"}, "code for a is this node"},
+		{map[string]string{"Ops": "ABCD-EFGH-JKLM-NPQR"}, `code for "Ops": want a lower-case name`},
+		{map[string]string{"b": "ABCD-EFGH-JKLM-NPQR", "c": "ABCD-WXYZ-JKLM-NPQR"}, "the codes for b and c start alike (ABCD)"},
+	} {
+		if _, err := Create(c, st, tt.codes); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("Create with %v = %v, want an error with %q", tt.codes, err, tt.want)
+		}
+		if st.Paired() {
+			t.Fatal("a failed Create left the node paired")
+		}
 	}
-	if st.Paired() {
-		t.Fatal("a failed Create left the node paired")
-	}
-	code, err := Create(c, st, "abcd-efgh-jklm-npqr", "WXYZ-2345-6789-ABCD")
-	if err != nil || code != "abcd-efgh-jklm-npqr" {
-		t.Fatalf("Create = %q, %v; want the first preset code", code, err)
+	codes, err := Create(c, st, map[string]string{"b": "abcd-efgh-jklm-npqr", "ops": "WXYZ-2345-6789-ABCD"})
+	if err != nil || len(codes) != 2 {
+		t.Fatalf("Create = %v, %v; want the preset codes", codes, err)
 	}
 	b, _ := st.Read("pairing-codes")
 	var stored []storedCode
-	if err := json.Unmarshal(b, &stored); err != nil || len(stored) != 2 || stored[0].Secret != "ABCDEFGHJKLMNPQR" || stored[1].Secret != "WXYZ23456789ABCD" {
-		t.Errorf("pairing-codes = %s (%v), want both codes normalized", b, err)
+	if err := json.Unmarshal(b, &stored); err != nil || len(stored) != 2 {
+		t.Fatalf("pairing-codes = %s (%v), want two codes", b, err)
+	}
+	want := []storedCode{{Secret: "ABCDEFGHJKLMNPQR", Name: "b", Role: "data"}, {Secret: "WXYZ23456789ABCD", Name: "ops", Role: AdminRole}}
+	for i, w := range want {
+		got := stored[i]
+		if got.Secret != w.Secret || got.Name != w.Name || got.Role != w.Role || got.UsedBy != "" {
+			t.Errorf("pairing-codes[%d] = %+v, want %+v (normalized, bound to its name and role)", i, got, w)
+		}
 	}
 }

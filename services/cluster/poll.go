@@ -173,27 +173,62 @@ func (d *Daemon) aliveLoop(ctx context.Context) {
 
 // memberLoop reads etcd's member list every few seconds, so status can
 // say which members vote: a learner (a node that joined and has not caught
-// up) is a member that does not count towards quorum.
+// up) is a member that does not count towards quorum. It also does the
+// housekeeping of certs.go: learners that never start, the revocation
+// list, the CA key, renewal and expired codes.
 func (d *Daemon) memberLoop(ctx context.Context) {
+	seen := map[uint64]time.Time{}
+	var lastChores time.Time
 	for ctx.Err() == nil {
 		c, cancel := context.WithTimeout(ctx, d.cfg.requestTimeout())
 		ml, err := d.cli.MemberList(c)
-		cancel()
 		if err == nil {
 			learners := map[string]bool{}
+			var ms []*memberInfo
 			for _, m := range ml.Members {
 				if m.IsLearner {
 					learners[memberName(m.Name, m.PeerURLs)] = true
 				}
+				ms = append(ms, &memberInfo{id: m.ID, name: m.Name, learner: m.IsLearner, peerURLs: m.PeerURLs})
 			}
 			d.mu.Lock()
 			d.learners = learners
 			d.mu.Unlock()
+			d.dropStaleLearners(c, ms, seen, time.Now())
+		}
+		if err := d.syncCRL(c); err != nil {
+			d.log.Debug("revocation list", "err", err)
+		}
+		cancel()
+		if _, err := d.st.Read("ca.key"); err != nil {
+			// Every round until it comes: the replication link waits
+			// for it (drbdSecret).
+			c, cancel := context.WithTimeout(ctx, 3*d.cfg.requestTimeout())
+			if err := d.fetchCAKey(c); err != nil {
+				d.log.Debug("CA key: not yet from the other members", "err", err)
+			}
+			cancel()
+		}
+		if time.Since(lastChores) > time.Minute {
+			lastChores = time.Now()
+			d.chores(ctx)
 		}
 		select {
 		case <-ctx.Done():
 		case <-time.After(5 * time.Second):
 		}
+	}
+}
+
+// chores are memberLoop's slow housekeeping, once a minute.
+func (d *Daemon) chores(ctx context.Context) {
+	c, cancel := context.WithTimeout(ctx, 3*d.cfg.requestTimeout())
+	defer cancel()
+	if _, err := d.renewIfDue(c, time.Now()); err != nil {
+		d.log.Warn("renew the node certificate (it is retried)", "err", err)
+	}
+	if err := d.sweepCodes(c, time.Now()); err != nil {
+		d.log.Debug("sweep pairing codes", "err", err)
 	}
 }
 

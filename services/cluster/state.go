@@ -16,9 +16,10 @@ import (
 // State is a node's cluster state directory (on perm):
 //
 //	ca.crt          cluster CA certificate
-//	ca.key          CA key (on the creating node; also kept in etcd)
+//	ca.key          CA key (0600; on every member, never in etcd)
 //	node.crt        this node's certificate, signed by the CA
 //	node.key        its key (0600)
+//	crl.der         the revoked certificates (etcd and the API check it)
 //	cluster.json    cluster name, members, bootstrap state
 //	pairing-codes   codes made by "cluster create", moved into etcd at start
 //	etcd/           etcd's data
@@ -124,19 +125,29 @@ func (s State) Paired() bool {
 	return err == nil
 }
 
-// TLS returns the node's server and client TLS configurations.
-func (s State) TLS(requireClient bool) (server, client *tls.Config, err error) {
+// TLS returns the server and client TLS configurations of the
+// directory's certificate (TLSConfigs).
+func (s State) TLS() (server, client *tls.Config, err error) {
 	ca, err := s.Read("ca.crt")
 	if err != nil {
 		return nil, nil, err
 	}
+	return TLSConfigs(ca, s.keyPair)
+}
+
+// keyPair reads the certificate and its key.
+func (s State) keyPair() (*tls.Certificate, error) {
 	crt, err := s.Read("node.crt")
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	key, err := s.Read("node.key")
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	return TLSConfigs(ca, crt, key, requireClient)
+	pair, err := tls.X509KeyPair(crt, key)
+	if err != nil {
+		return nil, fmt.Errorf("state %s: key pair: %w", s.Dir, err)
+	}
+	return &pair, nil
 }

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	mdns "github.com/miekg/dns"
+
 	"tandem/internal/netnstest"
 	"tandem/internal/testenv"
 )
@@ -31,16 +33,12 @@ func TestDigInNamespaces(t *testing.T) {
 	n.Start(upstream)
 
 	s := New(Config{
-		Allow:      []netip.Prefix{netip.MustParsePrefix("10.53.0.0/24")},
-		Forwarders: []netip.AddrPort{netip.MustParseAddrPort("10.55.0.2:53")},
-		CacheSize:  100,
-		Dial: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
-			err = n.Do(srv, func() (err error) {
-				c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
-				return err
-			})
-			return c, err
+		Policy: Policy{
+			Allow:      []netip.Prefix{netip.MustParsePrefix("10.53.0.0/24")},
+			Forwarders: []netip.AddrPort{netip.MustParseAddrPort("10.55.0.2:53")},
 		},
+		CacheSize: 100,
+		Dial:      dialIn(n, srv),
 	}, testZone())
 	var pcs []net.PacketConn
 	var lns []net.Listener
@@ -122,6 +120,17 @@ func TestDigInNamespaces(t *testing.T) {
 	}
 }
 
+// dialIn dials from inside namespace ns.
+func dialIn(n *netnstest.Net, ns string) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (c net.Conn, err error) {
+		err = n.Do(ns, func() (err error) {
+			c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+			return err
+		})
+		return c, err
+	}
+}
+
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -130,5 +139,92 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("%s not ready after 10s", what)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestRateLimitInNamespaces sends a burst far above the rate limit from
+// another host (namespaces: loopback is never limited) and gets some
+// answers truncated or none, then a full answer over TCP.
+func TestRateLimitInNamespaces(t *testing.T) {
+	n := netnstest.New(t)
+	srv, cl := n.Host("srv"), n.Host("cl")
+	n.Link(srv, "eth0", "10.57.0.1/24", cl, "eth0", "10.57.0.2/24")
+	s := New(Config{
+		Policy:    Policy{Allow: []netip.Prefix{netip.MustParsePrefix("10.57.0.0/24")}},
+		RateLimit: RateLimit{PerSecond: 5, Slip: 2},
+	}, testZone())
+	var pcs []net.PacketConn
+	var lns []net.Listener
+	if err := n.Do(srv, func() (err error) {
+		pcs, lns, err = Listen([]string{"0.0.0.0:53"})
+		return err
+	}); err != nil {
+		t.Fatalf("listen in %s: %v", srv, err)
+	}
+	serve(t, s, pcs, lns)
+
+	tcp := func() *mdns.Msg {
+		t.Helper()
+		c := &mdns.Client{Net: "tcp", Timeout: slow}
+		conn, err := dialIn(n, cl)(context.Background(), "tcp", "10.57.0.1:53")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		m, _, err := c.ExchangeWithConn(query("mail.mail.example.org.", mdns.TypeA), &mdns.Conn{Conn: conn})
+		if err != nil {
+			t.Fatalf("TCP query from %s: %v", cl, err)
+		}
+		return m
+	}
+	tcp() // the link is up, ARP done
+
+	var pc net.PacketConn
+	if err := n.Do(cl, func() (err error) {
+		pc, err = net.ListenPacket("udp", "10.57.0.2:0")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	to := &net.UDPAddr{IP: net.IPv4(10, 57, 0, 1), Port: 53}
+	const burst = 200
+	for i := range burst {
+		q := query("mail.mail.example.org.", mdns.TypeA)
+		q.Id = uint16(i)
+		b, _ := q.Pack()
+		if _, err := pc.WriteTo(b, to); err != nil {
+			t.Fatal(err)
+		}
+	}
+	full, truncated := 0, 0
+	buf := make([]byte, 4096)
+	for full+truncated < burst {
+		// Dropped answers never come: read until the server is quiet.
+		if err := pc.SetReadDeadline(time.Now().Add(2 * time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		k, _, err := pc.ReadFrom(buf)
+		if err != nil {
+			break
+		}
+		var m mdns.Msg
+		switch {
+		case m.Unpack(buf[:k]) != nil:
+			t.Errorf("answer %x does not unpack", buf[:k])
+		case m.Truncated && len(m.Answer) == 0:
+			truncated++
+		case len(m.Answer) == 1:
+			full++
+		default:
+			t.Errorf("answer %v: want an A or an empty truncated one", &m)
+		}
+	}
+	t.Logf("%d queries at 5/s: %d answered, %d truncated, %d dropped", burst, full, truncated, burst-full-truncated)
+	if truncated == 0 || full+truncated == burst {
+		t.Errorf("burst of %d at a limit of 5/s: %d answered, %d truncated; want some truncated and some dropped", burst, full, truncated)
+	}
+	if m := tcp(); len(m.Answer) != 1 || m.Truncated {
+		t.Errorf("TCP query after the burst = %v, want the A (TCP is not limited)", m)
 	}
 }

@@ -2,7 +2,6 @@ package dns
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -15,25 +14,44 @@ import (
 
 	mdns "github.com/miekg/dns"
 	"golang.org/x/sys/unix"
+
+	"tandem/internal/nodeconfig"
 )
 
 // Config is the server's behaviour apart from the zone.
 type Config struct {
-	// Allow are the client networks answered; loopback always is.
-	Allow []netip.Prefix
-	// Forwarders are the upstream resolvers, tried in order.
-	Forwarders []netip.AddrPort
+	// Policy is who is answered and where other names go (SetPolicy
+	// replaces it).
+	Policy
 	// CacheSize bounds the forwarded answers kept; 0 disables the cache.
 	CacheSize int
 	// Timeout bounds one exchange with an upstream. Default 2s.
 	Timeout time.Duration
+	// MaxUpstream bounds the queries forwarded at once; a query that needs
+	// an upstream beyond it is answered SERVFAIL at once. Default
+	// nodeconfig.DefaultDNSMaxUpstream.
+	MaxUpstream int
+	// RateLimit limits the responses over UDP; the zero value is off.
+	RateLimit RateLimit
 	// Logger names the component; nil discards.
 	Logger *slog.Logger
-	// Now is the cache's clock; nil is time.Now.
+	// Now is the cache's and the rate limit's clock; nil is time.Now.
 	Now func() time.Time
 	// Dial opens connections to upstreams; nil is a net.Dialer. Tests
 	// that serve from a network namespace dial from inside it.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// Policy is who is answered and where other names go.
+type Policy struct {
+	// Allow are the client networks answered; loopback always is. A
+	// network of every address (0.0.0.0/0, ::/0) counts only with
+	// OpenResolver.
+	Allow []netip.Prefix
+	// Forwarders are the upstream resolvers, tried in order.
+	Forwarders []netip.AddrPort
+	// OpenResolver lets Allow hold a network of every address.
+	OpenResolver bool
 }
 
 // Server answers DNS queries. It is safe for concurrent use.
@@ -43,9 +61,15 @@ type Server struct {
 	policy atomic.Pointer[policy]
 	zone   atomic.Pointer[zone]
 	cache  *cache
-	udp    *mdns.Client
-	tcp    *mdns.Client
-	served atomic.Uint64
+	limit  *limiter
+	// slots holds a token per query upstream (MaxUpstream of them).
+	slots chan struct{}
+	// id stamps the queries this server forwards (loop.go).
+	id  [stampLen]byte
+	udp *mdns.Client
+	tcp *mdns.Client
+
+	served, busy, limited, loops atomic.Uint64
 }
 
 // ednsSize is the UDP payload size the server advertises (the DNS flag
@@ -56,6 +80,9 @@ const ednsSize = 1232
 func New(cfg Config, z Zone) *Server {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 2 * time.Second
+	}
+	if cfg.MaxUpstream == 0 {
+		cfg.MaxUpstream = nodeconfig.DefaultDNSMaxUpstream
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -71,24 +98,36 @@ func New(cfg Config, z Zone) *Server {
 		cfg:   cfg,
 		log:   log,
 		cache: newCache(cfg.CacheSize, cfg.Now),
+		limit: newLimiter(cfg.RateLimit, cfg.Now),
+		slots: make(chan struct{}, cfg.MaxUpstream),
+		id:    newStamp(),
 		udp:   &mdns.Client{Net: "udp", Timeout: cfg.Timeout, UDPSize: ednsSize},
 		tcp:   &mdns.Client{Net: "tcp", Timeout: cfg.Timeout},
 	}
-	s.SetPolicy(cfg.Allow, cfg.Forwarders)
+	s.SetPolicy(cfg.Policy)
 	s.SetZone(z)
 	return s
 }
 
-// policy is who is answered and where other names go.
+// policy is Policy as the handler uses it.
 type policy struct {
 	allow      []netip.Prefix
 	forwarders []netip.AddrPort
 }
 
 // SetPolicy replaces the allowed networks and the upstreams atomically
-// (Config.Allow and Config.Forwarders at New).
-func (s *Server) SetPolicy(allow []netip.Prefix, forwarders []netip.AddrPort) {
-	s.policy.Store(&policy{allow: slices.Clone(allow), forwarders: slices.Clone(forwarders)})
+// (Config.Policy at New). Without OpenResolver a network of every address
+// in Allow is left out: the server never answers the world by accident.
+func (s *Server) SetPolicy(p Policy) {
+	var allow []netip.Prefix
+	for _, n := range p.Allow {
+		if n.Bits() == 0 && !p.OpenResolver {
+			s.log.Warn("allow: network of every address left out: not an open resolver", "network", n)
+			continue
+		}
+		allow = append(allow, n)
+	}
+	s.policy.Store(&policy{allow: allow, forwarders: slices.Clone(p.Forwarders)})
 }
 
 // SetZone replaces the zone atomically; queries in flight finish with the
@@ -133,37 +172,103 @@ func peer(a net.Addr) (netip.Addr, bool) {
 }
 
 // Handle answers query r from client address from (over UDP when udp);
-// nil means no answer at all. An answer to a client that is not allowed,
-// or to a malformed query, is never larger than the query's question.
+// nil means no answer at all (to a response, or past the rate limit).
+// An answer to a client that is not allowed, or to a malformed query, is
+// never larger than the query's question.
 func (s *Server) Handle(ctx context.Context, from netip.Addr, udp bool, r *mdns.Msg) *mdns.Msg {
+	m, upstream := s.answer(from, udp, r)
+	if !upstream {
+		return m
+	}
+	if !s.takeSlot() {
+		return s.busyAnswer(r, udp)
+	}
+	defer s.freeSlot()
+	return fit(s.forward(ctx, r), r, udp)
+}
+
+// answer is Handle without the upstreams: the answer, or upstream when
+// only an upstream can answer r.
+func (s *Server) answer(from netip.Addr, udp bool, r *mdns.Msg) (m *mdns.Msg, upstream bool) {
 	s.served.Add(1)
 	if r.Response {
-		return nil // never answer answers: no reflection loops
+		return nil, false // never answer answers: no reflection loops
 	}
-	m := new(mdns.Msg)
+	if udp {
+		if m, limited := s.rateLimit(from, r); limited {
+			return m, false
+		}
+	}
+	m = new(mdns.Msg)
 	m.SetReply(r)
 	m.Compress = true
-	switch {
-	case !s.allowed(from):
-		return rcode(m, mdns.RcodeRefused)
-	case r.Opcode != mdns.OpcodeQuery:
-		return rcode(m, mdns.RcodeNotImplemented)
-	case len(r.Question) != 1 || len(r.Answer) > 0 || len(r.Ns) > 0:
-		return rcode(m, mdns.RcodeFormatError)
+	if code, refused := s.refusal(from, r); refused {
+		if code == mdns.RcodeBadVers {
+			return badVersion(m, r), false
+		}
+		return rcode(m, code), false
 	}
 	q := r.Question[0]
 	z := s.zone.Load()
 	if z.contains(q.Name) {
 		if q.Qclass != mdns.ClassINET && q.Qclass != mdns.ClassANY {
-			return rcode(m, mdns.RcodeRefused)
+			return rcode(m, mdns.RcodeRefused), false
 		}
 		z.answer(m, q)
-		return fit(m, r, udp)
+		return fit(m, r, udp), false
 	}
 	if len(s.policy.Load().forwarders) == 0 || !r.RecursionDesired {
-		return rcode(m, mdns.RcodeRefused)
+		return rcode(m, mdns.RcodeRefused), false
 	}
-	return fit(s.forward(ctx, r), r, udp)
+	if err := s.checkStamp(r); err != nil {
+		return s.loopAnswer(m, q, err), false
+	}
+	if c := s.cache.get(keyOf(r)); c != nil {
+		c.Id = r.Id
+		return fit(c, r, udp), false
+	}
+	return nil, true
+}
+
+// refusal is the error code for a query that gets no data at all, in the
+// order checked: who asks, what kind of message, its form, then what it
+// asks for.
+func (s *Server) refusal(from netip.Addr, r *mdns.Msg) (int, bool) {
+	switch {
+	case !s.allowed(from):
+		return mdns.RcodeRefused, true
+	case r.Opcode != mdns.OpcodeQuery:
+		// Every opcode but QUERY, over UDP and TCP alike.
+		return mdns.RcodeNotImplemented, true
+	case len(r.Question) != 1 || len(r.Answer) > 0:
+		return mdns.RcodeFormatError, true
+	case ednsVersion(r) > 0:
+		return mdns.RcodeBadVers, true
+	case r.Question[0].Qtype == mdns.TypeAXFR || r.Question[0].Qtype == mdns.TypeIXFR:
+		// No zone transfers, of the cluster zone or through a forwarder:
+		// the zone is made from the node config, not transferred.
+		return mdns.RcodeRefused, true
+	case len(r.Ns) > 0: // only an IXFR query has an authority section
+		return mdns.RcodeFormatError, true
+	}
+	return 0, false
+}
+
+// ednsVersion is the query's EDNS version, -1 without EDNS.
+func ednsVersion(r *mdns.Msg) int {
+	if o := r.IsEdns0(); o != nil {
+		return int(o.Version())
+	}
+	return -1
+}
+
+// badVersion answers a query of an EDNS version above 0 (RFC 6891
+// section 6.1.3): BADVERS, with the version this server speaks (0).
+func badVersion(m, r *mdns.Msg) *mdns.Msg {
+	m.Rcode = mdns.RcodeBadVers
+	m.RecursionAvailable = false
+	m.SetEdns0(ednsSize, r.IsEdns0().Do())
+	return m
 }
 
 func rcode(m *mdns.Msg, code int) *mdns.Msg {
@@ -207,64 +312,6 @@ func (s *Server) allowed(a netip.Addr) bool {
 		}
 	}
 	return false
-}
-
-// forward answers from the cache or the first upstream that answers.
-func (s *Server) forward(ctx context.Context, r *mdns.Msg) *mdns.Msg {
-	key := keyOf(r)
-	if m := s.cache.get(key); m != nil {
-		m.Id = r.Id
-		return m
-	}
-	q := r.Copy()
-	q.Id = mdns.Id()
-	q.RecursionDesired = true
-	if q.IsEdns0() == nil {
-		q.SetEdns0(ednsSize, false)
-	}
-	for _, up := range s.policy.Load().forwarders {
-		resp, err := s.exchange(ctx, q, up.String())
-		if err != nil {
-			s.log.Warn("forward", "upstream", up, "name", q.Question[0].Name, "err", err)
-			continue
-		}
-		s.cache.put(key, resp)
-		resp.Id = r.Id
-		return resp
-	}
-	m := new(mdns.Msg)
-	m.SetReply(r)
-	return rcode(m, mdns.RcodeServerFailure)
-}
-
-func (s *Server) exchange(ctx context.Context, q *mdns.Msg, addr string) (*mdns.Msg, error) {
-	resp, err := s.exchangeOver(ctx, s.udp, q, addr)
-	if err == nil && resp.Truncated {
-		resp, err = s.exchangeOver(ctx, s.tcp, q, addr)
-	}
-	if err != nil {
-		return nil, err
-	}
-	if resp.Id != q.Id || len(resp.Question) != 1 || !equalQuestion(resp.Question[0], q.Question[0]) {
-		return nil, errors.New("answer does not match the question")
-	}
-	return resp, nil
-}
-
-func (s *Server) exchangeOver(ctx context.Context, c *mdns.Client, q *mdns.Msg, addr string) (*mdns.Msg, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
-	defer cancel()
-	conn, err := s.cfg.Dial(ctx, c.Net, addr)
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close()
-	resp, _, err := c.ExchangeWithConnContext(ctx, q, &mdns.Conn{Conn: conn, UDPSize: c.UDPSize})
-	return resp, err
-}
-
-func equalQuestion(a, b mdns.Question) bool {
-	return a.Qtype == b.Qtype && a.Qclass == b.Qclass && mdns.CanonicalName(a.Name) == mdns.CanonicalName(b.Name)
 }
 
 // Listen opens UDP and TCP sockets on each host:port. UDP gets one socket
@@ -362,19 +409,35 @@ func (s *Server) Serve(ctx context.Context, pcs []net.PacketConn, lns []net.List
 
 // acceptQuery is miekg's default filter except that a malformed header
 // gets no answer at all (the default answers FORMERR, which a spoofed
-// source could use for reflection); the handler answers the rest.
+// source could use for reflection), and that every opcode goes to the
+// handler, so that an unknown one gets the same NOTIMP (or REFUSED, or
+// nothing past the rate limit) over UDP and TCP. An IXFR query has one
+// authority record.
 func acceptQuery(dh mdns.Header) mdns.MsgAcceptAction {
 	if dh.Bits&(1<<15) != 0 { // QR: a response
 		return mdns.MsgIgnore
 	}
-	if dh.Qdcount != 1 || dh.Ancount > 0 || dh.Nscount > 0 || dh.Arcount > 2 {
+	if dh.Qdcount != 1 || dh.Ancount > 0 || dh.Nscount > 1 || dh.Arcount > 2 {
 		return mdns.MsgIgnore
-	}
-	if op := int(dh.Bits>>11) & 0xF; op != mdns.OpcodeQuery {
-		return mdns.MsgRejectNotImplemented
 	}
 	return mdns.MsgAccept
 }
 
-// Served returns how many queries reached the handler.
-func (s *Server) Served() uint64 { return s.served.Load() }
+// Stats are the server's counters since New.
+type Stats struct {
+	// Served is the queries that reached the handler.
+	Served uint64
+	// Busy is the queries answered SERVFAIL because MaxUpstream others
+	// were upstream.
+	Busy uint64
+	// Limited is the responses the rate limit dropped or truncated.
+	Limited uint64
+	// Loops is the queries not forwarded because they had been through
+	// this server already, or through too many (loop.go).
+	Loops uint64
+}
+
+// Stats returns the counters.
+func (s *Server) Stats() Stats {
+	return Stats{Served: s.served.Load(), Busy: s.busy.Load(), Limited: s.limited.Load(), Loops: s.loops.Load()}
+}

@@ -47,7 +47,7 @@ func rrs(sec []mdns.RR) string {
 var local = netip.MustParseAddr("127.0.0.1")
 
 func TestAuthoritative(t *testing.T) {
-	s := New(Config{Allow: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}, testZone())
+	s := New(Config{Policy: Policy{Allow: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}}, testZone())
 	serial := s.Serial()
 	for _, tc := range []struct {
 		name   string
@@ -226,7 +226,7 @@ func TestSetPolicy(t *testing.T) {
 	if m := s.Handle(context.Background(), from, true, q); m.Rcode != mdns.RcodeRefused {
 		t.Fatalf("before SetPolicy: rcode %s, want REFUSED", mdns.RcodeToString[m.Rcode])
 	}
-	s.SetPolicy([]netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, nil)
+	s.SetPolicy(Policy{Allow: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}})
 	if m := s.Handle(context.Background(), from, true, q); m.Rcode != mdns.RcodeSuccess || len(m.Answer) != 1 {
 		t.Errorf("after allowing 10/8: %v, want the A record", m)
 	}

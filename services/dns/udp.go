@@ -19,7 +19,8 @@ const maxQuery = 4096
 // serveUDP4 answers on an IPv4 UDP socket: it reads queries in batches
 // (recvmmsg), answers the zone, the cache and refusals inline, and writes
 // the answers in batches (sendmmsg); a query that needs an upstream is
-// answered from its own goroutine. On a wildcard address each answer
+// answered from its own goroutine, one of MaxUpstream at most (beyond
+// them SERVFAIL, inline). On a wildcard address each answer
 // leaves from the address the query came to (IP_PKTINFO), which matters
 // for a node that also holds the VIP.
 func (s *Server) serveUDP4(ctx context.Context, uc *net.UDPConn) error {
@@ -63,13 +64,19 @@ func (s *Server) serveUDP4(ctx context.Context, uc *net.UDPConn) error {
 			}
 			resp, r := s.handlePacket(m.Buffers[0][:m.N], from.Unmap())
 			switch {
-			case r != nil: // wants an upstream: answer later
+			case r != nil && s.takeSlot(): // wants an upstream: answer later
 				addr := *ua
 				go func() {
-					if b := s.answerForwarded(ctx, r); b != nil {
+					b := s.answerForwarded(ctx, r)
+					s.freeSlot() // before the answer leaves: its client may ask again at once
+					if b != nil {
 						_, _ = p.WriteBatch([]ipv4.Message{{Buffers: [][]byte{b}, Addr: &addr, OOB: oob}}, 0) // as a lost datagram: the client retries
 					}
 				}()
+			case r != nil: // MaxUpstream queries are upstream already
+				if b := s.pack(s.busyAnswer(r, true)); b != nil {
+					out = append(out, ipv4.Message{Buffers: [][]byte{b}, Addr: m.Addr, OOB: oob})
+				}
 			case resp != nil:
 				out = append(out, ipv4.Message{Buffers: [][]byte{resp}, Addr: m.Addr, OOB: oob})
 			}
@@ -100,28 +107,17 @@ func (s *Server) handlePacket(raw []byte, from netip.Addr) ([]byte, *mdns.Msg) {
 		Arcount: uint16(raw[10])<<8 | uint16(raw[11]),
 	}
 	if acceptQuery(dh) != mdns.MsgAccept {
-		return nil, nil // responses, garbage, other opcodes: silence
+		return nil, nil // responses, garbage: silence
 	}
 	r := new(mdns.Msg)
 	if err := r.Unpack(raw); err != nil {
 		return nil, nil
 	}
-	if s.needsUpstream(from, r) {
+	m, upstream := s.answer(from, true, r)
+	if upstream {
 		return nil, r
 	}
-	return s.pack(s.Handle(context.Background(), from, true, r)), nil
-}
-
-// needsUpstream reports whether r is a query Handle would forward and
-// the cache cannot answer.
-func (s *Server) needsUpstream(from netip.Addr, r *mdns.Msg) bool {
-	if len(s.policy.Load().forwarders) == 0 || !r.RecursionDesired || len(r.Question) != 1 || !s.allowed(from) {
-		return false
-	}
-	if s.zone.Load().contains(r.Question[0].Name) {
-		return false
-	}
-	return s.cache.get(keyOf(r)) == nil
+	return s.pack(m), nil
 }
 
 func (s *Server) answerForwarded(ctx context.Context, r *mdns.Msg) []byte {

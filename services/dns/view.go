@@ -65,5 +65,17 @@ func ZoneOf(c *nodeconfig.Config, v *ClusterView) Zone {
 
 // ConfigOf is the server configuration of the node config's dns section.
 func ConfigOf(c *nodeconfig.Config) Config {
-	return Config{Allow: c.DNS.AllowedNets(), Forwarders: c.DNS.ForwarderAddrs(), CacheSize: c.DNS.CacheSize}
+	rl := c.DNS.RateLimit
+	return Config{
+		Policy:      PolicyOf(c),
+		CacheSize:   c.DNS.CacheSize,
+		MaxUpstream: c.DNS.MaxUpstream,
+		RateLimit:   RateLimit{PerSecond: rl.ResponsesPerSecond, Slip: rl.Slip, MaxSources: rl.MaxSources},
+	}
+}
+
+// PolicyOf is the policy of the node config's dns section, which a reload
+// replaces.
+func PolicyOf(c *nodeconfig.Config) Policy {
+	return Policy{Allow: c.DNS.AllowedNets(), Forwarders: c.DNS.ForwarderAddrs(), OpenResolver: c.DNS.OpenResolver}
 }

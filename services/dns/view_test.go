@@ -40,3 +40,20 @@ func TestZoneOfPrefersTheView(t *testing.T) {
 		t.Errorf("ZoneOf(example, view) = %+v, want the view's VIP and members", z)
 	}
 }
+
+// The server gets the dns section's settings, defaults included.
+func TestConfigOf(t *testing.T) {
+	c, err := nodeconfig.LoadFile("../../internal/nodeconfig/testdata/example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := ConfigOf(c)
+	want := RateLimit{PerSecond: nodeconfig.DefaultDNSRate, Slip: nodeconfig.DefaultDNSSlip, MaxSources: nodeconfig.DefaultDNSMaxSources}
+	if got.MaxUpstream != nodeconfig.DefaultDNSMaxUpstream || got.RateLimit != want || got.CacheSize != 4096 {
+		t.Errorf("ConfigOf(example) = max upstream %d, rate limit %+v, cache %d; want %d, %+v, 4096",
+			got.MaxUpstream, got.RateLimit, got.CacheSize, nodeconfig.DefaultDNSMaxUpstream, want)
+	}
+	if len(got.Allow) != 3 || len(got.Forwarders) != 1 || got.OpenResolver {
+		t.Errorf("ConfigOf(example).Policy = %+v, want 3 networks, 1 forwarder, not open", got.Policy)
+	}
+}

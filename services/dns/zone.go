@@ -3,8 +3,13 @@
 // domain's MX pointing at the service name, one record per member), and a
 // caching forwarder to configured upstreams for everything else. It answers
 // only clients from the networks it is configured for (and loopback), so it
-// is never an open resolver. The zone is swapped atomically: a reload after
-// a VIP or membership change never drops a query.
+// is never an open resolver unless told so (Policy.OpenResolver). The zone
+// is swapped atomically: a reload after a VIP or membership change never
+// drops a query. Under abuse it stays up: a bounded number of queries go
+// upstream at once (forward.go), UDP answers are rate-limited per client
+// network (limit.go), forwarding loops end at the first turn (loop.go), and
+// zone transfers, EDNS versions above 0 and opcodes other than QUERY get a
+// short refusal.
 package dns
 
 import (

@@ -1,6 +1,7 @@
 package mail
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 	"tandem/image"
 	"tandem/image/recipe"
 	"tandem/image/workload"
+	"tandem/internal/confine"
 	"tandem/internal/container"
 	"tandem/internal/netnstest"
 	"tandem/internal/testenv"
@@ -125,6 +127,7 @@ func TestWorkload(t *testing.T) {
 		t.Fatalf("Monitor after Start = %v, want nil", err)
 	}
 	checkNice(t, w, ctx)
+	checkConfined(t, w, ctx)
 	// The init's exec (what the Zimbra hooks use) runs as a container user.
 	r, _, err := w.host().Call(ctx, container.Request{Op: "exec", Argv: []string{"/usr/sbin/postconf", "-h", "myhostname"}, User: "postfix", Timeout: time.Minute})
 	if err != nil || r.Exit != 0 || strings.TrimSpace(r.Output) != "mail.example.test" {
@@ -340,4 +343,83 @@ func checkNice(t *testing.T, w *Workload, ctx context.Context) {
 			t.Errorf("process %s of the container runs at nice %s, want %d", p, f[16], WorkloadNice)
 		}
 	}
+}
+
+// checkConfined: every process of the container but its init (the
+// daemons and what they started) has no_new_privs and holds no
+// capability outside postfixDovecotCaps, which is its whole bounding set;
+// the init keeps what it had. (internal/container's tests cover exec.)
+func checkConfined(t *testing.T, w *Workload, ctx context.Context) {
+	t.Helper()
+	keep := postfixDovecotCaps.Mask()
+	// An SMTP and an IMAP client hold an smtpd (as postfix) and an
+	// imap-login (as dovenull, chrooted) while the processes are read.
+	for _, port := range []string{"25", "143"} {
+		c, err := w.Dial(ctx, "tcp", "127.0.0.1:"+port)
+		if err != nil {
+			t.Fatalf("dial port %s: %v", port, err)
+		}
+		defer c.Close()
+		if _, err := bufio.NewReader(c).ReadString('\n'); err != nil {
+			t.Fatalf("greeting on port %s: %v", port, err)
+		}
+	}
+	_, initPid, err := w.host().Call(ctx, container.Request{Op: "status"})
+	if err != nil {
+		t.Fatalf("status: %v", err)
+	}
+	ist, err := confine.ProcStatus(initPid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ist.Bnd&^keep == 0 || ist.NoNewPrivs {
+		t.Fatalf("container init: bounding set %s, no_new_privs %v: nothing is left to drop, the checks below prove nothing", confine.Names(ist.Bnd), ist.NoNewPrivs)
+	}
+	names := map[string]bool{}
+	for _, pid := range containerPids(t, initPid) {
+		st, err := confine.ProcStatus(pid)
+		if err != nil {
+			continue // exited meanwhile
+		}
+		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		name := strings.TrimSpace(string(comm))
+		names[name] = true
+		assertConfined(t, name+" (pid "+strconv.Itoa(pid)+")", st, keep)
+	}
+	for _, n := range []string{"dovecot", "master", "qmgr", "smtpd", "imap-login"} {
+		if !names[n] {
+			t.Errorf("no %s among the container's processes %v: it was not checked", n, names)
+		}
+	}
+	t.Logf("container init: CapBnd %016x; its processes: CapBnd %016x (%s)", ist.Bnd, keep, confine.Names(keep))
+}
+
+func assertConfined(t *testing.T, who string, st confine.Status, keep uint64) {
+	t.Helper()
+	if st.Bnd != keep || (st.Eff|st.Prm|st.Inh|st.Amb)&^keep != 0 || !st.NoNewPrivs {
+		t.Errorf("%s: bounding %s, effective %s, permitted %s, no_new_privs %v; want bounding %s, nothing outside it, no_new_privs",
+			who, confine.Names(st.Bnd), confine.Names(st.Eff), confine.Names(st.Prm), st.NoNewPrivs, confine.Names(keep))
+	}
+}
+
+// containerPids are the host PIDs of the processes in the PID namespace
+// of the container's init, the init left out.
+func containerPids(t *testing.T, initPid int) []int {
+	t.Helper()
+	ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", initPid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ents, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == initPid {
+			continue
+		}
+		if l, err := os.Readlink("/proc/" + e.Name() + "/ns/pid"); err == nil && l == ns {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }

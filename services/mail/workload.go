@@ -62,6 +62,10 @@ func (w *Workload) spec() container.Spec {
 			{Name: "dovecot", Argv: []string{"/usr/sbin/dovecot", "-F", "-c", "/etc/dovecot/dovecot.conf"}, StopTimeout: dovecotStop},
 			{Name: "postfix", Argv: []string{"/usr/lib/postfix/sbin/master", "-s"}, StopTimeout: postfixStop},
 		}
+		// A Zimbra container is not confined: ZCS starts its daemons
+		// through sudo and set-user-ID helpers, which no_new_privs
+		// disarms.
+		s.Confine = &postfixDovecotCaps
 	}
 	return s
 }

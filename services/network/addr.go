@@ -95,7 +95,7 @@ func addrMsg(index uint32, p netip.Prefix) *rtnetlink.AddressMessage {
 		m.Family = unix.AF_INET
 		m.Attributes.Local = ip
 		if p.Bits() < 31 {
-			m.Attributes.Broadcast = broadcast(p)
+			m.Attributes.Broadcast = broadcast(p).AsSlice()
 		}
 	}
 	if p.Addr().IsLoopback() {
@@ -104,12 +104,13 @@ func addrMsg(index uint32, p netip.Prefix) *rtnetlink.AddressMessage {
 	return m
 }
 
-func broadcast(p netip.Prefix) net.IP {
+// broadcast is the last address of IPv4 prefix p.
+func broadcast(p netip.Prefix) netip.Addr {
 	b := p.Addr().As4()
 	for i := p.Bits(); i < 32; i++ {
 		b[i/8] |= 1 << (7 - i%8)
 	}
-	return net.IP(b[:])
+	return netip.AddrFrom4(b)
 }
 
 // route is a route in the main table as the service cares about it.

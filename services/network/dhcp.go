@@ -2,7 +2,9 @@ package network
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"sync"
@@ -60,13 +62,14 @@ func (s *Service) Run(ctx context.Context, cfg *nodeconfig.Config, emit func(Eve
 		return err
 	}
 	emit(Event{Kind: EventApplied, Changes: changes})
+	reserved := clusterAddrs(cfg)
 	var wg sync.WaitGroup
 	for _, ifc := range cfg.Interfaces() {
 		if ifc.DHCP {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				s.runDHCP(ctx, ifc.Name, emit)
+				s.runDHCP(ctx, ifc.Name, reserved, emit)
 			}()
 		}
 	}
@@ -78,7 +81,10 @@ func (s *Service) Run(ctx context.Context, cfg *nodeconfig.Config, emit func(Eve
 	return nil
 }
 
-func (s *Service) runDHCP(ctx context.Context, ifname string, emit func(Event)) {
+// runDHCP keeps a lease on ifname until ctx ends, starting over (after a
+// backoff) whenever the client fails, a reply is refused or a lease runs
+// out. A lease may not hand out a reserved address.
+func (s *Service) runDHCP(ctx context.Context, ifname string, reserved reservedAddrs, emit func(Event)) {
 	log := s.log.With("iface", ifname)
 	backoff := time.Second
 	for ctx.Err() == nil {
@@ -86,9 +92,12 @@ func (s *Service) runDHCP(ctx context.Context, ifname string, emit func(Event)) 
 		if err != nil {
 			log.Warn("dhcp client", "err", err)
 		} else {
-			err = s.keepLease(ctx, c, ifname, emit)
+			err = s.keepLease(ctx, c, ifname, reserved, emit)
 			c.Close()
-			if err != nil {
+			var bad *LeaseError
+			if errors.As(err, &bad) {
+				logRefused(log, bad)
+			} else if err != nil {
 				log.Warn("dhcp", "err", err)
 			} else {
 				backoff = time.Second
@@ -102,19 +111,50 @@ func (s *Service) runDHCP(ctx context.Context, ifname string, emit func(Event)) 
 	}
 }
 
-// keepLease obtains a lease and renews it until ctx ends (release) or the
-// lease runs out (nil: start over).
-func (s *Service) keepLease(ctx context.Context, c *nclient4.Client, ifname string, emit func(Event)) error {
-	start := time.Now()
-	nl, err := c.Request(ctx)
-	if err != nil {
-		return fmt.Errorf("request lease: %w", err)
+func logRefused(log *slog.Logger, e *LeaseError) {
+	log.Warn("dhcp reply refused", "server", e.Server, "field", e.Field, "value", e.Value, "reason", e.Reason)
+}
+
+func logAdjusted(log *slog.Logger, adj []adjustment) {
+	for _, a := range adj {
+		log.Warn("dhcp reply adjusted", "field", a.Field, "value", a.Value, "used", a.Used)
 	}
-	lease, err := toLease(ifname, nl)
+}
+
+// obtain gets a lease whose offer and ACK both pass checkReply; a bad
+// offer is never requested.
+func (s *Service) obtain(ctx context.Context, c *nclient4.Client, ifname string, reserved reservedAddrs) (*nclient4.Lease, *Lease, error) {
+	offer, err := c.DiscoverOffer(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("discover: %w", err)
+	}
+	if _, _, err := checkReply(ifname, offer, reserved); err != nil {
+		return nil, nil, fmt.Errorf("offer: %w", err)
+	}
+	nl, err := c.RequestFromOffer(ctx, offer)
+	if err != nil {
+		return nil, nil, fmt.Errorf("request lease: %w", err)
+	}
+	lease, adj, err := checkReply(ifname, nl.ACK, reserved)
+	if err != nil {
+		return nil, nil, fmt.Errorf("ack: %w", err)
+	}
+	logAdjusted(s.log.With("iface", ifname), adj)
+	lease.Obtained = time.Now()
+	return nl, lease, nil
+}
+
+// keepLease obtains a lease and renews it until ctx ends (release) or the
+// lease runs out (nil: start over). A renewal whose ACK is refused counts
+// as no answer: the lease in place stays until it runs out.
+func (s *Service) keepLease(ctx context.Context, c *nclient4.Client, ifname string, reserved reservedAddrs, emit func(Event)) error {
+	start := time.Now()
+	nl, lease, err := s.obtain(ctx, c, ifname, reserved)
 	if err != nil {
 		return err
 	}
 	if err := s.bindLease(nil, lease); err != nil {
+		s.unbindLease(lease)
 		return err
 	}
 	emit(Event{Kind: EventLease, Iface: ifname, Lease: lease, Took: time.Since(start)})
@@ -126,7 +166,7 @@ func (s *Service) keepLease(ctx context.Context, c *nclient4.Client, ifname stri
 			return s.release(nl, lease, emit)
 		case <-time.After(wait):
 		}
-		renewed, err := c.Renew(ctx, nl)
+		renewed, next, err := s.renew(ctx, c, nl, ifname, reserved)
 		if err != nil {
 			left := time.Until(lease.Obtained.Add(lease.Duration))
 			if left <= 0 {
@@ -138,18 +178,36 @@ func (s *Service) keepLease(ctx context.Context, c *nclient4.Client, ifname stri
 			s.log.Warn("renew", "iface", ifname, "err", err, "retry_in", wait)
 			continue
 		}
-		next, err := toLease(ifname, renewed)
-		if err != nil {
-			return err
-		}
 		next.Renewals = lease.Renewals + 1
 		if err := s.bindLease(lease, next); err != nil {
+			s.unbindLease(next)
 			return err
 		}
 		nl, lease, wait = renewed, next, next.Renew
 		emit(Event{Kind: EventRenewed, Iface: ifname, Lease: lease})
 		s.log.Info("renewed", "iface", ifname, "addr", lease.Addr, "for", lease.Duration)
 	}
+}
+
+// renew renews nl and checks the ACK; a refused one is logged here and
+// returned as the error.
+func (s *Service) renew(ctx context.Context, c *nclient4.Client, nl *nclient4.Lease, ifname string, reserved reservedAddrs) (*nclient4.Lease, *Lease, error) {
+	renewed, err := c.Renew(ctx, nl)
+	if err != nil {
+		return nil, nil, err
+	}
+	log := s.log.With("iface", ifname)
+	next, adj, err := checkReply(ifname, renewed.ACK, reserved)
+	if err != nil {
+		var bad *LeaseError
+		if errors.As(err, &bad) {
+			logRefused(log, bad)
+		}
+		return nil, nil, fmt.Errorf("renewal ack: %w", err)
+	}
+	logAdjusted(log, adj)
+	next.Obtained = time.Now()
+	return renewed, next, nil
 }
 
 func (s *Service) release(nl *nclient4.Lease, lease *Lease, emit func(Event)) error {
@@ -178,36 +236,6 @@ func sendRelease(nl *nclient4.Lease, lease *Lease) error {
 		return fmt.Errorf("release %s: %w", lease.Addr, err)
 	}
 	return nil
-}
-
-func toLease(ifname string, nl *nclient4.Lease) (*Lease, error) {
-	ack := nl.ACK
-	a, ok := netip.AddrFromSlice(ack.YourIPAddr.To4())
-	if !ok || a.IsUnspecified() {
-		return nil, fmt.Errorf("lease on %s: no address in the ACK", ifname)
-	}
-	bits := 24
-	if m := ack.SubnetMask(); m != nil {
-		bits, _ = m.Size()
-	}
-	l := &Lease{
-		Iface:    ifname,
-		Addr:     netip.PrefixFrom(a, bits),
-		Obtained: time.Now(),
-		Duration: ack.IPAddressLeaseTime(time.Hour),
-	}
-	l.Renew = ack.IPAddressRenewalTime(l.Duration / 2)
-	if l.Renew <= 0 || l.Renew >= l.Duration {
-		l.Renew = l.Duration / 2
-	}
-	if r := ack.Router(); len(r) > 0 {
-		l.Router, _ = netip.AddrFromSlice(r[0].To4())
-	}
-	l.Server, _ = netip.AddrFromSlice(ack.ServerIdentifier().To4())
-	for _, d := range ack.DNS() {
-		l.DNS = append(l.DNS, d.String())
-	}
-	return l, nil
 }
 
 // bindLease applies lease (replacing old, which may be nil): address,

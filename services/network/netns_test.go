@@ -3,6 +3,7 @@ package network
 import (
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -24,6 +25,7 @@ cluster:
   nodes:
     - {name: mail-a, address: 10.70.0.2}
     - {name: mail-b, address: 10.70.0.3}
+    - {name: arbiter, address: 10.70.0.4, role: arbitrator}
 network:
   links:
     - name: lan0
@@ -154,20 +156,28 @@ network:
 // comes quickly. It returns the lease file's path.
 func dnsmasqDHCP(t testing.TB, n *netnstest.Net, ns string) string {
 	t.Helper()
+	_, leases := startDnsmasq(t, n, ns, "--dhcp-range=10.67.0.50,10.67.0.60,255.255.255.0,2m",
+		"--dhcp-option=option:router,10.67.0.1", "--dhcp-option=option:dns-server,10.67.0.53",
+		"--dhcp-option=option:T1,3s", "--dhcp-option=option:T2,100s")
+	return leases
+}
+
+// startDnsmasq starts dnsmasq as a DHCP server on ns's eth0 with the given
+// DHCP arguments and returns it and its lease file's path.
+func startDnsmasq(t testing.TB, n *netnstest.Net, ns string, dhcp ...string) (*exec.Cmd, string) {
+	t.Helper()
 	testenv.RequireTool(t, "dnsmasq")
 	dir := t.TempDir()
 	leases := filepath.Join(dir, "leases")
-	cmd := n.Cmd(t.Context(), ns, "dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0", "--no-ping",
+	args := append([]string{"--no-daemon", "--conf-file=/dev/null", "--port=0", "--no-ping",
 		"--log-dhcp", "--log-facility=-",
-		"--user=root", "--group=root", "--pid-file="+filepath.Join(dir, "pid"),
+		"--user=root", "--group=root", "--pid-file=" + filepath.Join(dir, "pid"),
 		"--interface=eth0", "--bind-interfaces", "--dhcp-authoritative",
-		"--dhcp-range=10.67.0.50,10.67.0.60,255.255.255.0,2m",
-		"--dhcp-option=option:router,10.67.0.1", "--dhcp-option=option:dns-server,10.67.0.53",
-		"--dhcp-option=option:T1,3s", "--dhcp-option=option:T2,100s",
-		"--dhcp-leasefile="+leases)
+		"--dhcp-leasefile=" + leases}, dhcp...)
+	cmd := n.Cmd(t.Context(), ns, "dnsmasq", args...)
 	cmd.Stderr = &testWriter{t: t}
 	n.Start(cmd)
-	return leases
+	return cmd, leases
 }
 
 // TestDHCPLeaseRenewRelease gets a lease from dnsmasq, sees it applied
@@ -238,4 +248,87 @@ func waitFile(t *testing.T, path string, ok func(string) bool, msg string) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Errorf("%s: %q", msg, b)
+}
+
+// badReplyConfig is the arbitrator of a cluster whose VIP and data nodes
+// sit on the DHCP server's subnet.
+const badReplyConfig = `
+hostname: arb
+cluster:
+  name: zcs
+  domain: mail.example.org
+  vip: 10.67.0.10
+  nodes:
+    - {name: mail-a, address: 10.67.0.2}
+    - {name: mail-b, address: 10.67.0.3}
+    - {name: arb, address: 10.67.0.4, role: arbitrator}
+network:
+  links:
+    - {name: eth0, dhcp: true}
+`
+
+// TestDHCPBadReplies: dnsmasq first offers the node the cluster's VIP,
+// which is refused (logged with the field and the value) without touching
+// the interface, again and again; then a dnsmasq offering an infinite
+// lease with a loopback name server gives a lease clamped to seven days
+// with the loopback server dropped from the lease and resolv.conf.
+func TestDHCPBadReplies(t *testing.T) {
+	n := netnstest.New(t)
+	node, srv := n.Host("node"), n.Host("dhcp")
+	n.Link(node, "eth0", "", srv, "eth0", "10.67.0.1/24")
+	const mac = "52:54:00:67:00:04"
+	n.Run(node, "ip", "link", "set", "eth0", "address", mac)
+	vip, _ := startDnsmasq(t, n, srv, "--dhcp-range=10.67.0.50,10.67.0.60,255.255.255.0,2m",
+		"--dhcp-host="+mac+",10.67.0.10", "--dhcp-option=option:router,10.67.0.1")
+
+	cmd, dir, sc := helper(t, n, node, "run", badReplyConfig)
+	stderr := cmd.Stderr.(*testWriter)
+	nextEvent(t, sc, EventApplied, 10*time.Second)
+	refused := `msg="dhcp reply refused" component=network iface=eth0 server=10.67.0.1 field=yiaddr value=10.67.0.10 reason="is the cluster's cluster.vip in the node config"`
+	waitLog(t, stderr, refused, 2)
+	if out := n.Run(node, "ip", "-o", "-4", "addr", "show", "dev", "eth0"); strings.Contains(out, "inet ") {
+		t.Errorf("ip addr after refused offers = %q, want no IPv4 address", out)
+	}
+	vip.Process.Kill()
+	_ = vip.Wait() // killed
+
+	startDnsmasq(t, n, srv, "--dhcp-range=10.67.0.50,10.67.0.60,255.255.255.0,infinite",
+		"--dhcp-option=option:router,10.67.0.1", "--dhcp-option=option:dns-server,127.0.0.1,10.67.0.53")
+	l := nextEvent(t, sc, EventLease, 60*time.Second).Lease
+	if l == nil || !regexp.MustCompile(`^10\.67\.0\.(5\d|60)/24$`).MatchString(l.Addr.String()) || l.Duration != maxLeaseTime ||
+		strings.Join(l.DNS, " ") != "10.67.0.53" {
+		t.Fatalf("lease = %+v, want 10.67.0.50-60/24 for %v with DNS 10.67.0.53 only", l, maxLeaseTime)
+	}
+	for _, want := range []string{`msg="dhcp reply adjusted" component=network iface=eth0 field="lease time" value=1193046h28m15s used=168h0m0s`,
+		`msg="dhcp reply adjusted" component=network iface=eth0 field=dns value=127.0.0.1 used="dropped (not a usable server address)"`} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("helper's log has no line with %s", want)
+		}
+	}
+	resolv, _ := os.ReadFile(filepath.Join(dir, "resolv.conf"))
+	if !strings.Contains(string(resolv), "nameserver 10.67.0.53\n") || strings.Contains(string(resolv), "127.0.0.1") {
+		t.Errorf("resolv.conf after lease =\n%s\nwant nameserver 10.67.0.53 and not 127.0.0.1", resolv)
+	}
+	if out := n.Run(node, "ip", "-o", "-4", "addr", "show", "dev", "eth0"); !strings.Contains(out, "inet "+l.Addr.String()) {
+		t.Errorf("ip addr after lease = %q, want %s", out, l.Addr)
+	}
+
+	cmd.Process.Signal(syscall.SIGTERM)
+	nextEvent(t, sc, EventReleased, 10*time.Second)
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("helper exit after SIGTERM: %v", err)
+	}
+}
+
+// waitLog waits until the child's log holds line (a part of one) count
+// times.
+func waitLog(t *testing.T, w *testWriter, line string, count int) {
+	t.Helper()
+	for range 300 {
+		if strings.Count(w.String(), line) >= count {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("child's log holds %d lines with %s, want %d:\n%s", strings.Count(w.String(), line), line, count, w.String())
 }

@@ -39,6 +39,11 @@ type Config struct {
 	// ResyncRate is the fixed resync rate (DRBD syntax, e.g. "100M"); the
 	// dynamic resync controller is off (c-plan-ahead 0). Empty means 100M.
 	ResyncRate string
+	// SharedSecret authenticates the peers to each other (DRBD's
+	// cram-hmac-alg sha256): a peer with another secret is refused at
+	// connect. 16 to 64 letters and digits; the resource file holding it
+	// is 0600.
+	SharedSecret string
 }
 
 // Node is one data node's side of the resource.
@@ -55,8 +60,9 @@ type Node struct {
 const DefaultResyncRate = "100M"
 
 var (
-	nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
-	rateRE = regexp.MustCompile(`^[0-9]+[kKMG]?$`)
+	nameRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+	secretRE = regexp.MustCompile(`^[A-Za-z0-9]{16,64}$`)
+	rateRE   = regexp.MustCompile(`^[0-9]+[kKMG]?$`)
 )
 
 // Validate checks the config's meaning; errors name the field and wrap
@@ -76,6 +82,10 @@ func (c *Config) Validate() error {
 	}
 	if c.ResyncRate != "" && !rateRE.MatchString(c.ResyncRate) {
 		return bad("ResyncRate", "%q is not a DRBD rate", c.ResyncRate)
+	}
+	if !secretRE.MatchString(c.SharedSecret) {
+		// Not quoted: it is a secret.
+		return bad("SharedSecret", "want 16 to 64 letters and digits (%d characters given)", len(c.SharedSecret))
 	}
 	for i, n := range c.Nodes {
 		f := fmt.Sprintf("Nodes[%d]", i)
@@ -143,6 +153,8 @@ resource {{.Resource}} {
 	}
 	net {
 		protocol C;
+		cram-hmac-alg sha256;
+		shared-secret "{{.SharedSecret}}";
 		ping-int 2;
 		ping-timeout 20;
 		connect-int 2;

@@ -19,6 +19,7 @@ func testConfig() Config {
 			{Name: "tandem-b", Address: netip.MustParseAddrPort("10.99.0.2:7789"), Disk: "/dev/vda"},
 		},
 		HandlerCommand: "/usr/lib/tandem/replication-handler",
+		SharedSecret:   "GoldenTestSecret0123",
 	}
 }
 
@@ -59,6 +60,9 @@ func TestValidate(t *testing.T) {
 		{"disk not in /dev", func(c *Config) { c.Nodes[0].Disk = "vda" }},
 		{"same names", func(c *Config) { c.Nodes[1].Name = c.Nodes[0].Name }},
 		{"same address", func(c *Config) { c.Nodes[1].Address = c.Nodes[0].Address }},
+		{"no secret", func(c *Config) { c.SharedSecret = "" }},
+		{"short secret", func(c *Config) { c.SharedSecret = "abc123" }},
+		{"quoted secret", func(c *Config) { c.SharedSecret = `abcdefghijklmnop"; x` }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := testConfig()

@@ -121,6 +121,9 @@ func checkReports(t *testing.T, a, b map[string]string, serialA, serialB string)
 		if e, ok := r[markError]; ok {
 			t.Fatalf("guest %s failed: %s\nA:\n%s\nB:\n%s", name, e, serialA, serialB)
 		}
+		if c, ok := r[markAuthRefused]; !ok || c == "connection=Connected" {
+			t.Errorf("guest %s with a secret of its own: %q, %v; want the peer refused (Authentication of peer failed) and not connected", name, c, ok)
+		}
 		if r[markMetaBefore] != "none" || r[markMetaAfter] != "v08" || r[markCreated] != "true" {
 			t.Errorf("guest %s: metadata before %q, created %q, after %q; want none, true, v08", name, r[markMetaBefore], r[markCreated], r[markMetaAfter])
 		}

@@ -56,6 +56,7 @@ const (
 	markFrozen         = "frozen"
 	markResumed        = "resumed"
 	markHandlerEnd     = "handler-end"
+	markAuthRefused    = "auth-refused"
 	markError          = "error"
 )
 
@@ -77,8 +78,13 @@ func guestConfig() Config {
 			{Name: "tandem-b", Address: netip.MustParseAddrPort("10.99.0.2:7789"), Disk: "/dev/vda"},
 		},
 		HandlerCommand: "/sbin/" + guestHandler,
+		SharedSecret:   guestSecret,
 	}
 }
+
+// guestSecret is the peers' shared secret; guestWrongSecret first brings
+// each guest up with a secret of its own.
+const guestSecret = "GuestPairSecret2026"
 
 func guestSay(mark, format string, args ...any) {
 	fmt.Printf("%s%s %s\n", guestMark, mark, fmt.Sprintf(format, args...))
@@ -132,6 +138,11 @@ func guestRun() error {
 		return err
 	}
 	guestSay(markMetaAfter, "%v", m)
+	if rounds == 0 {
+		if err := guestWrongSecret(ctx, r); err != nil {
+			return err
+		}
+	}
 	if err := r.Up(ctx); err != nil {
 		return err
 	}
@@ -142,6 +153,46 @@ func guestRun() error {
 		return guestA(ctx, r)
 	}
 	return guestB(ctx, r)
+}
+
+// guestWrongSecret brings the resource up with a secret only this guest
+// has: DRBD must refuse the peer ("Authentication of peer failed") and
+// never connect. Then it takes the resource down and writes the real
+// config. Each guest waits for its own refusal, so whichever comes up
+// with the real secret first is refused by the other until it follows.
+func guestWrongSecret(ctx context.Context, r *Resource) error {
+	wrong := *r
+	wrong.Config.SharedSecret = "Only" + strings.ReplaceAll(r.Self, "-", "") + "KnowsThis"
+	if err := wrong.WriteConfig(); err != nil {
+		return err
+	}
+	if err := wrong.Up(ctx); err != nil {
+		return err
+	}
+	buf := make([]byte, 1<<20)
+	for {
+		n, err := unix.Klogctl(unix.SYSLOG_ACTION_READ_ALL, buf)
+		if err != nil {
+			return fmt.Errorf("kernel log: %w", err)
+		}
+		if strings.Contains(string(buf[:n]), "Authentication of peer failed") {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("DRBD logged no refused peer with different secrets: %w", ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	s, err := wrong.Status(ctx)
+	if err != nil {
+		return err
+	}
+	guestSay(markAuthRefused, "connection=%s", s.Connection)
+	if err := wrong.Down(ctx); err != nil {
+		return err
+	}
+	return r.WriteConfig()
 }
 
 // guestSetup names the host after its MAC, brings up lo, eth0 (the

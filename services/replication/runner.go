@@ -106,7 +106,8 @@ func (r *Resource) WriteConfig() error {
 	if err := os.MkdirAll(filepath.Dir(r.ConfigPath), 0o755); err != nil {
 		return fmt.Errorf("config %s: %w", r.Config.Resource, err)
 	}
-	if err := atomicfile.WriteFrom(r.ConfigPath, 0o644, r.Config.WriteResource); err != nil {
+	// 0600: it holds the peers' shared secret.
+	if err := atomicfile.WriteFrom(r.ConfigPath, 0o600, r.Config.WriteResource); err != nil {
 		return fmt.Errorf("config %s: %w", r.Config.Resource, err)
 	}
 	return nil

@@ -5,7 +5,6 @@
 package ocf
 
 import (
-	"bytes"
 	"context"
 	"encoding/xml"
 	"errors"
@@ -56,6 +55,9 @@ func (c ExitCode) String() string {
 var (
 	ErrNotRunning = errors.New("not running")
 	ErrTimeout    = errors.New("action timed out")
+	// ErrOutputTooLong is meta-data output longer than MaxOutput, which
+	// cannot be parsed once cut.
+	ErrOutputTooLong = errors.New("output too long")
 )
 
 // ResultError is a failed action with its exit code and output.
@@ -124,11 +126,20 @@ func (a *Agent) timeout(action string) time.Duration {
 	return 20 * time.Second
 }
 
-// Run runs one action and returns its exit code and combined output. A
-// timeout kills the agent's whole process group and returns ErrTimeout.
+// Run runs one action and returns its exit code and combined output,
+// bounded to MaxOutput bytes (the first and the last half, with a marker
+// saying how many bytes between them were dropped). A timeout kills the
+// agent's whole process group and returns ErrTimeout.
 func (a *Agent) Run(ctx context.Context, action string) (ExitCode, string, error) {
+	code, out, err := a.run(ctx, action)
+	return code, out.String(), err
+}
+
+// run is Run with the output as captured.
+func (a *Agent) run(ctx context.Context, action string) (ExitCode, *capped, error) {
+	out := newCapped(MaxOutput)
 	if _, err := os.Stat(a.Path()); err != nil {
-		return ErrInstalled, "", fmt.Errorf("agent %s: %w", a.Path(), err)
+		return ErrInstalled, out, fmt.Errorf("agent %s: %w", a.Path(), err)
 	}
 	d := a.timeout(action)
 	ctx, cancel := context.WithTimeout(ctx, d)
@@ -137,21 +148,20 @@ func (a *Agent) Run(ctx context.Context, action string) (ExitCode, string, error
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = a.env(action, d)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
-		return ErrGeneric, "", fmt.Errorf("%s %s: %w", a.Instance, action, err)
+		return ErrGeneric, out, fmt.Errorf("%s %s: %w", a.Instance, action, err)
 	}
 	waited := make(chan error, 1)
 	go func() { waited <- cmd.Wait() }()
 	select {
 	case err := <-waited:
-		return exitCode(err), out.String(), nil
+		return exitCode(err), out, nil
 	case <-ctx.Done():
 		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		//lint:ignore S1005 the dropped error is named for errcheck: it is the kill's
 		_ = <-waited
-		return ErrGeneric, out.String(), fmt.Errorf("%s %s after %v: %w", a.Instance, action, d, ErrTimeout)
+		return ErrGeneric, out, fmt.Errorf("%s %s after %v: %w", a.Instance, action, d, ErrTimeout)
 	}
 }
 
@@ -253,14 +263,17 @@ func ParseMetaData(b []byte) (*MetaData, error) {
 
 // MetaData runs the meta-data action and parses it.
 func (a *Agent) MetaData(ctx context.Context) (*MetaData, error) {
-	code, out, err := a.Run(ctx, "meta-data")
+	code, out, err := a.run(ctx, "meta-data")
 	if err != nil {
 		return nil, err
 	}
 	if code != Success {
-		return nil, &ResultError{Action: a.Instance + " meta-data", Code: code, Output: out}
+		return nil, &ResultError{Action: a.Instance + " meta-data", Code: code, Output: out.String()}
 	}
-	md, err := ParseMetaData([]byte(out))
+	if d := out.dropped(); d > 0 {
+		return nil, fmt.Errorf("%s meta-data: output over %d bytes (%d dropped): %w", a.Path(), MaxOutput, d, ErrOutputTooLong)
+	}
+	md, err := ParseMetaData([]byte(out.String()))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", a.Path(), err)
 	}
