@@ -122,7 +122,7 @@ func TestPXEBoot(t *testing.T) {
 	wait(t, vm, 0, "tandem: ready (slot none (PXE)", bootLimit)
 }
 
-var startedRE = regexp.MustCompile(`service time started \(pid (\d+)\)`)
+var startedRE = regexp.MustCompile(`service time started \(pid (\d+)[;)]`)
 
 // TestKilledServiceRestarts opens the rescue shell with the console
 // password of the seeded node config (a wrong one first), kills a service
