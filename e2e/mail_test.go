@@ -3,6 +3,8 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -18,6 +20,7 @@ import (
 	"tandem/lab"
 	"tandem/services/cluster"
 	"tandem/services/mail/mailprobe"
+	"tandem/services/mail/mailtls"
 )
 
 // mailLab is the lab with its three nodes paired into a cluster from their
@@ -35,18 +38,23 @@ type mailLab struct {
 	mu    sync.Mutex
 	acked []string // Message-IDs that got a 250
 	seq   int
+	// imapTLS checks the certificate IMAPS on the VIP serves: the mail
+	// CA's (tandemctl mail cert show -ca), later the one installed.
+	imapTLS *tls.Config
 }
 
 var (
-	vipSMTP = lab.VIP.String() + ":25"
-	vipIMAP = lab.VIP.String() + ":143"
+	vipSMTP  = lab.VIP.String() + ":25"
+	vipIMAPS = lab.VIP.String() + ":993"
+	// mailName is the service's name, the one its certificate is for.
+	mailName = "mail." + lab.ClusterDomain
 )
 
 // startMailLab builds both images, boots the lab with the cluster seed and
 // obtains the administrator certificate.
 func startMailLab(t testing.TB) *mailLab {
 	testenv.RequireRoot(t)
-	testenv.RequireTool(t, "ip")
+	testenv.RequireTool(t, "ip", "swaks")
 	build(t, "kvm-node")
 	build(t, "kvm-arbitrator")
 	seed, err := lab.NewClusterSeed(lab.Nodes)
@@ -83,7 +91,33 @@ func startMailLab(t testing.TB) *mailLab {
 			"-peer", "https://"+lab.Nodes[0].Addr.String()+":7443", "-code", seed.AdminCode)
 		return err
 	})
+	// The first data node to start the mail makes the mail CA.
+	m.retry(ctx, "the mail CA", func(ctx context.Context) error {
+		out, err := m.run(ctx, "mail", "cert", "show", "-ca")
+		if err != nil {
+			return err
+		}
+		m.imapTLS, err = trusting(out)
+		return err
+	})
 	return m
+}
+
+// trusting is a client configuration for the mail service's name that
+// trusts only the CA certificate caPEM.
+func trusting(caPEM []byte) (*tls.Config, error) {
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, fmt.Errorf("no CA certificate in %q", caPEM)
+	}
+	return &tls.Config{RootCAs: pool, ServerName: mailName}, nil
+}
+
+// tlsConfig is the IMAPS client configuration in force.
+func (m *mailLab) tlsConfig() *tls.Config {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.imapTLS
 }
 
 // run runs tandemctl from the lab's namespace against the arbiter, which
@@ -245,7 +279,7 @@ func (m *mailLab) checkAllReadable(ctx context.Context) {
 	c, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
 	for {
-		ids, err := mailprobe.Inbox(c, m.l.Dial, vipIMAP, m.seed.MailUser, m.seed.MailPassword)
+		ids, err := mailprobe.Inbox(c, mailprobe.TLSDial(m.l.Dial, m.tlsConfig()), vipIMAPS, m.seed.MailUser, m.seed.MailPassword)
 		if err == nil {
 			read = true
 			have := map[string]bool{}
@@ -259,7 +293,7 @@ func (m *mailLab) checkAllReadable(ctx context.Context) {
 				}
 			}
 			if len(missing) == 0 {
-				m.t.Logf("all %d acknowledged messages are readable over IMAP on the VIP (%d in the INBOX)", len(want), len(ids))
+				m.t.Logf("all %d acknowledged messages are readable over IMAPS on the VIP (%d in the INBOX)", len(want), len(ids))
 				return
 			}
 		}
@@ -376,7 +410,7 @@ func TestMailCluster(t *testing.T) {
 	})
 	cancelVoters()
 	t.Logf("all three members voting and online %.0f s after the lab started", time.Since(m.start).Seconds())
-	for _, want := range []string{"Online: [ data-a data-b ]", "Arbitrator: [ arbiter ]", "Group owner: "} {
+	for _, want := range []string{"Online: [ data-a data-b ]", "Arbitrator: [ arbiter ]", "Group owner: ", "Mail certificate: " + mailName + " (cluster), expires "} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("tandemctl status lacks %q:\n%s", want, out)
 		}
@@ -387,6 +421,11 @@ func TestMailCluster(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	m.checkAllReadable(ctx)
+	m.submit(ctx)
+	// The admin's own certificate, installed before the failovers: the
+	// IMAPS checks after each failover trust only its CA.
+	m.installCert(ctx)
 	m.checkAllReadable(ctx)
 
 	t.Run("kill owner", func(t *testing.T) {
@@ -495,4 +534,72 @@ func TestMailCluster(t *testing.T) {
 		m.checkAllReadable(ctx)
 		m.waitReplicated(ctx)
 	})
+}
+
+// submit sends as the mail user with swaks over submission (587,
+// STARTTLS and AUTH) and submissions (465, TLS and AUTH) to itself, and
+// sees the VIP refuse to relay for anyone else. The submitted messages
+// join those checkAllReadable looks for.
+func (m *mailLab) submit(ctx context.Context) {
+	m.t.Helper()
+	auth := []string{"--auth", "PLAIN", "--auth-user", m.seed.MailUser, "--auth-password", m.seed.MailPassword,
+		"--from", m.seed.MailUser, "--to", m.seed.MailUser, "--server", lab.VIP.String(), "--timeout", "60"}
+	for _, c := range []struct{ port, tls string }{{"587", "--tls"}, {"465", "--tls-on-connect"}} {
+		id := fmt.Sprintf("<submission-%s.%d@lab-host>", c.port, time.Now().UnixNano())
+		args := append([]string{"--port", c.port, c.tls, "--header", "Message-Id: " + id}, auth...)
+		out, err := m.l.HostCommand(ctx, "swaks", args...).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "250 2.0.0 Ok: queued") {
+			m.t.Fatalf("swaks on %s: %v\n%s", c.port, err, out)
+		}
+		m.mu.Lock()
+		m.acked = append(m.acked, id)
+		m.mu.Unlock()
+	}
+	out, err := m.l.HostCommand(ctx, "swaks", "--server", lab.VIP.String(), "--port", "25", "--timeout", "60",
+		"--from", "someone@example.org", "--to", "someone@example.net").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "Relay access denied") {
+		m.t.Errorf("swaks relaying through the VIP without AUTH: %v, want Relay access denied\n%s", err, out)
+	}
+}
+
+// installCert installs a certificate of a CA of the admin's (not the
+// cluster's mail CA) with tandemctl mail cert install and waits until
+// IMAPS on the VIP serves it; from then on the IMAPS checks trust only
+// that CA.
+func (m *mailLab) installCert(ctx context.Context) {
+	m.t.Helper()
+	caCert, caKey, err := mailtls.NewCA("the admin's own")
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	p, err := mailtls.Issue(caCert, caKey, []string{mailName})
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	chain, key := filepath.Join(m.dir, "site.crt"), filepath.Join(m.dir, "site.key")
+	testenv.WriteFile(m.t, chain, p.Chain, 0o644)
+	testenv.WriteFile(m.t, key, p.Key, 0o600)
+	if _, err := m.run(ctx, "mail", "cert", "install", chain, key); err != nil {
+		m.t.Fatal(err)
+	}
+	out, err := m.run(ctx, "mail", "cert", "show")
+	if err != nil || !strings.Contains(string(out), "source:   installed") || !strings.Contains(string(out), "issuer:   tandem mail CA the admin's own") {
+		m.t.Errorf("mail cert show after install: %v\n%s", err, out)
+	}
+	cfg, err := trusting(caCert)
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	c, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	m.retry(c, "IMAPS on the VIP serving the installed certificate", func(ctx context.Context) error {
+		conn, err := mailprobe.TLSDial(m.l.Dial, cfg)(ctx, "tcp", vipIMAPS)
+		if err == nil {
+			conn.Close()
+		}
+		return err
+	})
+	m.mu.Lock()
+	m.imapTLS = cfg
+	m.mu.Unlock()
 }

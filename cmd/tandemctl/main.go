@@ -19,6 +19,9 @@
 //	cluster remove NODE              remove a member (to replace it)
 //	replication status [-json]       the replicated volume on both data nodes
 //	replication resolve-split-brain -keep NODE   end a split brain keeping NODE's data
+//	mail cert show [-ca] [-json]     the mail service's certificate (-ca: the mail CA's, PEM)
+//	mail cert install CERT KEY       serve the admin's certificate (chain in CERT, leaf first)
+//	mail cert issue [NAME...]        serve one of the cluster's mail CA, for the service and NAMEs
 package main
 
 import (
@@ -79,6 +82,12 @@ Commands:
   replication resolve-split-brain -keep NODE
                                      end a split brain: NODE's data wins, the other
                                      node's changes since the split are discarded
+  mail cert show [-ca] [-json]       the mail service's certificate; -ca prints
+                                     the mail CA's (PEM) for clients to trust
+  mail cert install CERT KEY         serve the admin's certificate: CERT holds the
+                                     chain (leaf first), KEY its private key (PEM)
+  mail cert issue [NAME...]          serve a certificate of the cluster's mail CA
+                                     for the service name and NAMEs (the default)
 
 Flags:
 `
@@ -123,6 +132,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return c.cluster(ctx, a[1:], stderr)
 	case "replication":
 		return c.replication(ctx, a[1:], stderr)
+	case "mail":
+		return c.mail(ctx, a[1:], stderr)
 	}
 	fs.Usage()
 	return fmt.Errorf("%w: unknown command %q", errUsage, a[0])
@@ -344,4 +355,72 @@ func (c *cli) replication(ctx context.Context, a []string, stderr io.Writer) err
 		return c.post(ctx, "/v1/replication/resolve", cluster.Request{Node: *keep})
 	}
 	return fmt.Errorf("%w: replication status|resolve-split-brain, not %q", errUsage, a[0])
+}
+
+func (c *cli) mail(ctx context.Context, a []string, stderr io.Writer) error {
+	if len(a) < 2 || a[0] != "cert" {
+		return fmt.Errorf("%w: mail cert show|install|issue", errUsage)
+	}
+	switch a[1] {
+	case "show":
+		fs := flag.NewFlagSet("mail cert show", flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		asJSON := fs.Bool("json", false, "print JSON")
+		ca := fs.Bool("ca", false, "print the mail CA's certificate (PEM), which mail clients trust for a certificate the cluster issued")
+		if err := fs.Parse(a[2:]); err != nil {
+			return fmt.Errorf("%w: %w", errUsage, err)
+		}
+		if fs.NArg() > 0 {
+			return fmt.Errorf("%w: mail cert show takes no arguments", errUsage)
+		}
+		cl, err := c.client()
+		if err != nil {
+			return err
+		}
+		mc, err := cl.MailCert(ctx)
+		if err != nil {
+			return err
+		}
+		if *ca {
+			_, err := c.stdout.Write(mc.CA)
+			return err
+		}
+		return c.show(*asJSON, mc, func(w io.Writer) {
+			i := mc.Info
+			fmt.Fprintf(w, "service:  %s\nsource:   %s\nsubject:  %s\nnames:    %s\nissuer:   %s\nvalid:    %s to %s\nsha256:   %s\nchain:    %d certificates\n",
+				mc.Service, mc.Source, i.Subject, strings.Join(i.Names, ", "), i.Issuer,
+				i.NotBefore.UTC().Format(time.RFC3339), i.NotAfter.UTC().Format(time.RFC3339), i.SHA256, i.Chain)
+		})
+	case "install":
+		if len(a) != 4 {
+			return fmt.Errorf("%w: mail cert install CERT KEY", errUsage)
+		}
+		chain, err := os.ReadFile(a[2])
+		if err != nil {
+			return err
+		}
+		key, err := os.ReadFile(a[3])
+		if err != nil {
+			return err
+		}
+		cl, err := c.client()
+		if err != nil {
+			return err
+		}
+		if err := cl.SetMailCert(ctx, cluster.MailCertRequest{Chain: chain, Key: key}); err != nil {
+			return err
+		}
+	case "issue":
+		cl, err := c.client()
+		if err != nil {
+			return err
+		}
+		if err := cl.SetMailCert(ctx, cluster.MailCertRequest{Issue: true, Names: a[2:]}); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("%w: mail cert show|install|issue", errUsage)
+	}
+	fmt.Fprintln(c.stdout, "ok: the mail service takes it within a monitor interval")
+	return nil
 }

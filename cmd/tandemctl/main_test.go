@@ -54,6 +54,11 @@ func TestBadArguments(t *testing.T) {
 		{[]string{"replication", "heal"}, `not "heal"`},
 		{[]string{"replication", "resolve-split-brain"}, "resolve-split-brain -keep NODE"},
 		{[]string{"replication", "status", "extra"}, "bad arguments to replication status"},
+		{[]string{"mail"}, "mail cert show|install|issue"},
+		{[]string{"mail", "cert"}, "mail cert show|install|issue"},
+		{[]string{"mail", "cert", "renew"}, "mail cert show|install|issue"},
+		{[]string{"mail", "cert", "show", "x"}, "mail cert show takes no arguments"},
+		{[]string{"mail", "cert", "install", "cert.pem"}, "mail cert install CERT KEY"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, "_"), func(t *testing.T) {

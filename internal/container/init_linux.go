@@ -64,10 +64,14 @@ type Service struct {
 // Request and Reply are the control socket's protocol: one JSON Request
 // per connection, one Reply.
 type Request struct {
-	Op      string        `json:"op"` // status, exec, stop
+	Op      string        `json:"op"` // status, exec, signal, stop
 	Argv    []string      `json:"argv,omitempty"`
 	User    string        `json:"user,omitempty"`
 	Timeout time.Duration `json:"timeout,omitempty"`
+	// Service and Signal: signal sends Signal to the running Service
+	// (Spec.Services' name), e.g. SIGHUP to make a daemon reload.
+	Service string         `json:"service,omitempty"`
+	Signal  syscall.Signal `json:"signal,omitempty"`
 }
 
 type Reply struct {
@@ -374,10 +378,33 @@ func (c *initState) answer(conn *net.UnixConn, req Request) {
 	case "exec":
 		conn.SetDeadline(time.Now().Add(req.Timeout + time.Minute))
 		r = c.exec(req)
+	case "signal":
+		if err := c.signal(req.Service, req.Signal); err != nil {
+			r.Error = err.Error()
+		}
 	default:
 		r.Error = "unknown op " + req.Op
 	}
 	_ = json.NewEncoder(conn).Encode(r) // the daemon went away: nobody to tell
+}
+
+// signal sends sig to the named service while it runs.
+func (c *initState) signal(name string, sig syscall.Signal) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, s := range c.services {
+		if s.Name != name {
+			continue
+		}
+		if s.exit != "" {
+			return fmt.Errorf("signal: service %s is not running (%s)", name, s.exit)
+		}
+		if err := unix.Kill(s.pid, sig); err != nil {
+			return fmt.Errorf("signal %s: %w", name, err)
+		}
+		return nil
+	}
+	return fmt.Errorf("signal: no service %q", name)
 }
 
 func (c *initState) states() []ServiceState {

@@ -83,6 +83,12 @@ func (d *Daemon) serveAPI() error {
 	mux.Handle("GET /v1/status", d.auth(readers, func(w http.ResponseWriter, r *http.Request) {
 		s := d.status()
 		s.Memory = readMemory("/proc/meminfo")
+		c, cancel := context.WithTimeout(r.Context(), d.cfg.requestTimeout())
+		if mc, err := d.mailCertStatus(c); err == nil && mc != nil {
+			mc.CA = nil
+			s.MailCert = mc
+		}
+		cancel()
 		writeJSON(w, 200, s)
 	}))
 	mux.Handle("POST /v1/node/standby", d.auth(admins, d.handleNode(true)))
@@ -94,6 +100,8 @@ func (d *Daemon) serveAPI() error {
 	mux.Handle("POST /v1/cluster/revoke", d.auth(admins, d.handleRevoke))
 	mux.Handle("POST /v1/cluster/remove", d.auth(admins, d.handleRemove))
 	mux.Handle("GET /v1/ca/key", d.auth(nodes, d.handleCAKey))
+	mux.Handle("GET /v1/mail/cert", d.auth(readers, d.handleMailCert))
+	mux.Handle("POST /v1/mail/cert", d.auth(admins, d.handleMailCertPut))
 	d.replicationRoutes(mux)
 	d.api = newAPIServer(mux, srvTLS)
 	// Failed handshakes (a revoked certificate, a scanner) are the
@@ -392,6 +400,17 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 // Post calls a POST endpoint.
 func (c *Client) Post(ctx context.Context, path string, req Request) error {
 	return c.do(ctx, http.MethodPost, path, req, nil)
+}
+
+// MailCert describes the mail service's certificate.
+func (c *Client) MailCert(ctx context.Context) (*MailCert, error) {
+	var mc MailCert
+	return &mc, c.do(ctx, http.MethodGet, "/v1/mail/cert", nil, &mc)
+}
+
+// SetMailCert installs or issues the mail service's certificate.
+func (c *Client) SetMailCert(ctx context.Context, req MailCertRequest) error {
+	return c.do(ctx, http.MethodPost, "/v1/mail/cert", req, nil)
 }
 
 // Code asks for a new pairing code for name as role ("": a planned

@@ -88,7 +88,7 @@ func FromNodeConfig(nc *nodeconfig.Config, dataDevice string) (*Config, error) {
 		// imap process each time): every 5 s, and three failures in a
 		// row before one counts, so a loaded node is not restarted for
 		// a slow answer.
-		{Name: "mail", Agent: "mail", Params: map[string]string{"root": MailRoot, "domain": c.Domain, "service": service, "users": MailUsers},
+		{Name: "mail", Agent: "mail", Params: map[string]string{"root": MailRoot, "domain": c.Domain, "service": service, "users": MailUsers, "listen": vip.Addr().String()},
 			MonitorInterval: 5 * time.Second, MonitorFailures: 3},
 		{Name: "vip", Agent: "vip", Params: map[string]string{"address": vip.String(), "interface": iface}},
 	}

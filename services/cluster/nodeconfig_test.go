@@ -56,7 +56,7 @@ func TestFromNodeConfigData(t *testing.T) {
 	if v := cfg.Group[3].Params; v["address"] != "10.77.0.100/24" || v["interface"] != "eth0" {
 		t.Errorf("vip params = %v", v)
 	}
-	if m := cfg.Group[2].Params; m["domain"] != "lab.tandem.test" || m["service"] != "mail" {
+	if m := cfg.Group[2].Params; m["domain"] != "lab.tandem.test" || m["service"] != "mail" || m["listen"] != "10.77.0.100" {
 		t.Errorf("mail params = %v", m)
 	}
 	if m := cfg.Group[2]; m.MonitorInterval != 5*time.Second || m.MonitorFailures != 3 {

@@ -43,8 +43,11 @@ type Status struct {
 	// Memory is the queried node's memory (from /proc/meminfo), in API
 	// answers only: in status.json it would change, and be rewritten, on
 	// every step.
-	Memory *Memory   `json:"memory,omitempty"`
-	Time   time.Time `json:"time"`
+	Memory *Memory `json:"memory,omitempty"`
+	// MailCert is the mail service's certificate (API answers only):
+	// its expiry is on the status screen.
+	MailCert *MailCert `json:"mail_cert,omitempty"`
+	Time     time.Time `json:"time"`
 }
 
 // NodeStatus is one member.
@@ -223,6 +226,15 @@ func FormatStatus(w io.Writer, s Status) {
 	}
 	if s.MoveTo != "" {
 		fmt.Fprintf(w, "  * Move requested to: %s\n", s.MoveTo)
+	}
+	if mc := s.MailCert; mc != nil {
+		left := mc.Info.NotAfter.Sub(s.Time)
+		warn := ""
+		if left < 14*24*time.Hour {
+			warn = " *** renew or install a new one ***"
+		}
+		fmt.Fprintf(w, "  * Mail certificate: %s (%s), expires %s (in %d days)%s\n",
+			mc.Info.Subject, mc.Source, mc.Info.NotAfter.UTC().Format("2006-01-02"), int(left.Hours()/24), warn)
 	}
 	fmt.Fprintf(w, "\nNode List:\n")
 	lists := []struct {

@@ -5,10 +5,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"tandem/internal/golden"
 	"tandem/internal/testenv"
 
+	"tandem/services/mail/mailtls"
 	"tandem/services/replication"
 )
 
@@ -42,6 +44,10 @@ func TestFormatStatus(t *testing.T) {
 		// said to be old.
 		{"reads-failing", Status{Cluster: "mail", Node: "b", Role: "data", Quorum: true, Phase: "idle",
 			Owner: "a", OwnerToken: 42, StateAge: "2.1s", ReadsFailing: true, Nodes: nodes, Group: group}},
+		// The mail certificate, 10 days before it expires.
+		{"mail-cert", Status{Cluster: "mail", Node: "a", Role: "data", Quorum: true, Phase: "running", Held: true, Token: 42,
+			Owner: "a", OwnerToken: 42, Nodes: nodes, Group: group, Time: time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC),
+			MailCert: &MailCert{Source: CertInstalled, Info: mailtls.Info{Subject: "mail.example.org", NotAfter: time.Date(2026, 12, 11, 13, 0, 0, 0, time.UTC)}}}},
 		{"maintenance-moving", Status{Cluster: "mail", Node: "c", Role: "arbitrator", Quorum: true, Phase: "idle",
 			Reason: "arbitrator: never runs resources", Maintenance: true, MoveTo: "b", Nodes: nodes,
 			Group: []ResourceStatus{{Name: "vip", Agent: "vip", States: map[string]string{"a": "stopping"}}}}},

@@ -40,22 +40,8 @@ func TestDigInNamespaces(t *testing.T) {
 		CacheSize: 100,
 		Dial:      dialIn(n, srv),
 	}, testZone())
-	var pcs []net.PacketConn
-	var lns []net.Listener
-	if err := n.Do(srv, func() (err error) {
-		pcs, lns, err = Listen([]string{"0.0.0.0:53"})
-		return err
-	}); err != nil {
-		t.Fatalf("listen in %s: %v", srv, err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, pcs, lns) }()
-	defer func() {
-		cancel()
-		//lint:ignore S1005 the dropped error is named for errcheck: the test is over
-		_ = <-done
-	}()
+	pcs, lns := listenIn(t, n, srv)
+	serve(t, s, pcs, lns)
 
 	server := map[string]string{ok: "@10.53.0.1", bad: "@10.54.0.1"}
 	dig := func(ns string, args ...string) string {
@@ -153,14 +139,7 @@ func TestRateLimitInNamespaces(t *testing.T) {
 		Policy:    Policy{Allow: []netip.Prefix{netip.MustParsePrefix("10.57.0.0/24")}},
 		RateLimit: RateLimit{PerSecond: 5, Slip: 2},
 	}, testZone())
-	var pcs []net.PacketConn
-	var lns []net.Listener
-	if err := n.Do(srv, func() (err error) {
-		pcs, lns, err = Listen([]string{"0.0.0.0:53"})
-		return err
-	}); err != nil {
-		t.Fatalf("listen in %s: %v", srv, err)
-	}
+	pcs, lns := listenIn(t, n, srv)
 	serve(t, s, pcs, lns)
 
 	tcp := func() *mdns.Msg {
@@ -227,4 +206,18 @@ func TestRateLimitInNamespaces(t *testing.T) {
 	if m := tcp(); len(m.Answer) != 1 || m.Truncated {
 		t.Errorf("TCP query after the burst = %v, want the A (TCP is not limited)", m)
 	}
+}
+
+// listenIn opens the server's sockets on port 53 inside host's namespace.
+func listenIn(t *testing.T, n *netnstest.Net, host string) ([]net.PacketConn, []net.Listener) {
+	t.Helper()
+	var pcs []net.PacketConn
+	var lns []net.Listener
+	if err := n.Do(host, func() (err error) {
+		pcs, lns, err = Listen([]string{"0.0.0.0:53"})
+		return err
+	}); err != nil {
+		t.Fatalf("listen in %s: %v", host, err)
+	}
+	return pcs, lns
 }

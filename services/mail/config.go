@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"tandem/internal/mailroot"
+	"tandem/services/mail/mailtls"
 )
 
 // MonitorUser is the IMAP account the monitor logs in as; it receives no
@@ -21,34 +22,73 @@ const MonitorUser = "tandem-monitor"
 // Postfix's lmtp client reaches it as private/dovecot-lmtp.
 const lmtpSocket = "/var/spool/postfix/private/dovecot-lmtp"
 
+// The service certificate inside the container: the key and the chain
+// (leaf first). Both 0600 root: Postfix's smtpd and Dovecot's config
+// process read them as root before they drop privileges.
+const (
+	tlsKey   = "/etc/tandem/tls/key.pem"
+	tlsChain = "/etc/tandem/tls/chain.pem"
+)
+
+// saslSocket is Dovecot's auth listener inside Postfix's queue, where
+// Postfix's smtpd reaches it as private/auth for SMTP AUTH on the
+// submission ports.
+const saslSocket = "/var/spool/postfix/private/auth"
+
 // config is what the container's configuration files are rendered from.
 type config struct {
 	Hostname, Domain string
 	Users            []user // from the users file, monitor account excluded
 	MonitorPassword  string
 	Salt             []byte // for the monitor's password hash; random unless a test fixes it
+	// Listen are the addresses the services listen on besides loopback
+	// (the VIP).
+	Listen []string
+	// POP3 adds POP3 (110, STARTTLS) and POP3S (995) to IMAP.
+	POP3 bool
+	// TLS is the service certificate.
+	TLS mailtls.Pair
+}
+
+// listen is every address the services listen on: loopback, for the
+// monitor and the container's own mail, then c.Listen.
+func (c config) listen() []string {
+	return append([]string{"127.0.0.1"}, c.Listen...)
 }
 
 // files returns the configuration files to write into the container root,
 // by path below it.
 func (c config) files() map[string][]byte {
 	return map[string][]byte{
-		"etc/postfix/main.cf":      []byte(c.mainCF()),
-		"etc/postfix/master.cf":    []byte(masterCF),
-		"etc/postfix/vmailbox":     []byte(c.vmailbox()),
-		"etc/dovecot/dovecot.conf": []byte(c.dovecotConf()),
-		"etc/dovecot/users":        []byte(c.passwdFile()),
-		"etc/mailname":             []byte(c.Hostname + "\n"),
-		"etc/hostname":             []byte(c.Hostname + "\n"),
-		"etc/hosts":                []byte(fmt.Sprintf("127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\t%s %s\n", c.Hostname, strings.SplitN(c.Hostname, ".", 2)[0])),
+		"etc/postfix/main.cf":             []byte(c.mainCF()),
+		"etc/postfix/master.cf":           []byte(c.masterCF()),
+		"etc/postfix/vmailbox":            []byte(c.vmailbox()),
+		"etc/postfix/senders":             []byte(c.senders()),
+		"etc/dovecot/dovecot.conf":        []byte(c.dovecotConf()),
+		"etc/dovecot/users":               []byte(c.passwdFile()),
+		"etc/mailname":                    []byte(c.Hostname + "\n"),
+		"etc/hostname":                    []byte(c.Hostname + "\n"),
+		"etc/hosts":                       []byte(fmt.Sprintf("127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\t%s %s\n", c.Hostname, strings.SplitN(c.Hostname, ".", 2)[0])),
+		strings.TrimPrefix(tlsKey, "/"):   c.TLS.Key,
+		strings.TrimPrefix(tlsChain, "/"): c.TLS.Chain,
 	}
+}
+
+// secretFile reports whether the file at rel (below the root) is for root
+// only.
+func secretFile(rel string) bool {
+	return "/"+rel == tlsKey || "/"+rel == tlsChain
 }
 
 const header = "# Written by tandem (services/mail) at every start: edits are lost.\n"
 
 // mainCF is Postfix's main.cf: mail for the domain's listed users goes
-// to Dovecot over LMTP, everything else for the domain is rejected, relay
-// only from loopback. Postfix's queue-file fsync before 250 is its default
+// to Dovecot over LMTP, everything else for the domain is rejected; relay
+// only from loopback on 25 and for users logged in on the submission
+// ports (master.cf), never for anyone else whatever else is set.
+// STARTTLS is offered on 25 (opportunistic: servers that cannot do TLS
+// still deliver) and used outbound when the other side offers it; no
+// AUTH on 25, and none anywhere before TLS. Postfix's queue-file fsync before 250 is its default
 // and is never turned off. The queue is retried every 10 s (Postfix's
 // defaults: 5 min, backing off to over an hour): the only transport is the
 // local LMTP, and after a failover mail that the old owner deferred (Dovecot
@@ -64,11 +104,24 @@ local_recipient_maps =
 local_transport = error:local delivery is disabled
 alias_maps =
 alias_database =
-inet_interfaces = all
+inet_interfaces = loopback-only
 inet_protocols = all
-mynetworks = 127.0.0.0/8 [::1]/128
+mynetworks = 127.0.0.0/8
 smtpd_banner = $myhostname ESMTP
-smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
+smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination
+smtpd_tls_chain_files = ` + tlsKey + `, ` + tlsChain + `
+smtpd_tls_security_level = may
+smtpd_tls_auth_only = yes
+smtpd_tls_mandatory_protocols = >=TLSv1.2
+smtpd_tls_protocols = >=TLSv1.2
+smtpd_tls_loglevel = 1
+smtpd_tls_received_header = yes
+smtp_tls_security_level = may
+smtp_tls_loglevel = 1
+smtpd_sasl_type = dovecot
+smtpd_sasl_path = private/auth
+smtpd_sasl_auth_enable = no
+smtpd_sender_login_maps = texthash:/etc/postfix/senders
 smtpd_reject_unlisted_recipient = yes
 virtual_mailbox_domains = ` + c.Domain + `
 virtual_mailbox_maps = texthash:/etc/postfix/vmailbox
@@ -81,13 +134,53 @@ message_size_limit = 52428800
 queue_run_delay = 10s
 minimal_backoff_time = 10s
 maximal_backoff_time = 5m
-`
+` + c.bindAddress()
+}
+
+// bindAddress sends outbound mail from the VIP, the address the
+// domain's MX and SPF name, rather than from the node's own.
+func (c config) bindAddress() string {
+	if len(c.Listen) == 0 {
+		return ""
+	}
+	return "smtp_bind_address = " + c.Listen[0] + "\n"
 }
 
 // masterCF runs every Postfix service unchrooted (the container is the
 // confinement) and the log service postlogd, which writes maillog_file.
-const masterCF = header + `# service type  private unpriv  chroot  wakeup  maxproc command
-smtp      inet  n       -       n       -       -       smtpd
+// SMTP listens on loopback and each Listen address, submission (587,
+// STARTTLS required) and submissions (465, TLS from the first byte) on
+// the Listen addresses; both take mail only from users logged in with
+// SMTP AUTH (through Dovecot) and only with an envelope sender of their
+// own. The addresses are in master.cf, not inet_interfaces (which is
+// loopback-only): Postfix refuses to start when an inet_interfaces
+// address is not on the node yet, and the mail starts before the
+// cluster adds the VIP (allowNonlocalBind).
+func (c config) masterCF() string {
+	var b strings.Builder
+	b.WriteString(header + "# service type  private unpriv  chroot  wakeup  maxproc command\n")
+	for _, a := range c.listen() {
+		fmt.Fprintf(&b, "%s:smtp inet n - n - - smtpd\n", a)
+	}
+	for _, a := range c.Listen {
+		fmt.Fprintf(&b, "%s:submission inet n - n - - smtpd\n  -o syslog_name=postfix/submission%s", a, submissionOpts)
+		fmt.Fprintf(&b, "%s:submissions inet n - n - - smtpd\n  -o syslog_name=postfix/submissions\n  -o smtpd_tls_wrappermode=yes%s", a, submissionOpts)
+	}
+	b.WriteString(masterServices)
+	return b.String()
+}
+
+// submissionOpts are the submission ports' settings.
+const submissionOpts = `
+  -o smtpd_tls_security_level=encrypt
+  -o smtpd_sasl_auth_enable=yes
+  -o smtpd_client_restrictions=permit_sasl_authenticated,reject
+  -o smtpd_sender_restrictions=reject_sender_login_mismatch
+  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject
+`
+
+// masterServices are Postfix's internal services.
+const masterServices = `tlsmgr    unix  -       -       n       1000?   1       tlsmgr
 pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
 qmgr      unix  n       -       n       300     1       qmgr
@@ -111,6 +204,17 @@ scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 `
 
+// senders maps each envelope sender to the login allowed to use it: a
+// user sends as themselves only.
+func (c config) senders() string {
+	var b strings.Builder
+	b.WriteString(header)
+	for _, u := range c.Users {
+		fmt.Fprintf(&b, "%s\t%s\n", u.Name, u.Name)
+	}
+	return b.String()
+}
+
 func (c config) vmailbox() string {
 	var b strings.Builder
 	b.WriteString(header)
@@ -121,18 +225,39 @@ func (c config) vmailbox() string {
 }
 
 // dovecotConf is Dovecot's whole configuration (Debian's conf.d is not
-// read): IMAP on 143 and LMTP on a socket in Postfix's queue, maildirs
-// under mailroot.VmailDir owned by vmail. mail_fsync = always: a message
-// is on disk, directory entry included, before LMTP says 250 and Postfix
-// drops its queue file, so a crash just after never loses it.
+// read): IMAP on 143 (STARTTLS) and 993 (TLS), optionally POP3 on 110 and
+// 995, LMTP and SMTP AUTH on sockets in Postfix's queue, maildirs under
+// mailroot.VmailDir owned by vmail. ssl = required: no login before TLS,
+// whatever the mechanism; Dovecot counts a connection from the server's
+// own address (the monitor's, on loopback) as secure. mail_fsync =
+// always: a message is on disk, directory entry included, before LMTP
+// says 250 and Postfix drops its queue file, so a crash just after never
+// loses it.
 func (c config) dovecotConf() string {
-	return header + fmt.Sprintf(`protocols = imap lmtp
-listen = *, ::
+	protocols, pop3 := "imap lmtp", ""
+	if c.POP3 {
+		protocols = "imap pop3 lmtp"
+		pop3 = `service pop3-login {
+  inet_listener pop3 {
+    port = 110
+  }
+  inet_listener pop3s {
+    port = 995
+    ssl = yes
+  }
+}
+`
+	}
+	return header + fmt.Sprintf(`protocols = %[6]s
+listen = %[7]s
 base_dir = /run/dovecot
 state_dir = /var/lib/dovecot
 log_path = /dev/stderr
-ssl = no
-disable_plaintext_auth = no
+ssl = required
+ssl_cert = <%[8]s
+ssl_key = <%[9]s
+ssl_min_protocol = TLSv1.2
+disable_plaintext_auth = yes
 auth_mechanisms = plain login
 default_internal_user = dovecot
 default_login_user = dovenull
@@ -159,12 +284,24 @@ service lmtp {
     mode = 0600
   }
 }
+service auth {
+  unix_listener %[10]s {
+    user = postfix
+    group = postfix
+    mode = 0600
+  }
+}
 service imap-login {
   inet_listener imap {
     port = 143
   }
+  inet_listener imaps {
+    port = 993
+    ssl = yes
+  }
 }
-`, mailroot.VmailID, c.Domain, c.Hostname, mailroot.VmailDir, lmtpSocket)
+%[11]s`, mailroot.VmailID, c.Domain, c.Hostname, mailroot.VmailDir, lmtpSocket,
+		protocols, strings.Join(c.listen(), ", "), tlsChain, tlsKey, saslSocket, pop3)
 }
 
 // passwdFile is Dovecot's passdb: the users' lines as given, then the

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"tandem/internal/golden"
+	"tandem/services/mail/mailtls"
 )
 
 // TestConfigGolden renders the container's configuration for a fixed
@@ -15,7 +16,8 @@ func TestConfigGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := config{Hostname: "mail.example.test", Domain: "example.test", Users: users, MonitorPassword: "monitor-secret", Salt: []byte("fixedsalt123")}
+	c := config{Hostname: "mail.example.test", Domain: "example.test", Users: users, MonitorPassword: "monitor-secret", Salt: []byte("fixedsalt123"),
+		Listen: []string{"192.0.2.10"}, POP3: true, TLS: mailtls.Pair{Chain: []byte("test chain\n"), Key: []byte("test key\n")}}
 	for rel, data := range c.files() {
 		path := filepath.Join("testdata", strings.ReplaceAll(rel, "/", "_"))
 		golden.Check(t, path, data)

@@ -2,8 +2,10 @@ package mail
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -14,6 +16,7 @@ import (
 
 	"tandem/internal/mailroot"
 	"tandem/internal/nodeimage"
+	"tandem/services/mail/mailtls"
 )
 
 // Params, as the cluster resource's params map names them; see docs/mail.md.
@@ -25,6 +28,8 @@ const (
 	ParamService  = "service"  // host label of the service name; default "mail"
 	ParamUsers    = "users"    // Dovecot passwd-file of the users on the node; default /perm/tandem/mail-users
 	ParamAddress  = "address"  // address the monitor dials; default 127.0.0.1
+	ParamListen   = "listen"   // addresses served besides loopback (the VIP), comma-separated; default none
+	ParamPOP3     = "pop3"     // "true": POP3 (110, 995) besides IMAP; default false
 	ParamZimbra   = "zimbra_user"
 )
 
@@ -53,6 +58,15 @@ type Workload struct {
 	Users string
 	// Address is where Start and Monitor reach SMTP (25) and IMAP (143).
 	Address string
+	// Listen are the addresses Postfix and Dovecot listen on besides
+	// loopback: the VIP, never every address of the node.
+	Listen []string
+	// POP3 serves POP3 too.
+	POP3 bool
+	// Site returns what the cluster keeps once for the mail service (the
+	// TLS certificate); the cluster daemon sets it. Start applies it,
+	// and Monitor applies it again when it changed.
+	Site func(ctx context.Context) (Site, error)
 	// ZimbraUser runs zmcontrol.
 	ZimbraUser string
 	// Dial opens the probes' connections; nil: a net.Dialer. Tests set it
@@ -63,12 +77,26 @@ type Workload struct {
 
 	// zmcontrol runs zmcontrol in the container; tests replace it.
 	zmcontrol func(ctx context.Context, timeout time.Duration, action string) (zmResult, error)
+
+	// applied is the sum of the site Start or Monitor last applied.
+	applied [32]byte
+}
+
+// Site is what the cluster keeps once for the mail service, the same for
+// whichever data node runs it.
+type Site struct {
+	// TLS is the service certificate (mailtls.Check passed).
+	TLS mailtls.Pair
+}
+
+func (s Site) sum() [32]byte {
+	return sha256.Sum256(slices.Concat(s.TLS.Chain, []byte{0}, s.TLS.Key))
 }
 
 var (
 	labelRE  = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 	domainRE = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$`)
-	known    = []string{ParamKind, ParamRoot, ParamTemplate, ParamDomain, ParamService, ParamUsers, ParamAddress, ParamZimbra}
+	known    = []string{ParamKind, ParamRoot, ParamTemplate, ParamDomain, ParamService, ParamUsers, ParamAddress, ParamListen, ParamPOP3, ParamZimbra}
 )
 
 // FromParams builds the workload from the cluster resource's params,
@@ -94,6 +122,16 @@ func FromParams(params map[string]string) (*Workload, error) {
 		Kind: get(ParamKind, mailroot.KindPostfixDovecot), Root: params[ParamRoot], Template: params[ParamTemplate],
 		Domain: params[ParamDomain], Service: get(ParamService, DefaultService), Users: get(ParamUsers, DefaultUsers),
 		Address: get(ParamAddress, DefaultAddress), ZimbraUser: get(ParamZimbra, DefaultZimbra),
+	}
+	if l := params[ParamListen]; l != "" {
+		w.Listen = strings.Split(l, ",")
+	}
+	switch params[ParamPOP3] {
+	case "", "false":
+	case "true":
+		w.POP3 = true
+	default:
+		return nil, fmt.Errorf("mail: param %s: %q is not true or false", ParamPOP3, params[ParamPOP3])
 	}
 	if err := w.validate(); err != nil {
 		return nil, err
@@ -122,6 +160,12 @@ func (w *Workload) validate() error {
 	}
 	if net.ParseIP(w.Address) == nil {
 		return fmt.Errorf("mail: param %s: %q is not an IP address", ParamAddress, w.Address)
+	}
+	for _, a := range w.Listen {
+		ip, err := netip.ParseAddr(a)
+		if err != nil || !ip.Is4() || ip.IsLoopback() || ip.IsUnspecified() || ip.IsMulticast() {
+			return fmt.Errorf("mail: param %s: %q is not a unicast IPv4 address of the node (the VIP; loopback is always served)", ParamListen, a)
+		}
 	}
 	if w.Template != "" && !filepath.IsAbs(w.Template) {
 		return fmt.Errorf("mail: param %s: %q is not an absolute path", ParamTemplate, w.Template)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -24,6 +25,7 @@ import (
 	"tandem/internal/netnstest"
 	"tandem/internal/testenv"
 	"tandem/services/mail/mailprobe"
+	"tandem/services/mail/mailtls"
 )
 
 var template struct {
@@ -81,6 +83,35 @@ func volume(t testing.TB) string {
 func nsWorkload(t *testing.T) (*Workload, func(func() error) error, string) { return nsWorkloadB(t) }
 
 func nsWorkloadB(t testing.TB) (*Workload, func(func() error) error, string) {
+	tb := newTestbed(t, nil)
+	return tb.w, tb.in, tb.vol
+}
+
+// testbed is a workload in a network namespace of its own (ns of n), its
+// root on a fresh volume, with a certificate of a test mail CA.
+type testbed struct {
+	w   *Workload
+	in  func(func() error) error // runs fn on a thread in ns
+	vol string
+	n   *netnstest.Net
+	ns  string
+	// caCert and caKey are the test mail CA's; caCert is the trust
+	// anchor of the clients.
+	caCert, caKey []byte
+
+	mu   sync.Mutex
+	site Site // what w.Site returns
+}
+
+// setSite changes what w.Site returns.
+func (tb *testbed) setSite(s Site) {
+	tb.mu.Lock()
+	tb.site = s
+	tb.mu.Unlock()
+}
+
+// newTestbed makes the test bed; params are added to the workload's.
+func newTestbed(t testing.TB, params map[string]string) *testbed {
 	testenv.RequireRoot(t)
 	tpl := testTemplate(t)
 	n := netnstest.New(t)
@@ -88,11 +119,28 @@ func nsWorkloadB(t testing.TB) (*Workload, func(func() error) error, string) {
 	vol := volume(t)
 	users := filepath.Join(t.TempDir(), "users")
 	testenv.WriteFile(t, users, []byte("# test users\nalice:{PLAIN}alice-pw\nbob@example.test:{PLAIN}bob-pw\n"), 0o600)
-	w, err := FromParams(map[string]string{"root": vol + "/mail", "template": tpl, "domain": "example.test", "users": users})
+	p := map[string]string{"root": vol + "/mail", "template": tpl, "domain": "example.test", "users": users}
+	maps.Copy(p, params)
+	w, err := FromParams(p)
 	if err != nil {
 		t.Fatal(err)
 	}
+	tb := &testbed{w: w, vol: vol, n: n, ns: ns}
+	if tb.caCert, tb.caKey, err = mailtls.NewCA("test"); err != nil {
+		t.Fatal(err)
+	}
+	pair, err := mailtls.Issue(tb.caCert, tb.caKey, []string{w.Hostname()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb.site = Site{TLS: pair}
+	w.Site = func(context.Context) (Site, error) {
+		tb.mu.Lock()
+		defer tb.mu.Unlock()
+		return tb.site, nil
+	}
 	in := func(fn func() error) error { return n.Do(ns, fn) }
+	tb.in = in
 	w.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		var c net.Conn
 		err := in(func() (err error) {
@@ -109,7 +157,7 @@ func nsWorkloadB(t testing.TB) (*Workload, func(func() error) error, string) {
 			t.Errorf("stop the workload: %v", err)
 		}
 	})
-	return w, in, vol
+	return tb
 }
 
 // TestWorkload runs the real Postfix and Dovecot from the template in the

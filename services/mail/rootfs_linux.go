@@ -112,9 +112,22 @@ func fixDirs(rootfs string) error {
 	return nil
 }
 
-// configure writes the configuration for this node's domain and users
-// into the container root, each file atomically.
-func (w *Workload) configure() error {
+// configure writes the configuration for this node's domain, users and
+// site into the container root, each file atomically, and returns the
+// site it applied.
+func (w *Workload) configure(ctx context.Context) (Site, error) {
+	if w.Site == nil {
+		return Site{}, errors.New("mail: no site settings (the cluster daemon gives the TLS certificate)")
+	}
+	site, err := w.Site(ctx)
+	if err != nil {
+		return Site{}, fmt.Errorf("mail: site settings: %w", err)
+	}
+	return site, w.write(site)
+}
+
+// write renders the configuration for site and writes what changed.
+func (w *Workload) write(site Site) error {
 	uf, err := os.Open(w.Users)
 	if err != nil {
 		return fmt.Errorf("mail: param %s: %w", ParamUsers, err)
@@ -129,7 +142,8 @@ func (w *Workload) configure() error {
 		return err
 	}
 	salt := []byte(newSecret())[:12]
-	c := config{Hostname: w.Hostname(), Domain: w.Domain, Users: users, MonitorPassword: secret, Salt: salt}
+	c := config{Hostname: w.Hostname(), Domain: w.Domain, Users: users, MonitorPassword: secret, Salt: salt,
+		Listen: w.Listen, POP3: w.POP3, TLS: site.TLS}
 	if err := fixDirs(w.rootfs()); err != nil {
 		return err
 	}
@@ -138,12 +152,18 @@ func (w *Workload) configure() error {
 		files["etc/resolv.conf"] = rc
 	}
 	for rel, data := range files {
-		mode := os.FileMode(0o644)
-		if rel == "etc/dovecot/users" {
+		mode, dirMode := os.FileMode(0o644), os.FileMode(0o755)
+		switch {
+		case rel == "etc/dovecot/users":
 			mode = 0o640
+		case secretFile(rel):
+			mode, dirMode = 0o600, 0o700
 		}
 		p := filepath.Join(w.rootfs(), rel)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		if err := os.MkdirAll(filepath.Dir(p), dirMode); err != nil {
+			return fmt.Errorf("mail: %w", err)
+		}
+		if err := os.Chmod(filepath.Dir(p), dirMode); err != nil {
 			return fmt.Errorf("mail: %w", err)
 		}
 		if old, err := os.ReadFile(p); err == nil && bytes.Equal(old, data) && rel != "etc/dovecot/users" {

@@ -16,6 +16,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"tandem/internal/container"
@@ -103,13 +104,70 @@ func (w *Workload) Start(ctx context.Context) error {
 		ctx, cancel = detachDeadline(ctx, budget)
 		defer cancel()
 	}
-	if err := w.configure(); err != nil {
+	site, err := w.configure(ctx)
+	if err != nil {
+		return err
+	}
+	if err := w.allowNonlocalBind(); err != nil {
 		return err
 	}
 	if err := w.host().Start(w.spec()); err != nil {
 		return err
 	}
+	w.applied = site.sum()
 	return w.waitReady(ctx)
+}
+
+// reloadIfChanged applies the site again when it changed since Start or
+// the last reload: the files are rewritten and Postfix and Dovecot
+// reload them (SIGHUP to each master), without a restart. New
+// connections get the new certificate at once; Postfix's smtpd
+// processes in a session finish it with the old one.
+func (w *Workload) reloadIfChanged(ctx context.Context) error {
+	if w.Site == nil {
+		return nil
+	}
+	site, err := w.Site(ctx)
+	if err != nil {
+		return fmt.Errorf("mail: site settings: %w", err)
+	}
+	if site.sum() == w.applied {
+		return nil
+	}
+	if err := w.write(site); err != nil {
+		return err
+	}
+	for _, s := range []string{"dovecot", "postfix"} {
+		if _, _, err := w.host().Call(ctx, container.Request{Op: "signal", Service: s, Signal: syscall.SIGHUP}); err != nil {
+			return fmt.Errorf("mail: reload %s: %w", s, err)
+		}
+	}
+	w.applied = site.sum()
+	w.logf("site settings changed: Postfix and Dovecot reloaded")
+	return nil
+}
+
+// nonlocalBind is the sysctl that lets a socket bind an address the node
+// does not have (yet).
+const nonlocalBind = "/proc/sys/net/ipv4/ip_nonlocal_bind"
+
+// allowNonlocalBind lets Postfix and Dovecot bind the VIP before the
+// cluster adds it: the group starts the mail before the VIP, so that
+// clients reach the VIP only once mail answers, and stops the VIP first.
+// The setting is the network namespace's, the node's (the container
+// shares it); it lets a process bind an address that is not there, no
+// more. HAProxy and keepalived setups set it for the same reason.
+func (w *Workload) allowNonlocalBind() error {
+	if len(w.Listen) == 0 {
+		return nil
+	}
+	if b, err := os.ReadFile(nonlocalBind); err == nil && strings.TrimSpace(string(b)) == "1" {
+		return nil
+	}
+	if err := os.WriteFile(nonlocalBind, []byte("1\n"), 0o644); err != nil {
+		return fmt.Errorf("mail: let the daemons bind the VIP %s before it is added: %w", strings.Join(w.Listen, ", "), err)
+	}
+	return nil
 }
 
 // UnpackTimeout bounds the first start's unpack of the template.
@@ -178,6 +236,11 @@ func (w *Workload) Monitor(ctx context.Context) error {
 	}
 	if !allRunning(st.Services) {
 		return fmt.Errorf("mail: %s", describeServices(st.Services))
+	}
+	// A site that cannot be read or applied leaves the running service
+	// as it is: the old certificate still serves.
+	if err := w.reloadIfChanged(ctx); err != nil {
+		w.logf("monitor: %v", err)
 	}
 	return w.probe(ctx)
 }

@@ -9,6 +9,7 @@ package mailprobe
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -25,6 +26,26 @@ type Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 
 // DefaultDial dials from the caller's network namespace.
 var DefaultDial Dial = (&net.Dialer{}).DialContext
+
+// TLSDial returns a Dial whose connections speak TLS from the first byte
+// (IMAPS on 993, SMTPS on 465), the server checked with cfg.
+func TLSDial(dial Dial, cfg *tls.Config) Dial {
+	if dial == nil {
+		dial = DefaultDial
+	}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		tc := tls.Client(c, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("tls: %w", err)
+		}
+		return tc, nil
+	}
+}
 
 func connect(ctx context.Context, dial Dial, addr string) (net.Conn, error) {
 	if dial == nil {
