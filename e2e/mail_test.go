@@ -123,10 +123,23 @@ func (m *mailLab) tlsConfig() *tls.Config {
 // run runs tandemctl from the lab's namespace against the arbiter, which
 // every test keeps up and on the majority side.
 func (m *mailLab) run(ctx context.Context, args ...string) ([]byte, error) {
+	return m.runAt(ctx, lab.Nodes[2].Name, "", args...)
+}
+
+// runAt runs tandemctl against node's API with stdin.
+func (m *mailLab) runAt(ctx context.Context, node, stdin string, args ...string) ([]byte, error) {
 	c, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	full := append([]string{"-state", m.admin, "-endpoint", "https://" + lab.Nodes[2].Addr.String() + ":7443"}, args...)
-	out, err := m.l.HostCommand(c, m.ctl, full...).CombinedOutput()
+	addr := ""
+	for _, n := range lab.Nodes {
+		if n.Name == node {
+			addr = n.Addr.String()
+		}
+	}
+	full := append([]string{"-state", m.admin, "-endpoint", "https://" + addr + ":7443"}, args...)
+	cmd := m.l.HostCommand(c, m.ctl, full...)
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return out, fmt.Errorf("tandemctl %s: %w: %s", strings.Join(args, " "), err, out)
 	}
@@ -429,6 +442,19 @@ func TestMailCluster(t *testing.T) {
 	m.checkAllReadable(ctx)
 
 	t.Run("kill owner", func(t *testing.T) {
+		// A user added through the owner's API logs in on the VIP, and
+		// after the failover too.
+		const carol, carolPW = "carol@" + lab.ClusterDomain, "carol's long password"
+		if _, err := m.runAt(ctx, m.waitServing(ctx, ""), carolPW+"\n", "mail", "user", "add", carol, "-quota", "100"); err != nil {
+			t.Fatal(err)
+		}
+		m.retry(ctx, "the added user logging in on the VIP", func(ctx context.Context) error {
+			_, err := mailprobe.Inbox(ctx, mailprobe.TLSDial(m.l.Dial, m.tlsConfig()), vipIMAPS, carol, carolPW)
+			return err
+		})
+		if out, err := m.run(ctx, "mail", "user", "list"); err != nil || !strings.Contains(string(out), carol) || !strings.Contains(string(out), m.seed.MailUser) {
+			t.Errorf("mail user list = %v\n%s; want the imported %s and %s", err, out, m.seed.MailUser, carol)
+		}
 		stop := m.sender()
 		time.Sleep(5 * time.Second)
 		killed := m.waitServing(ctx, "") // a watchdog reset may have moved the group
@@ -438,6 +464,10 @@ func TestMailCluster(t *testing.T) {
 		}
 		owner := m.waitServing(ctx, killed)
 		m.logMove(t, "SIGKILL of "+killed, owner, at)
+		m.retry(ctx, "the added user logging in after the failover", func(ctx context.Context) error {
+			_, err := mailprobe.Inbox(ctx, mailprobe.TLSDial(m.l.Dial, m.tlsConfig()), vipIMAPS, carol, carolPW)
+			return err
+		})
 		time.Sleep(5 * time.Second)
 		acked, failed := stop()
 		t.Logf("%d messages acknowledged, %d attempts failed while the service moved", acked, failed)

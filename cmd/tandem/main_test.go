@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -57,26 +56,7 @@ func TestReadSeed(t *testing.T) {
 	}
 }
 
-func TestPasswdFromStdin(t *testing.T) {
-	for in, want := range map[string]string{"s3cret\n": "", "s3cret": "", "\n": "empty password", "": "read the password from stdin"} {
-		f := filepath.Join(t.TempDir(), "in")
-		testenv.WriteFile(t, f, []byte(in), 0o600)
-		r, err := os.Open(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pw, err := readPassword(r, io.Discard)
-		r.Close()
-		if want != "" {
-			if err == nil || !strings.Contains(err.Error(), want) {
-				t.Errorf("readPassword(%q) = %q, %v; want an error with %q", in, pw, err, want)
-			}
-			continue
-		}
-		if err != nil || pw != "s3cret" {
-			t.Errorf("readPassword(%q) = %q, %v", in, pw, err)
-		}
-	}
+func TestPasswdArgs(t *testing.T) {
 	var out bytes.Buffer
 	if err := run(context.Background(), []string{"passwd", "extra"}, &out, io.Discard); err == nil {
 		t.Error("passwd with an argument: no error")

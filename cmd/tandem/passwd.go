@@ -1,15 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"strings"
-
-	"golang.org/x/term"
 
 	"tandem/internal/passwd"
 	"tandem/internal/service"
@@ -26,7 +22,7 @@ func runPasswd(_ context.Context, args []string, stdout, stderr io.Writer) error
 	if fs.NArg() > 0 {
 		return errors.New("passwd takes no arguments (the password comes from the terminal or stdin)")
 	}
-	pw, err := readPassword(os.Stdin, stderr)
+	pw, err := passwd.Read(os.Stdin, stderr, "console password")
 	if err != nil {
 		return err
 	}
@@ -36,35 +32,4 @@ func runPasswd(_ context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	fmt.Fprintln(stdout, h)
 	return nil
-}
-
-func readPassword(in *os.File, prompt io.Writer) (string, error) {
-	if !term.IsTerminal(int(in.Fd())) {
-		line, err := bufio.NewReader(in).ReadString('\n')
-		if err != nil && (err != io.EOF || line == "") {
-			return "", fmt.Errorf("passwd: read the password from stdin: %w", err)
-		}
-		pw := strings.TrimRight(line, "\r\n")
-		if pw == "" {
-			return "", errors.New("passwd: empty password")
-		}
-		return pw, nil
-	}
-	var got [2]string
-	for i, p := range []string{"console password: ", "again: "} {
-		fmt.Fprint(prompt, p)
-		b, err := term.ReadPassword(int(in.Fd()))
-		fmt.Fprintln(prompt)
-		if err != nil {
-			return "", fmt.Errorf("passwd: %w", err)
-		}
-		got[i] = string(b)
-	}
-	if got[0] != got[1] {
-		return "", errors.New("passwd: the two passwords differ")
-	}
-	if got[0] == "" {
-		return "", errors.New("passwd: empty password")
-	}
-	return got[0], nil
 }

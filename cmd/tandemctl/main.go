@@ -22,6 +22,10 @@
 //	mail cert show [-ca] [-json]     the mail service's certificate (-ca: the mail CA's, PEM)
 //	mail cert install CERT KEY       serve the admin's certificate (chain in CERT, leaf first)
 //	mail cert issue [NAME...]        serve one of the cluster's mail CA, for the service and NAMEs
+//	mail user add|passwd ADDR [-quota MIB]   a mail user (password without echo, or from stdin)
+//	mail user quota ADDR MIB | del ADDR | list [-json] | import FILE
+//	mail alias add|del FROM [TO...] | list [-json]
+//	mail domain add|del DOMAIN | list [-json]
 package main
 
 import (
@@ -32,14 +36,19 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net/http"
 	"os"
 	"os/signal"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
+	"text/tabwriter"
 	"time"
 
+	"tandem/internal/passwd"
 	"tandem/services/cluster"
+	"tandem/services/mail"
 )
 
 // errUsage marks bad arguments (exit status 2).
@@ -88,6 +97,18 @@ Commands:
                                      chain (leaf first), KEY its private key (PEM)
   mail cert issue [NAME...]          serve a certificate of the cluster's mail CA
                                      for the service name and NAMEs (the default)
+  mail user add ADDR [-quota MIB]    add a mail user; the password is asked for
+                                     twice without echo, or read from stdin
+  mail user passwd ADDR              set a user's password (the same way)
+  mail user quota ADDR MIB           set a user's quota (0: none)
+  mail user del ADDR | list [-json]  delete a user, or list them
+  mail user import FILE              add every user of a Dovecot passwd-file
+                                     (USER[@DOMAIN]:{SCHEME}PASSWORD), all or none
+  mail alias add FROM TO...          mail for FROM goes to each TO (added to it)
+  mail alias del FROM [TO...]        delete the alias, or only those addresses
+  mail alias list [-json]
+  mail domain add|del DOMAIN         serve another domain, or stop serving it
+  mail domain list [-json]           the domains, the cluster's own first
 
 Flags:
 `
@@ -358,8 +379,19 @@ func (c *cli) replication(ctx context.Context, a []string, stderr io.Writer) err
 }
 
 func (c *cli) mail(ctx context.Context, a []string, stderr io.Writer) error {
-	if len(a) < 2 || a[0] != "cert" {
-		return fmt.Errorf("%w: mail cert show|install|issue", errUsage)
+	if len(a) < 2 {
+		return fmt.Errorf("%w: mail cert|user|alias|domain COMMAND", errUsage)
+	}
+	switch a[0] {
+	case "user":
+		return c.mailUser(ctx, a[1:], stderr)
+	case "alias":
+		return c.mailAlias(ctx, a[1:], stderr)
+	case "domain":
+		return c.mailDomain(ctx, a[1:], stderr)
+	case "cert":
+	default:
+		return fmt.Errorf("%w: mail cert|user|alias|domain COMMAND", errUsage)
 	}
 	switch a[1] {
 	case "show":
@@ -423,4 +455,166 @@ func (c *cli) mail(ctx context.Context, a []string, stderr io.Writer) error {
 	}
 	fmt.Fprintln(c.stdout, "ok: the mail service takes it within a monitor interval")
 	return nil
+}
+
+// mailPost sends one change of the mail settings and says what it did.
+func (c *cli) mailPost(ctx context.Context, path string, req any) error {
+	cl, err := c.client()
+	if err != nil {
+		return err
+	}
+	var out map[string]string
+	if err := cl.Do(ctx, http.MethodPost, path, req, &out); err != nil {
+		return err
+	}
+	fmt.Fprintln(c.stdout, "ok:", out["ok"])
+	return nil
+}
+
+// mailList fetches a list and prints it as JSON or with text.
+func (c *cli) mailList(ctx context.Context, path string, args []string, stderr io.Writer, v any, text func(io.Writer)) error {
+	fs := flag.NewFlagSet("list", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: list takes no arguments", errUsage)
+	}
+	cl, err := c.client()
+	if err != nil {
+		return err
+	}
+	if err := cl.Do(ctx, http.MethodGet, path, nil, v); err != nil {
+		return err
+	}
+	return c.show(*asJSON, v, text)
+}
+
+func (c *cli) mailUser(ctx context.Context, a []string, stderr io.Writer) error {
+	const usage = "mail user add|passwd ADDR [-quota MIB] | quota ADDR MIB | del ADDR | list [-json] | import FILE"
+	switch {
+	case a[0] == "list":
+		var users []mail.User
+		return c.mailList(ctx, "/v1/mail/users", a[1:], stderr, &users, func(w io.Writer) {
+			tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+			fmt.Fprintln(tw, "USER\tQUOTA")
+			for _, u := range users {
+				q := "none"
+				if u.QuotaMiB > 0 {
+					q = fmt.Sprintf("%d MiB", u.QuotaMiB)
+				}
+				fmt.Fprintf(tw, "%s\t%s\n", u.Name, q)
+			}
+			tw.Flush()
+		})
+	case len(a) < 2:
+		return fmt.Errorf("%w: %s", errUsage, usage)
+	}
+	req := cluster.MailUserRequest{Action: a[0], Name: a[1]}
+	switch a[0] {
+	case "add", "passwd":
+		fs := flag.NewFlagSet("mail user "+a[0], flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		quota := fs.Int("quota", 0, "the user's quota in MiB (0: none)")
+		if a[0] == "passwd" {
+			quota = nil
+		}
+		if err := fs.Parse(a[2:]); err != nil {
+			return fmt.Errorf("%w: %w", errUsage, err)
+		}
+		if fs.NArg() > 0 {
+			return fmt.Errorf("%w: %s", errUsage, usage)
+		}
+		if quota != nil {
+			req.QuotaMiB = *quota
+		}
+		pw, err := passwd.Read(os.Stdin, stderr, "password for "+req.Name)
+		if err != nil {
+			return err
+		}
+		req.Password = pw
+	case "quota":
+		if len(a) != 3 {
+			return fmt.Errorf("%w: mail user quota ADDR MIB", errUsage)
+		}
+		q, err := strconv.Atoi(a[2])
+		if err != nil {
+			return fmt.Errorf("%w: mail user quota ADDR MIB: %q is not a number of MiB", errUsage, a[2])
+		}
+		req.QuotaMiB = q
+	case "del":
+		if len(a) != 2 {
+			return fmt.Errorf("%w: mail user del ADDR", errUsage)
+		}
+	case "import":
+		if len(a) != 2 {
+			return fmt.Errorf("%w: mail user import FILE", errUsage)
+		}
+		users, err := readUsersFile(ctx, c, a[1])
+		if err != nil {
+			return err
+		}
+		req = cluster.MailUserRequest{Action: "import", Users: users}
+	default:
+		return fmt.Errorf("%w: %s", errUsage, usage)
+	}
+	return c.mailPost(ctx, "/v1/mail/users", req)
+}
+
+// readUsersFile reads a passwd-file to import; names without a domain
+// get the cluster's. Passwords travel as the file has them ({PLAIN} ones
+// are checked and hashed by the node).
+func readUsersFile(ctx context.Context, c *cli, file string) ([]mail.User, error) {
+	cl, err := c.client()
+	if err != nil {
+		return nil, err
+	}
+	var doms cluster.MailDomains
+	if err := cl.Do(ctx, http.MethodGet, "/v1/mail/domains", nil, &doms); err != nil {
+		return nil, err
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return mail.ReadUsersFile(f, file, doms.Domains[0])
+}
+
+func (c *cli) mailAlias(ctx context.Context, a []string, stderr io.Writer) error {
+	switch a[0] {
+	case "list":
+		var aliases []mail.Alias
+		return c.mailList(ctx, "/v1/mail/aliases", a[1:], stderr, &aliases, func(w io.Writer) {
+			for _, x := range aliases {
+				fmt.Fprintf(w, "%s -> %s\n", x.From, strings.Join(x.To, ", "))
+			}
+		})
+	case "add", "del":
+		if len(a) < 2 || a[0] == "add" && len(a) < 3 {
+			return fmt.Errorf("%w: mail alias add FROM TO... | del FROM [TO...]", errUsage)
+		}
+		return c.mailPost(ctx, "/v1/mail/aliases", cluster.MailAliasRequest{Action: a[0], From: a[1], To: a[2:]})
+	}
+	return fmt.Errorf("%w: mail alias add|del|list", errUsage)
+}
+
+func (c *cli) mailDomain(ctx context.Context, a []string, stderr io.Writer) error {
+	switch a[0] {
+	case "list":
+		var doms cluster.MailDomains
+		return c.mailList(ctx, "/v1/mail/domains", a[1:], stderr, &doms, func(w io.Writer) {
+			for _, d := range doms.Domains {
+				fmt.Fprintln(w, d)
+			}
+		})
+	case "add", "del":
+		if len(a) != 2 {
+			return fmt.Errorf("%w: mail domain add|del DOMAIN", errUsage)
+		}
+		return c.mailPost(ctx, "/v1/mail/domains", cluster.MailDomainRequest{Action: a[0], Name: a[1]})
+	}
+	return fmt.Errorf("%w: mail domain add|del|list", errUsage)
 }

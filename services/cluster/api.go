@@ -100,8 +100,7 @@ func (d *Daemon) serveAPI() error {
 	mux.Handle("POST /v1/cluster/revoke", d.auth(admins, d.handleRevoke))
 	mux.Handle("POST /v1/cluster/remove", d.auth(admins, d.handleRemove))
 	mux.Handle("GET /v1/ca/key", d.auth(nodes, d.handleCAKey))
-	mux.Handle("GET /v1/mail/cert", d.auth(readers, d.handleMailCert))
-	mux.Handle("POST /v1/mail/cert", d.auth(admins, d.handleMailCertPut))
+	d.mailRoutes(mux)
 	d.replicationRoutes(mux)
 	d.api = newAPIServer(mux, srvTLS)
 	// Failed handshakes (a revoked certificate, a scanner) are the
@@ -389,6 +388,12 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		}
 	}
 	return nil
+}
+
+// Do calls the API: in as the JSON body (nil: none), the answer into out
+// (nil: dropped); an answer other than 200 is an error with its message.
+func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
+	return c.do(ctx, method, path, in, out)
 }
 
 // Status fetches the node's status.

@@ -78,6 +78,9 @@ func startEtcd(cfg *Config, st State, cf *ClusterFile) (*embed.Etcd, error) {
 	ec.ClusterState = cf.Bootstrap
 	ec.InitialClusterToken = cf.Cluster
 	ec.TickMs, ec.ElectionMs = raftTiming(cfg.CoreTiming().LeaseTTL)
+	// A mail user import is one transaction, all or nothing
+	// (maxMailImport users and a few keys more; etcd's default is 128).
+	ec.MaxTxnOps = maxMailImport + 16
 	ti := transport.TLSInfo{
 		CertFile: st.Path("node.crt"), KeyFile: st.Path("node.key"), TrustedCAFile: st.Path("ca.crt"),
 		ClientCertAuth: true,

@@ -4,11 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"tandem/services/mail"
 	"tandem/services/mail/mailtls"
 )
 
@@ -25,6 +29,7 @@ func TestMailCertAPI(t *testing.T) {
 	defer cancel()
 	d := s.d
 	const service = "mail.example.test"
+	svc := mailServiceName{Host: service, Domain: "example.test"}
 	admin := s.client(t, s.adminDir)
 	if _, err := admin.MailCert(ctx); err == nil || !strings.Contains(err.Error(), "no mail certificate yet") {
 		t.Errorf("mail cert before any data node made one: %v", err)
@@ -34,7 +39,7 @@ func TestMailCertAPI(t *testing.T) {
 	}
 
 	now := time.Now()
-	if err := d.ensureMailSite(ctx, service, now); err != nil {
+	if err := d.ensureMailSite(ctx, svc, now); err != nil {
 		t.Fatal(err)
 	}
 	stored := func() (mailCert, int64) {
@@ -47,7 +52,7 @@ func TestMailCertAPI(t *testing.T) {
 		return mc, rev
 	}
 	first, rev := stored()
-	if err := d.ensureMailSite(ctx, service, now); err != nil {
+	if err := d.ensureMailSite(ctx, svc, now); err != nil {
 		t.Fatal(err)
 	}
 	if _, again := stored(); again != rev {
@@ -64,12 +69,12 @@ func TestMailCertAPI(t *testing.T) {
 	if mc.Service != service || mc.Source != CertFromCluster || mc.Info.Subject != service || mc.Info.Issuer != "tandem mail CA sec" || len(mc.CA) == 0 || bytes.Equal(mc.CA, clusterCA) {
 		t.Errorf("mail cert = %+v; want the service's, from the mail CA (not the cluster CA)", mc)
 	}
-	site, err := d.readMailSite(ctx, service)
+	site, _, err := d.readMailSite(ctx, svc)
 	if err != nil || !bytes.Equal(site.TLS.Chain, first.Chain) || !bytes.Equal(site.TLS.Key, first.Key) {
 		t.Errorf("the workload's site = %v; want the stored certificate", err)
 	}
 	// Due (less than a third of its life left): renewed.
-	if err := d.ensureMailSite(ctx, service, now.Add(mailtls.Lifetime*3/4)); err != nil {
+	if err := d.ensureMailSite(ctx, svc, now.Add(mailtls.Lifetime*3/4)); err != nil {
 		t.Fatal(err)
 	}
 	if renewed, _ := stored(); bytes.Equal(renewed.Chain, first.Chain) {
@@ -119,7 +124,7 @@ func TestMailCertAPI(t *testing.T) {
 		t.Errorf("after install: %+v, %v", mc, err)
 	}
 	// The cluster never replaces an installed certificate, due or not.
-	if err := d.ensureMailSite(ctx, service, now.Add(mailtls.Lifetime)); err != nil {
+	if err := d.ensureMailSite(ctx, svc, now.Add(mailtls.Lifetime)); err != nil {
 		t.Fatal(err)
 	}
 	if cur, _ := stored(); cur.Source != CertInstalled || !bytes.Equal(cur.Chain, own.Chain) {
@@ -133,7 +138,7 @@ func TestMailCertAPI(t *testing.T) {
 		t.Errorf("after issue with a name: %+v, %v", mc, err)
 	}
 	// Renewal keeps the added names.
-	if err := d.ensureMailSite(ctx, service, now.Add(mailtls.Lifetime*3/4)); err != nil {
+	if err := d.ensureMailSite(ctx, svc, now.Add(mailtls.Lifetime*3/4)); err != nil {
 		t.Fatal(err)
 	}
 	if cur, _ := stored(); strings.Join(cur.Names, ",") != "imap.example.test" {
@@ -160,5 +165,153 @@ func TestMailCertAPI(t *testing.T) {
 	b, _ := json.Marshal(mc)
 	if bytes.Contains(b, []byte("PRIVATE KEY")) {
 		t.Error("GET /v1/mail/cert answers a private key")
+	}
+}
+
+// TestMailUsersAPI: users, aliases and domains through the API, as
+// tandemctl mail user|alias|domain sends them: each bad input refused
+// with what is wrong and nothing stored, passwords kept only as hashes,
+// the workload's site following every change (and read again only after
+// one), a monitor refused.
+func TestMailUsersAPI(t *testing.T) {
+	s := startFounder(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	d := s.d
+	admin := s.client(t, s.adminDir)
+	post := func(path string, req any) error { return admin.do(ctx, "POST", path, req, nil) }
+	if err := post("/v1/mail/users", MailUserRequest{Action: "add", Name: "alice@example.test", Password: "correct horse battery"}); err == nil || !strings.Contains(err.Error(), "no data node has published") {
+		t.Errorf("add a user before the service is published: %v", err)
+	}
+	w, err := mail.FromParams(map[string]string{"root": "/srv/mail", "domain": "example.test", "users": filepath.Join(t.TempDir(), "none")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	siteOf := d.mailSite(w)
+	if _, err := siteOf(ctx); err != nil { // publishes the service, makes the CA and the certificate
+		t.Fatal(err)
+	}
+	ok := func(path string, req any) {
+		t.Helper()
+		if err := post(path, req); err != nil {
+			t.Fatalf("%s %+v: %v", path, req, err)
+		}
+	}
+	ok("/v1/mail/users", MailUserRequest{Action: "add", Name: "alice@example.test", Password: "correct horse battery", QuotaMiB: 100})
+	ok("/v1/mail/domains", MailDomainRequest{Action: "add", Name: "example.org"})
+	ok("/v1/mail/users", MailUserRequest{Action: "add", Name: "bob@example.org", Password: "another long one"})
+	ok("/v1/mail/aliases", MailAliasRequest{Action: "add", From: "team@example.org", To: []string{"alice@example.test", "bob@example.org"}})
+	ok("/v1/mail/aliases", MailAliasRequest{Action: "add", From: "team@example.org", To: []string{"carol@elsewhere.test", "bob@example.org"}})
+	ok("/v1/mail/users", MailUserRequest{Action: "import", Users: []mail.User{{Name: "carol@example.test", Hash: "{PLAIN}carol's long password"}, {Name: "dave@example.test", Hash: "{SHA512-CRYPT}$6$salt$hash"}}})
+
+	for _, c := range []struct {
+		path string
+		req  any
+		want string
+	}{
+		{"/v1/mail/users", MailUserRequest{Action: "add", Name: "alice@example.test", Password: "correct horse battery"}, "alice@example.test is already a user"},
+		{"/v1/mail/users", MailUserRequest{Action: "add", Name: "Eve@example.test", Password: "correct horse battery"}, "use lower case"},
+		{"/v1/mail/users", MailUserRequest{Action: "add", Name: "eve", Password: "correct horse battery"}, `"eve" is not a mail address`},
+		{"/v1/mail/users", MailUserRequest{Action: "add", Name: "eve@example.net", Password: "correct horse battery"}, "the domain example.net is not served"},
+		{"/v1/mail/users", MailUserRequest{Action: "add", Name: "eve@example.test", Password: ""}, "the password for eve@example.test is empty"},
+		{"/v1/mail/users", MailUserRequest{Action: "add", Name: "eve@example.test", Password: "short"}, "too short"},
+		{"/v1/mail/users", MailUserRequest{Action: "add", Name: "eve@example.test", Password: "aaaaaaaaaaaa"}, "one character repeated"},
+		{"/v1/mail/users", MailUserRequest{Action: "add", Name: "team@example.org", Password: "correct horse battery"}, "team@example.org is already an alias"},
+		{"/v1/mail/users", MailUserRequest{Action: "add", Name: "tandem-monitor@example.test", Password: "correct horse battery"}, "the monitor's account"},
+		{"/v1/mail/users", MailUserRequest{Action: "add", Name: "eve@example.test", Password: "correct horse battery", QuotaMiB: -1}, "quota -1 MiB"},
+		{"/v1/mail/users", MailUserRequest{Action: "passwd", Name: "nobody@example.test", Password: "correct horse battery"}, `no mail user "nobody@example.test"`},
+		{"/v1/mail/users", MailUserRequest{Action: "rename", Name: "alice@example.test"}, `action "rename"`},
+		{"/v1/mail/users", MailUserRequest{Action: "import", Users: []mail.User{{Name: "eve@example.test", Hash: "{PLAIN}long enough pw"}, {Name: "alice@example.test", Hash: "{PLAIN}long enough pw"}}}, "import: alice@example.test is already a user"},
+		{"/v1/mail/users", MailUserRequest{Action: "import", Users: []mail.User{{Name: "eve@example.test", Hash: "{MD5}x"}}}, "scheme {MD5} is not one tandem keeps"},
+		{"/v1/mail/aliases", MailAliasRequest{Action: "add", From: "alice@example.test", To: []string{"bob@example.org"}}, "alice@example.test is already a user"},
+		{"/v1/mail/aliases", MailAliasRequest{Action: "add", From: "loop@example.test", To: []string{"loop@example.test"}}, "cannot deliver to itself"},
+		{"/v1/mail/aliases", MailAliasRequest{Action: "add", From: "x@example.test", To: []string{"not an address"}}, "is not a mail address"},
+		{"/v1/mail/aliases", MailAliasRequest{Action: "add", From: "x@example.test"}, "no address to deliver to"},
+		{"/v1/mail/domains", MailDomainRequest{Action: "add", Name: "example.test"}, "the cluster's own domain"},
+		{"/v1/mail/domains", MailDomainRequest{Action: "add", Name: "Example.org"}, "not a lower-case DNS domain"},
+		{"/v1/mail/domains", MailDomainRequest{Action: "del", Name: "example.org"}, "domain example.org still has 2 users and aliases"},
+	} {
+		before, _, err := d.readMailSite(ctx, mailServiceName{Host: w.Hostname(), Domain: w.Domain})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := post(c.path, c.req); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s %+v: %v, want an error with %q", c.path, c.req, err, c.want)
+		}
+		after, _, err := d.readMailSite(ctx, mailServiceName{Host: w.Hostname(), Domain: w.Domain})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a, b := fmt.Sprint(before.Users, before.Aliases, before.Domains), fmt.Sprint(after.Users, after.Aliases, after.Domains); a != b {
+			t.Errorf("%s %+v was refused but changed the settings:\n%s\n%s", c.path, c.req, a, b)
+		}
+	}
+
+	site, err := siteOf(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]mail.User{}
+	for _, u := range site.Users {
+		names[u.Name] = u
+	}
+	if len(names) != 4 || names["alice@example.test"].QuotaMiB != 100 || !strings.HasPrefix(names["alice@example.test"].Hash, "{ARGON2ID}$argon2id$") ||
+		!strings.HasPrefix(names["carol@example.test"].Hash, "{ARGON2ID}") || names["dave@example.test"].Hash != "{SHA512-CRYPT}$6$salt$hash" {
+		t.Errorf("site users = %+v", site.Users)
+	}
+	if fmt.Sprint(site.Domains) != "[example.org]" || len(site.Aliases) != 1 || strings.Join(site.Aliases[0].To, ",") != "alice@example.test,bob@example.org,carol@elsewhere.test" {
+		t.Errorf("site domains %v, aliases %+v", site.Domains, site.Aliases)
+	}
+	r, err := d.cli.Get(ctx, mailPrefix, clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kv := range r.Kvs {
+		if strings.Contains(string(kv.Value), "correct horse") || strings.Contains(string(kv.Value), "carol's long") {
+			t.Errorf("%s holds a password in the clear", kv.Key)
+		}
+	}
+	// Read again only after a change: the same answer, then a new one.
+	if again, _ := siteOf(ctx); fmt.Sprint(again.Users) != fmt.Sprint(site.Users) {
+		t.Error("the site changed without a change")
+	}
+	ok("/v1/mail/users", MailUserRequest{Action: "passwd", Name: "alice@example.test", Password: "a new long password"})
+	ok("/v1/mail/users", MailUserRequest{Action: "del", Name: "dave@example.test"})
+	ok("/v1/mail/aliases", MailAliasRequest{Action: "del", From: "team@example.org", To: []string{"carol@elsewhere.test"}})
+	next, err := siteOf(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range next.Users {
+		if u.Name == "dave@example.test" || u.Name == "alice@example.test" && u.Hash == names["alice@example.test"].Hash {
+			t.Errorf("after passwd and del: %+v", next.Users)
+		}
+	}
+	if strings.Join(next.Aliases[0].To, ",") != "alice@example.test,bob@example.org" {
+		t.Errorf("alias after removing one address: %+v", next.Aliases)
+	}
+
+	var users []mail.User
+	if err := admin.do(ctx, "GET", "/v1/mail/users", nil, &users); err != nil || len(users) != 3 || users[0].Name != "alice@example.test" || users[0].Hash != "" || users[0].QuotaMiB != 100 {
+		t.Errorf("GET /v1/mail/users = %+v, %v; want names and quotas, no hashes", users, err)
+	}
+	var doms MailDomains
+	if err := admin.do(ctx, "GET", "/v1/mail/domains", nil, &doms); err != nil || strings.Join(doms.Domains, ",") != "example.test,example.org" {
+		t.Errorf("GET /v1/mail/domains = %+v, %v", doms, err)
+	}
+	code, err := admin.Code(ctx, "nagios", MonitorRole)
+	if err != nil {
+		t.Fatal(err)
+	}
+	monitor := State{Dir: filepath.Join(t.TempDir(), "monitor")}
+	if err := JoinClient(ctx, "sec", "nagios", MonitorRole, monitor, s.api, code); err != nil {
+		t.Fatal(err)
+	}
+	mon := s.client(t, monitor)
+	if err := mon.do(ctx, "GET", "/v1/mail/aliases", nil, &[]mail.Alias{}); err != nil {
+		t.Errorf("monitor lists aliases: %v", err)
+	}
+	if err := mon.do(ctx, "POST", "/v1/mail/users", MailUserRequest{Action: "del", Name: "alice@example.test"}, nil); err == nil || !strings.Contains(err.Error(), "may not POST /v1/mail/users") {
+		t.Errorf("monitor deletes a user: %v, want refused", err)
 	}
 }

@@ -230,8 +230,8 @@ func (d *Daemon) chores(ctx context.Context) {
 	if err := d.sweepCodes(c, time.Now()); err != nil {
 		d.log.Debug("sweep pairing codes", "err", err)
 	}
-	if service, ok := d.mailService(); ok {
-		if err := d.ensureMailSite(c, service, time.Now()); err != nil {
+	if svc, ok := d.mailService(); ok {
+		if err := d.ensureMailSite(c, svc, time.Now()); err != nil {
 			d.log.Warn("mail certificate (it is retried)", "err", err)
 		}
 	}

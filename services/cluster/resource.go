@@ -122,7 +122,7 @@ func newBuiltin(d *Daemon, rc ResourceConfig) (Resource, error) {
 			return nil, err
 		}
 		w.Logf = func(f string, a ...any) { d.log.Info(fmt.Sprintf(f, a...), "resource", rc.Name) }
-		w.Site = d.mailSite(w.Hostname())
+		w.Site = d.mailSite(w)
 		return agent{w, mail.ErrNotRunning}, nil
 	}
 	v, err := vip.Parse(rc.Params["address"], rc.Params["interface"])

@@ -38,9 +38,12 @@ const saslSocket = "/var/spool/postfix/private/auth"
 // config is what the container's configuration files are rendered from.
 type config struct {
 	Hostname, Domain string
-	Users            []user // from the users file, monitor account excluded
-	MonitorPassword  string
-	Salt             []byte // for the monitor's password hash; random unless a test fixes it
+	// Domains are the other domains served besides Domain.
+	Domains         []string
+	Users           []User // monitor account excluded
+	Aliases         []Alias
+	MonitorPassword string
+	Salt            []byte // for the monitor's password hash; random unless a test fixes it
 	// Listen are the addresses the services listen on besides loopback
 	// (the VIP).
 	Listen []string
@@ -64,6 +67,8 @@ func (c config) files() map[string][]byte {
 		"etc/postfix/master.cf":           []byte(c.masterCF()),
 		"etc/postfix/vmailbox":            []byte(c.vmailbox()),
 		"etc/postfix/senders":             []byte(c.senders()),
+		"etc/postfix/domains":             []byte(c.domains()),
+		"etc/postfix/aliases":             []byte(c.aliases()),
 		"etc/dovecot/dovecot.conf":        []byte(c.dovecotConf()),
 		"etc/dovecot/users":               []byte(c.passwdFile()),
 		"etc/mailname":                    []byte(c.Hostname + "\n"),
@@ -123,8 +128,9 @@ smtpd_sasl_path = private/auth
 smtpd_sasl_auth_enable = no
 smtpd_sender_login_maps = texthash:/etc/postfix/senders
 smtpd_reject_unlisted_recipient = yes
-virtual_mailbox_domains = ` + c.Domain + `
+virtual_mailbox_domains = texthash:/etc/postfix/domains
 virtual_mailbox_maps = texthash:/etc/postfix/vmailbox
+virtual_alias_maps = texthash:/etc/postfix/aliases
 virtual_transport = lmtp:unix:private/dovecot-lmtp
 biff = no
 append_dot_mydomain = no
@@ -204,13 +210,46 @@ scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 `
 
-// senders maps each envelope sender to the login allowed to use it: a
-// user sends as themselves only.
+// senders maps each envelope sender to the logins allowed to use it: a
+// user sends as themselves and as the aliases that deliver to them.
 func (c config) senders() string {
 	var b strings.Builder
 	b.WriteString(header)
+	local := map[string]bool{}
 	for _, u := range c.Users {
+		local[u.Name] = true
 		fmt.Fprintf(&b, "%s\t%s\n", u.Name, u.Name)
+	}
+	for _, a := range c.Aliases {
+		var owners []string
+		for _, to := range a.To {
+			if local[to] {
+				owners = append(owners, to)
+			}
+		}
+		if len(owners) > 0 {
+			fmt.Fprintf(&b, "%s\t%s\n", a.From, strings.Join(owners, ", "))
+		}
+	}
+	return b.String()
+}
+
+// domains lists the domains Postfix takes mail for, the cluster's first.
+func (c config) domains() string {
+	var b strings.Builder
+	b.WriteString(header)
+	for _, d := range append([]string{c.Domain}, c.Domains...) {
+		fmt.Fprintf(&b, "%s\tOK\n", d)
+	}
+	return b.String()
+}
+
+// aliases is Postfix's virtual alias map.
+func (c config) aliases() string {
+	var b strings.Builder
+	b.WriteString(header)
+	for _, a := range c.Aliases {
+		fmt.Fprintf(&b, "%s\t%s\n", a.From, strings.Join(a.To, ", "))
 	}
 	return b.String()
 }
@@ -267,6 +306,8 @@ mail_uid = vmail
 mail_gid = vmail
 mail_location = maildir:~/Maildir
 mail_fsync = always
+mail_plugins = quota
+lmtp_rcpt_check_quota = yes
 postmaster_address = postmaster@%[2]s
 hostname = %[3]s
 passdb {
@@ -274,8 +315,15 @@ passdb {
   args = username_format=%%Lu /etc/dovecot/users
 }
 userdb {
-  driver = static
-  args = uid=vmail gid=vmail home=%[4]s/%%d/%%n
+  driver = passwd-file
+  args = username_format=%%Lu /etc/dovecot/users
+  default_fields = uid=vmail gid=vmail home=%[4]s/%%d/%%n
+}
+plugin {
+  quota = maildir:User quota
+}
+protocol imap {
+  mail_plugins = $mail_plugins imap_quota
 }
 service lmtp {
   unix_listener %[5]s {
@@ -304,30 +352,77 @@ service imap-login {
 		protocols, strings.Join(c.listen(), ", "), tlsChain, tlsKey, saslSocket, pop3)
 }
 
-// passwdFile is Dovecot's passdb: the users' lines as given, then the
-// monitor account with a salted SHA-512 of its password.
+// passwdFile is Dovecot's passdb and userdb: each user's hash and quota,
+// then the monitor account with a salted SHA-512 of its password.
 func (c config) passwdFile() string {
 	var b strings.Builder
 	b.WriteString(header)
 	for _, u := range c.Users {
-		fmt.Fprintf(&b, "%s:%s\n", u.Name, u.Rest)
+		extra := ""
+		if u.QuotaMiB > 0 {
+			extra = fmt.Sprintf("userdb_quota_rule=*:storage=%dM", u.QuotaMiB)
+		}
+		fmt.Fprintf(&b, "%s:%s::::::%s\n", u.Name, u.Hash, extra)
 	}
 	sum := sha512.Sum512(append([]byte(c.MonitorPassword), c.Salt...))
-	fmt.Fprintf(&b, "%s@%s:{SSHA512}%s\n", MonitorUser, c.Domain, base64.StdEncoding.EncodeToString(append(sum[:], c.Salt...)))
+	fmt.Fprintf(&b, "%s@%s:{SSHA512}%s::::::\n", MonitorUser, c.Domain, base64.StdEncoding.EncodeToString(append(sum[:], c.Salt...)))
 	return b.String()
 }
 
-// user is one line of the users file: the full address and the rest of
-// the line (password and optional passwd-file fields) as given.
-type user struct {
-	Name, Rest string
+// ParseUsersFile reads a Dovecot passwd-file to import
+// ("user[@domain]:{SCHEME}pass[:...]", '#' comments): names without a
+// domain get domain; the monitor account's name, a duplicate and a
+// password tandem does not keep (ImportedHash) are errors naming the file
+// and line. The users come back with their hashes.
+func ParseUsersFile(r io.Reader, file, domain string) ([]User, error) {
+	lines, err := parseUsers(r, file, domain)
+	if err != nil {
+		return nil, err
+	}
+	var out []User
+	for _, l := range lines {
+		h, err := ImportedHash(l.name, l.password())
+		if err != nil {
+			return nil, fmt.Errorf("%s:%d: %w", file, l.line, err)
+		}
+		out = append(out, User{Name: l.name, Hash: h})
+	}
+	return out, nil
 }
 
-// parseUsers reads a Dovecot passwd-file ("user[@domain]:{SCHEME}pass[:...]",
-// '#' comments). Names without a domain get the workload's; other domains
-// and the monitor account's name are errors naming the file and line.
-func parseUsers(r io.Reader, file, domain string) ([]user, error) {
-	var out []user
+// ReadUsersFile reads a passwd-file as ParseUsersFile does, but leaves
+// each password field as it is in Hash (tandemctl sends them so to the
+// node, which checks and hashes them with ImportedHash).
+func ReadUsersFile(r io.Reader, file, domain string) ([]User, error) {
+	lines, err := parseUsers(r, file, domain)
+	if err != nil {
+		return nil, err
+	}
+	var out []User
+	for _, l := range lines {
+		out = append(out, User{Name: l.name, Hash: l.password()})
+	}
+	return out, nil
+}
+
+// userLine is one line of a users file: the full address and the rest
+// of the line (password and optional passwd-file fields) as given.
+type userLine struct {
+	name, rest string
+	line       int
+}
+
+// password is the line's password field.
+func (l userLine) password() string {
+	p, _, _ := strings.Cut(l.rest, ":")
+	return p
+}
+
+// parseUsers reads a passwd-file's lines: the syntax and the names, each
+// error naming the file and line. Names from other domains than domain
+// are kept (the cluster checks them against its domains).
+func parseUsers(r io.Reader, file, domain string) ([]userLine, error) {
+	var out []userLine
 	seen := map[string]int{}
 	sc := bufio.NewScanner(r)
 	for n := 1; sc.Scan(); n++ {
@@ -344,8 +439,8 @@ func parseUsers(r io.Reader, file, domain string) ([]user, error) {
 		if !hasDom {
 			dom = domain
 		}
-		if dom != domain {
-			return nil, fmt.Errorf("%s:%d: user %q is not in the domain %s", file, n, name, domain)
+		if !domainRE.MatchString(dom) {
+			return nil, fmt.Errorf("%s:%d: user %q: %q is not a DNS domain", file, n, name, dom)
 		}
 		if !localRE.MatchString(local) || local == MonitorUser {
 			return nil, fmt.Errorf("%s:%d: user name %q is not allowed (letters, digits, '.', '_', '-'; not %s)", file, n, local, MonitorUser)
@@ -355,7 +450,7 @@ func parseUsers(r io.Reader, file, domain string) ([]user, error) {
 			return nil, fmt.Errorf("%s:%d: user %s is already on line %d", file, n, full, prev)
 		}
 		seen[full] = n
-		out = append(out, user{Name: full, Rest: rest})
+		out = append(out, userLine{name: full, rest: rest, line: n})
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("%s: %w", file, err)

@@ -12,11 +12,13 @@ import (
 // TestConfigGolden renders the container's configuration for a fixed
 // domain, users and monitor password, and compares it with testdata/.
 func TestConfigGolden(t *testing.T) {
-	users, err := parseUsers(strings.NewReader("# users\nalice:{PLAIN}pw\nBob@Example.Test:{SHA512-CRYPT}$6$x$y::::::\n\n"), "users", "example.test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := config{Hostname: "mail.example.test", Domain: "example.test", Users: users, MonitorPassword: "monitor-secret", Salt: []byte("fixedsalt123"),
+	users := []User{{Name: "alice@example.test", Hash: "{ARGON2ID}$argon2id$v=19$m=65536,t=2,p=1$c2FsdA$aGFzaA"},
+		{Name: "bob@example.org", Hash: "{SHA512-CRYPT}$6$x$y", QuotaMiB: 500}}
+	aliases := []Alias{{From: "postmaster@example.test", To: []string{"alice@example.test"}},
+		{From: "team@example.org", To: []string{"alice@example.test", "bob@example.org", "carol@elsewhere.test"}},
+		{From: "away@example.org", To: []string{"someone@elsewhere.test"}}}
+	c := config{Hostname: "mail.example.test", Domain: "example.test", Domains: []string{"example.org"}, Users: users, Aliases: aliases,
+		MonitorPassword: "monitor-secret", Salt: []byte("fixedsalt123"),
 		Listen: []string{"192.0.2.10"}, POP3: true, TLS: mailtls.Pair{Chain: []byte("test chain\n"), Key: []byte("test key\n")}}
 	for rel, data := range c.files() {
 		path := filepath.Join("testdata", strings.ReplaceAll(rel, "/", "_"))
@@ -28,15 +30,29 @@ func TestParseUsersErrors(t *testing.T) {
 	for _, c := range []struct{ in, want string }{
 		{"alice\n", "users:1: want USER[@example.test]:PASSWORD[:...] (Dovecot passwd-file)"},
 		{"alice:\n", "users:1: want USER"},
-		{"# c\nalice@other.test:{PLAIN}x\n", `users:2: user "alice@other.test" is not in the domain example.test`},
+		{"# c\nalice@other_test:{PLAIN}x\n", `users:2: user "alice@other_test": "other_test" is not a DNS domain`},
 		{"tandem-monitor:{PLAIN}x\n", `users:1: user name "tandem-monitor" is not allowed`},
 		{"a b:{PLAIN}x\n", `users:1: user name "a b" is not allowed`},
-		{"alice:{PLAIN}x\nALICE@example.test:{PLAIN}y\n", "users:2: user alice@example.test is already on line 1"},
+		{"alice:{PLAIN}long-enough-1\nALICE@example.test:{PLAIN}long-enough-2\n", "users:2: user alice@example.test is already on line 1"},
+		{"alice:{PLAIN}short\n", "users:1: the password for alice@example.test is too short: 5 characters, want at least 10"},
+		{"alice:{MD5}abc\n", "users:1: user alice@example.test: scheme {MD5} is not one tandem keeps"},
+		{"alice:nobrace\n", "users:1: user alice@example.test: the password has no {SCHEME} prefix"},
 	} {
-		_, err := parseUsers(strings.NewReader(c.in), "users", "example.test")
+		_, err := ParseUsersFile(strings.NewReader(c.in), "users", "example.test")
 		if err == nil || !strings.HasPrefix(err.Error(), c.want) {
-			t.Errorf("parseUsers(%q) error = %v, want prefix %q", c.in, err, c.want)
+			t.Errorf("ParseUsersFile(%q) error = %v, want prefix %q", c.in, err, c.want)
 		}
+		if err != nil && strings.Contains(err.Error(), "long-enough") {
+			t.Errorf("the error repeats a password: %v", err)
+		}
+	}
+	users, err := ParseUsersFile(strings.NewReader("# users\nalice:{PLAIN}correct horse\nBob@Example.Test:{SHA512-CRYPT}$6$x$y::::::\n\n"), "users", "example.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(users) != 2 || users[0].Name != "alice@example.test" || !strings.HasPrefix(users[0].Hash, "{ARGON2ID}$argon2id$v=19$m=65536,t=2,p=1$") ||
+		users[1].Name != "bob@example.test" || users[1].Hash != "{SHA512-CRYPT}$6$x$y" {
+		t.Errorf("ParseUsersFile = %+v", users)
 	}
 }
 

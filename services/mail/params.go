@@ -3,6 +3,7 @@ package mail
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/netip"
@@ -26,7 +27,7 @@ const (
 	ParamTemplate = "template" // template file; default: from the image description and $TANDEM_SLOT
 	ParamDomain   = "domain"   // mail domain (required)
 	ParamService  = "service"  // host label of the service name; default "mail"
-	ParamUsers    = "users"    // Dovecot passwd-file of the users on the node; default /perm/tandem/mail-users
+	ParamUsers    = "users"    // Dovecot passwd-file imported into the cluster when it has no users; default /perm/tandem/mail-users
 	ParamAddress  = "address"  // address the monitor dials; default 127.0.0.1
 	ParamListen   = "listen"   // addresses served besides loopback (the VIP), comma-separated; default none
 	ParamPOP3     = "pop3"     // "true": POP3 (110, 995) besides IMAP; default false
@@ -54,7 +55,8 @@ type Workload struct {
 	Template string
 	// Domain is the mail domain; Service.Domain is Postfix's myhostname.
 	Domain, Service string
-	// Users is the passwd-file converted into the container at each start.
+	// Users is a passwd-file the cluster imports while it has no users
+	// (the users themselves come with Site).
 	Users string
 	// Address is where Start and Monitor reach SMTP (25) and IMAP (143).
 	Address string
@@ -86,11 +88,17 @@ type Workload struct {
 // whichever data node runs it.
 type Site struct {
 	// TLS is the service certificate (mailtls.Check passed).
-	TLS mailtls.Pair
+	TLS mailtls.Pair `json:"tls"`
+	// Domains are the domains served besides the workload's Domain.
+	Domains []string `json:"domains,omitempty"`
+	// Users and Aliases of every domain.
+	Users   []User  `json:"users,omitempty"`
+	Aliases []Alias `json:"aliases,omitempty"`
 }
 
 func (s Site) sum() [32]byte {
-	return sha256.Sum256(slices.Concat(s.TLS.Chain, []byte{0}, s.TLS.Key))
+	b, _ := json.Marshal(s)
+	return sha256.Sum256(b)
 }
 
 var (

@@ -117,9 +117,7 @@ func newTestbed(t testing.TB, params map[string]string) *testbed {
 	n := netnstest.New(t)
 	ns := n.Host("mail")
 	vol := volume(t)
-	users := filepath.Join(t.TempDir(), "users")
-	testenv.WriteFile(t, users, []byte("# test users\nalice:{PLAIN}alice-pw\nbob@example.test:{PLAIN}bob-pw\n"), 0o600)
-	p := map[string]string{"root": vol + "/mail", "template": tpl, "domain": "example.test", "users": users}
+	p := map[string]string{"root": vol + "/mail", "template": tpl, "domain": "example.test"}
 	maps.Copy(p, params)
 	w, err := FromParams(p)
 	if err != nil {
@@ -133,7 +131,7 @@ func newTestbed(t testing.TB, params map[string]string) *testbed {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tb.site = Site{TLS: pair}
+	tb.site = Site{TLS: pair, Users: []User{testUser(t, "alice@example.test", "alice-pw"), testUser(t, "bob@example.test", "bob-pw")}}
 	w.Site = func(context.Context) (Site, error) {
 		tb.mu.Lock()
 		defer tb.mu.Unlock()
@@ -470,4 +468,14 @@ func containerPids(t *testing.T, initPid int) []int {
 		}
 	}
 	return pids
+}
+
+// testUser is a user with password's hash.
+func testUser(t testing.TB, name, password string) User {
+	t.Helper()
+	h, err := HashPassword(password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return User{Name: name, Hash: h}
 }

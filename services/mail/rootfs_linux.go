@@ -128,21 +128,13 @@ func (w *Workload) configure(ctx context.Context) (Site, error) {
 
 // write renders the configuration for site and writes what changed.
 func (w *Workload) write(site Site) error {
-	uf, err := os.Open(w.Users)
-	if err != nil {
-		return fmt.Errorf("mail: param %s: %w", ParamUsers, err)
-	}
-	users, err := parseUsers(uf, w.Users, w.Domain)
-	uf.Close()
-	if err != nil {
-		return fmt.Errorf("mail: param %s: %w", ParamUsers, err)
-	}
 	secret, err := w.monitorSecret()
 	if err != nil {
 		return err
 	}
 	salt := []byte(newSecret())[:12]
-	c := config{Hostname: w.Hostname(), Domain: w.Domain, Users: users, MonitorPassword: secret, Salt: salt,
+	c := config{Hostname: w.Hostname(), Domain: w.Domain, Domains: site.Domains, Users: site.Users, Aliases: site.Aliases,
+		MonitorPassword: secret, Salt: salt,
 		Listen: w.Listen, POP3: w.POP3, TLS: site.TLS}
 	if err := fixDirs(w.rootfs()); err != nil {
 		return err

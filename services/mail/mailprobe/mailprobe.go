@@ -223,6 +223,10 @@ func (c *IMAP) Logout() error {
 
 // cmd sends one tagged command and returns the untagged lines (literals
 // inlined as lines) before its OK; NO or BAD is an error wrapping ErrIMAP.
+// Command sends one IMAP command and returns its untagged answers; NO or
+// BAD is an ErrIMAP error.
+func (c *IMAP) Command(command string) ([]string, error) { return c.cmd(command) }
+
 func (c *IMAP) cmd(command string) ([]string, error) {
 	c.tag++
 	tag := "t" + strconv.Itoa(c.tag)
