@@ -47,6 +47,7 @@ type Manifest struct {
 	Kernel    string       `json:"kernel"`
 	Cmdline   string       `json:"cmdline"`
 	Packages  []PackageRef `json:"packages"`
+	Overlays  []OverlayRef `json:"overlays,omitempty"`
 	Artifacts []Artifact   `json:"artifacts"`
 }
 
@@ -167,7 +168,7 @@ func (b *builder) writePXE() error {
 // publish hashes the staged artifacts, moves them into the output
 // directory and writes manifest.json last.
 func (b *builder) publish() (*Manifest, error) {
-	m := &Manifest{Recipe: b.r.Name, Role: b.r.Role, Hardware: b.r.Hardware, Epoch: b.o.Epoch, Kernel: b.kernelVer, Cmdline: b.cmdline()}
+	m := &Manifest{Recipe: b.r.Name, Role: b.r.Role, Hardware: b.r.Hardware, Epoch: b.o.Epoch, Kernel: b.kernelVer, Cmdline: b.cmdline(), Overlays: b.overlayRefs()}
 	for _, p := range b.used {
 		m.Packages = append(m.Packages, PackageRef{p.Name, p.Version, p.SHA256})
 	}

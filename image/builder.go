@@ -16,6 +16,7 @@ import (
 	"tandem/image/grub"
 	"tandem/image/initramfs"
 	"tandem/image/kmod"
+	"tandem/image/overlay"
 	"tandem/image/recipe"
 	"tandem/image/workload"
 	"tandem/internal/nodeimage"
@@ -272,9 +273,13 @@ func (b *builder) buildInitramfs(ctx context.Context) error {
 			return fmt.Errorf("%s: services: command %s is not a tandem command (no %s in the source tree)", b.r.Path, filepath.Base(c), c)
 		}
 	}
+	files, err := b.overlayFiles(overlay.RootFS)
+	if err != nil {
+		return err
+	}
 	img, err := initramfs.Build(ctx, initramfs.Options{
 		ModuleDir: b.o.ModuleDir, Commands: b.commands(), Rescue: initramfs.RescueCommands,
-		Files: b.tree, CacheDir: b.o.CacheDir, Logf: b.logf,
+		Files: b.tree, Overlay: files, CacheDir: b.o.CacheDir, Logf: b.logf,
 	})
 	if err != nil {
 		return err

@@ -5,6 +5,7 @@ import (
 	"context"
 
 	"tandem/image/disk"
+	"tandem/image/overlay"
 	"tandem/image/recipe"
 	"tandem/image/workload"
 )
@@ -13,6 +14,7 @@ import (
 // Debian's packages for postfix-dovecot, the user's installer for zimbra.
 // It goes into each slot directory of the boot partition, not into the
 // initramfs, so a node reads it from disk when it creates the mail root.
+// The recipe's mail overlays go into it (workload.OverlayDir).
 func (b *builder) buildTemplate(ctx context.Context) error {
 	w := b.r.Workload
 	if w == nil {
@@ -25,7 +27,11 @@ func (b *builder) buildTemplate(ctx context.Context) error {
 			return err
 		}
 	default:
-		pkgs, err := workload.BuildPostfixDovecot(ctx, b.archive, &buf, workload.Options{Epoch: b.o.Epoch, Logf: b.logf})
+		files, err := b.overlayFiles(overlay.Mail)
+		if err != nil {
+			return err
+		}
+		pkgs, err := workload.BuildPostfixDovecot(ctx, b.archive, &buf, workload.Options{Epoch: b.o.Epoch, Overlay: files, Logf: b.logf})
 		if err != nil {
 			return err
 		}

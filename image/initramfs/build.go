@@ -18,6 +18,8 @@ import (
 	"github.com/u-root/mkuimage/cpio"
 	"github.com/u-root/mkuimage/uimage"
 	"github.com/u-root/uio/llog"
+
+	"tandem/image/overlay"
 )
 
 // RescueCommands are u-root's core commands built into every node (as one
@@ -41,6 +43,9 @@ type Options struct {
 	Rescue []string
 	// Files are the non-Go files.
 	Files *Tree
+	// Overlay is laid over everything else, last (Tree.Lay): the
+	// recipe's overlays' rootfs/ trees, merged (overlay.Merge).
+	Overlay []overlay.File
 	// CacheDir keeps the rescue commands' busybox between builds: it only
 	// changes with the Go version, go.sum and the command list.
 	CacheDir string
@@ -75,6 +80,9 @@ func Build(ctx context.Context, o Options) ([]byte, error) {
 	}
 	o.Files.add(cpio.Symlink("init", "bin/init"))
 	o.Files.add(cpio.Symlink("bin/sh", "../bbin/gosh"))
+	if err := o.Files.Lay(o.Overlay); err != nil {
+		return nil, fmt.Errorf("initramfs: %w", err)
+	}
 	var raw bytes.Buffer
 	if err := o.Files.WriteCPIO(&raw); err != nil {
 		return nil, fmt.Errorf("initramfs: %w", err)

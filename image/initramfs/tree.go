@@ -1,8 +1,9 @@
 // Package initramfs assembles a node's initramfs: tandem's Go programs and
 // u-root's core commands built by u-root's mkuimage, plus files taken from
 // unpacked Debian packages (kernel modules, drbd-utils and the shared
-// libraries its programs need). The archive is reproducible: records are
-// sorted and carry no times or owners.
+// libraries its programs need), with the recipe's overlays laid over all
+// of it. The archive is reproducible: records are sorted and carry no
+// times or owners.
 package initramfs
 
 import (
@@ -16,6 +17,8 @@ import (
 	"strings"
 
 	"github.com/u-root/mkuimage/cpio"
+
+	"tandem/image/overlay"
 )
 
 // Tree is the set of non-Go files going into the archive, by archive path.
@@ -114,6 +117,48 @@ func (t *Tree) addArchive(path string) error {
 		t.add(r)
 	}
 	return nil
+}
+
+// Lay lays overlay files over the tree in order (overlay.Merge's
+// result): each file replaces a file or symbolic link at its path, with
+// its content and permission bits, and each directory is added 0755 if
+// it is not there; anything else (a file where the tree has a directory
+// or a device, a directory where it has a file, something below a file)
+// is an error naming the file's origin (overlay.Fit).
+func (t *Tree) Lay(files []overlay.File) error {
+	for _, f := range files {
+		f.Path = strings.TrimPrefix(path.Clean("/"+f.Path), "/")
+		if err := overlay.Fit(f, t.lookup, "the image"); err != nil {
+			return err
+		}
+		if f.Mode.IsDir() {
+			t.AddDir(f.Path)
+		} else {
+			t.AddData(f.Path, f.Data, f.Mode)
+		}
+	}
+	return nil
+}
+
+// lookup returns the type of the record at p.
+func (t *Tree) lookup(p string) (os.FileMode, bool) {
+	r, ok := t.recs[p]
+	if !ok {
+		return 0, false
+	}
+	switch r.Mode & cpio.S_IFMT {
+	case cpio.S_IFDIR:
+		return os.ModeDir, true
+	case cpio.S_IFREG:
+		return 0, true
+	case cpio.S_IFLNK:
+		return os.ModeSymlink, true
+	case cpio.S_IFIFO:
+		return os.ModeNamedPipe, true
+	case cpio.S_IFSOCK:
+		return os.ModeSocket, true
+	}
+	return os.ModeDevice, true
 }
 
 // Has reports whether p is in the tree.

@@ -32,8 +32,9 @@ func addFiles(f *testing.F, patterns ...string) {
 // FuzzParse feeds Parse arbitrary recipes. For every input: no panic; an
 // error wraps ErrInvalid and starts with the file's name; a recipe that
 // parses validates again, its kernel arguments joined into a command line
-// split back into the same arguments with none of the image's own, and
-// marshalling and parsing it again changes nothing. Seeds: recipes/ and
+// split back into the same arguments with none of the image's own, its
+// overlays are distinct paths on one line each, and marshalling and
+// parsing it again changes nothing. Seeds: recipes/ and
 // testdata/fuzz/FuzzParse.
 func FuzzParse(f *testing.F) {
 	addFiles(f, "../../recipes/*.yaml")
@@ -48,6 +49,7 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("a parsed recipe does not validate again: %v", err)
 		}
 		checkCmdline(t, r.KernelArgs)
+		checkOverlayList(t, r.Overlays)
 		out, err := yaml.Marshal(r)
 		if err != nil {
 			t.Fatalf("yaml.Marshal(parsed recipe) = %v", err)
@@ -115,5 +117,18 @@ func checkCmdline(t *testing.T, args []string) {
 		if slices.Contains(imageArgs, key) {
 			t.Fatalf("kernel_args %q set %s, which the image sets", args, key)
 		}
+	}
+}
+
+// checkOverlayList: each overlay is a non-empty path on one line, none
+// listed twice (the same directory would be laid twice).
+func checkOverlayList(t *testing.T, paths []string) {
+	t.Helper()
+	seen := map[string]bool{}
+	for _, p := range paths {
+		if p == "" || strings.ContainsAny(p, "\n\r\x00") || seen[filepath.Clean(p)] {
+			t.Fatalf("overlays %q: %q is empty, spans lines or is listed twice", paths, p)
+		}
+		seen[filepath.Clean(p)] = true
 	}
 }

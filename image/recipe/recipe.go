@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 
+	"tandem/image/overlay"
 	"tandem/internal/nodeconfig"
 	"tandem/internal/yamlstrict"
 )
@@ -60,9 +61,19 @@ type Recipe struct {
 	// Workload is the mail workload whose template the image carries
 	// (data nodes only; default for them: kind postfix-dovecot).
 	Workload *Workload `yaml:"workload"`
+	// Overlays are the site's file trees laid over what the builder
+	// generates (docs/image.md, "Overlays"), in order, a later one
+	// winning over an earlier one: directories, each holding rootfs/
+	// (laid over the initramfs root) and mail/ (carried in the mail
+	// template for the workload; postfix-dovecot only). Relative paths
+	// are relative to the recipe file. Load reads and checks them.
+	Overlays []string `yaml:"overlays"`
 
 	// Profile is the loaded hardware profile (not part of the YAML).
 	Profile *Profile `yaml:"-"`
+	// OverlayTrees are the overlays as Load read and checked them, one
+	// for each of Overlays (not part of the YAML).
+	OverlayTrees []*overlay.Tree `yaml:"-"`
 	// Path is the file the recipe was loaded from.
 	Path string `yaml:"-"`
 }
@@ -153,7 +164,7 @@ func Load(path, hardwareDir string) (*Recipe, error) {
 	if err != nil {
 		return nil, err
 	}
-	r, err := Parse(path, bytes.NewReader(data))
+	r, doc, err := parse(path, bytes.NewReader(data))
 	if err != nil {
 		return nil, err
 	}
@@ -186,6 +197,9 @@ func Load(path, hardwareDir string) (*Recipe, error) {
 	}
 	if err := r.checkFirmware(); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if err := r.loadOverlays(); err != nil {
+		return nil, doc.Locate(err)
 	}
 	return r, nil
 }
@@ -244,16 +258,22 @@ func (r *Recipe) firmwareFile(root, f string) (bool, error) {
 
 // Parse decodes and validates a recipe; name is used in errors.
 func Parse(name string, rd io.Reader) (*Recipe, error) {
+	r, _, err := parse(name, rd)
+	return r, err
+}
+
+// parse is Parse, also returning the document to place Load's errors.
+func parse(name string, rd io.Reader) (*Recipe, *yamlstrict.Doc, error) {
 	r := &Recipe{Path: name}
 	doc, err := decode(name, rd, r)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	r.setDefaults()
 	if err := r.validate(); err != nil {
-		return nil, doc.Locate(err)
+		return nil, nil, doc.Locate(err)
 	}
-	return r, nil
+	return r, doc, nil
 }
 
 func (r *Recipe) setDefaults() {
@@ -325,6 +345,9 @@ func (r *Recipe) validate() error {
 		return err
 	}
 	if err := checkKernelArgs(r.KernelArgs); err != nil {
+		return err
+	}
+	if err := checkOverlayPaths(r.Overlays); err != nil {
 		return err
 	}
 	for k := range r.Settings {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"tandem/image/overlay"
 	"tandem/internal/testenv"
 )
 
@@ -37,7 +38,7 @@ func TestParseGood(t *testing.T) {
 func TestParseErrors(t *testing.T) {
 	for _, c := range []struct{ name, yaml, want string }{
 		{"unknown field", "name: n\nrole: data\nhostnme: x\n",
-			`bad.yaml:3: unknown field "hostnme" (expected one of: debian, disk, firmware_dir, hardware, hostname, kernel_args, name, node_config, outputs, packages, role, services, settings, workload)`},
+			`bad.yaml:3: unknown field "hostnme" (expected one of: debian, disk, firmware_dir, hardware, hostname, kernel_args, name, node_config, outputs, overlays, packages, role, services, settings, workload)`},
 		{"unknown nested field", "name: n\nrole: data\nhardware: h\ndisk:\n  boot: 100\n",
 			`bad.yaml:5: unknown field "boot" in disk (expected one of: boot_mib, perm_mib)`},
 		{"unknown field in list", "name: n\nservices:\n  - name: a\n    cmd: x\n",
@@ -69,6 +70,13 @@ func TestParseErrors(t *testing.T) {
 			`bad.yaml:4: workload: only data nodes run the mail workload (role is "arbitrator")`},
 		{"not a mapping", "- a\n- b\n", "bad.yaml:1: expected a mapping of fields at the top"},
 		{"second document", "name: n\nrole: data\nhardware: h\n---\nname: m\n", `bad.yaml:4: a second YAML document (after "---")`},
+		{"overlay empty", "name: n\nrole: data\nhardware: h\noverlays:\n  - a\n  - \"\"\n",
+			`bad.yaml:6: overlays[1]: empty: name a directory (relative paths are relative to the recipe file)`},
+		{"overlay newline", "name: n\nrole: data\nhardware: h\noverlays: [\"a\\nb\"]\n",
+			`bad.yaml:4: overlays[0]: "a\nb": not UTF-8, or holds a control character`},
+		{"overlay twice", "name: n\nrole: data\nhardware: h\noverlays: [../o/a, ../o/b, ../o/./a]\n",
+			`bad.yaml:4: overlays[2]: ../o/./a is listed twice (overlays[0])`},
+		{"overlays not a list", "name: n\nrole: data\nhardware: h\noverlays: ../o/a\n", "bad.yaml: line 4: cannot unmarshal !!str `../o/a` into []string"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := Parse("bad.yaml", strings.NewReader(c.yaml))
@@ -263,5 +271,82 @@ func TestLoadFirmwareLinks(t *testing.T) {
 				t.Fatalf("Load() = %v\nwant an ErrInvalid starting with %s: firmware_dir and containing %q", err, recipe, c.want)
 			}
 		})
+	}
+}
+
+// Load reads each overlay and refuses what it may not hold, every error
+// naming the recipe file, the overlay's line and field, and the path.
+func TestLoadOverlays(t *testing.T) {
+	dir := t.TempDir()
+	testenv.WriteFile(t, filepath.Join(dir, "hardware/hw.yaml"), []byte("name: hw\nboot: [bios]\nconsole: ttyS0\n"), 0o644)
+	testenv.WriteFile(t, filepath.Join(dir, "zcs.tgz"), []byte("zcs"), 0o644)
+	for p, data := range map[string]string{
+		"a/rootfs/etc/motd": "a", "a/mail/etc/postfix/header_checks": "a",
+		"b/rootfs/etc/motd": "b", "b/rootfs/usr/local/bin/tool": "b",
+		"rootonly/rootfs/etc/issue":                "r",
+		"dirmotd/rootfs/etc/motd/x":                "d",
+		"reserved/rootfs/etc/tandem/settings.yaml": "hostname: evil\n",
+	} {
+		testenv.WriteFile(t, filepath.Join(dir, "overlays", p), []byte(data), 0o644)
+	}
+	testenv.MkdirAll(t, filepath.Join(dir, "overlays/link/rootfs/etc"))
+	if err := os.Symlink("../../../../secret", filepath.Join(dir, "overlays/link/rootfs/etc/shadow")); err != nil {
+		t.Fatal(err)
+	}
+	recipe := filepath.Join(dir, "recipes/r.yaml")
+	load := func(head, overlays string) (*Recipe, error) {
+		testenv.WriteFile(t, recipe, []byte(head+"hardware: hw\noverlays:\n"+overlays), 0o644)
+		return Load(recipe, "")
+	}
+	r, err := load("name: n\nrole: data\n", "  - ../overlays/a\n  - "+filepath.Join(dir, "overlays/b")+"\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.OverlayTrees) != 2 || r.OverlayTrees[1].Name != recipe+": overlays[1]: "+filepath.Join(dir, "overlays/b") || r.OverlayTrees[0].Files() != 2 {
+		t.Errorf("Load() overlays = %+v, want a (2 files) and b, named by the recipe and field", r.OverlayTrees)
+	}
+	if _, err := load("name: n\nrole: arbitrator\n", "  - ../overlays/rootonly\n"); err != nil {
+		t.Errorf("Load(arbitrator with a rootfs/ overlay) = %v, want no error", err)
+	}
+	for _, c := range []struct{ name, head, overlays, want string }{
+		{"missing", "name: n\nrole: data\n", "  - ../overlays/a\n  - ../overlays/nope\n",
+			":6: overlays[1]: ../overlays/nope: no such directory " + filepath.Join(dir, "overlays/nope")},
+		{"symlink", "name: n\nrole: data\n", "  - ../overlays/link\n",
+			`:5: overlays[0]: ../overlays/link: rootfs/etc/shadow: a symbolic link (to "../../../../secret")`},
+		{"reserved", "name: n\nrole: data\n", "  - ../overlays/reserved\n",
+			":5: overlays[0]: ../overlays/reserved: rootfs/etc/tandem: /etc/tandem is what the builder writes for PID 1"},
+		{"file and directory", "name: n\nrole: data\n", "  - ../overlays/a\n  - ../overlays/dirmotd\n",
+			":6: overlays[1]: ../overlays/dirmotd: rootfs/etc/motd: a directory where overlays[0] (../overlays/a) has a file"},
+		{"mail on an arbitrator", "name: n\nrole: arbitrator\n", "  - ../overlays/a\n",
+			":5: overlays[0]: ../overlays/a: mail/: mail overlays go into the postfix-dovecot template, and the arbitrator role runs no mail workload"},
+		{"mail with zimbra", "name: n\nrole: data\nworkload: {kind: zimbra, installer: ../zcs.tgz}\n", "  - ../overlays/b\n  - ../overlays/a\n",
+			":7: overlays[1]: ../overlays/a: mail/: mail overlays go into the postfix-dovecot template, and workload kind zimbra carries its installer as it is"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := load(c.head, c.overlays)
+			if err == nil || !strings.HasPrefix(err.Error(), recipe+c.want) || !errors.Is(err, ErrInvalid) {
+				t.Fatalf("Load() = %v\nwant an ErrInvalid starting %s%s", err, recipe, c.want)
+			}
+		})
+	}
+}
+
+// The repository's example overlay loads (testdata/overlay-example.yaml:
+// no shipped recipe lists an overlay).
+func TestExampleOverlay(t *testing.T) {
+	r, err := Load("testdata/overlay-example.yaml", "../../hardware")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, part := range []string{overlay.RootFS, overlay.Mail} {
+		for _, f := range r.OverlayTrees[0].Part(part) {
+			if !f.Mode.IsDir() {
+				got = append(got, part+"/"+f.Path) // its mode is the checkout's
+			}
+		}
+	}
+	if want := []string{"rootfs/etc/motd", "mail/etc/postfix/header_checks"}; !slices.Equal(got, want) {
+		t.Errorf("overlays/example holds %q, want %q", got, want)
 	}
 }

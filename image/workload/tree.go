@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"io/fs"
 	"path"
 	"slices"
 	"sort"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"tandem/image/debian"
+	"tandem/image/overlay"
 	"tandem/internal/mailroot"
 	"tandem/internal/tarx"
 )
@@ -115,6 +117,43 @@ func (t *tree) addBase() {
 			e.hdr.Gid, e.hdr.Mode = mailroot.PostdropGID, 0o2555
 		}
 	}
+}
+
+// addOverlay adds the mail overlay files below OverlayDir, root's: files
+// with their permission bits, directories 0755. Each must fit the
+// template at its own path (overlay.Fit), where the workload lays it.
+func (t *tree) addOverlay(files []overlay.File) error {
+	if len(files) == 0 {
+		return nil
+	}
+	t.addParents() // the template's directories, to fit the files against
+	for _, f := range files {
+		if err := overlay.Fit(f, t.lookup, "the mail template"); err != nil {
+			return err
+		}
+		name := path.Join(OverlayDir, f.Path)
+		if f.Mode.IsDir() {
+			t.dir(name, 0, 0, int64(overlay.DirMode.Perm()))
+		} else {
+			t.file(name, f.Data, int64(f.Mode.Perm()))
+		}
+	}
+	return nil
+}
+
+// lookup returns the type of the entry at p.
+func (t *tree) lookup(p string) (fs.FileMode, bool) {
+	e, ok := t.entries[p]
+	if !ok {
+		return 0, false
+	}
+	switch e.hdr.Typeflag {
+	case tar.TypeDir:
+		return fs.ModeDir, true
+	case tar.TypeSymlink:
+		return fs.ModeSymlink, true
+	}
+	return 0, true
 }
 
 // write writes the tree as a tar archive sorted by path, parents created

@@ -2,7 +2,7 @@
 // the root file system of the container services/mail runs, packed from
 // Debian's packages into one zstd-compressed tar with every owner and mode
 // in its headers, so no root is needed to build it and the same inputs give
-// the same bytes. For a Zimbra workload the template is the user's ZCS
+// the same bytes. The recipe's mail overlays ride along below OverlayDir. For a Zimbra workload the template is the user's ZCS
 // installer, carried as is.
 package workload
 
@@ -16,6 +16,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"tandem/image/debian"
+	"tandem/image/overlay"
 	"tandem/internal/mailroot"
 )
 
@@ -35,7 +36,7 @@ func FileName(kind string) string {
 }
 
 // Roots are the packages the Postfix + Dovecot template is resolved from.
-var Roots = []string{"postfix", "dovecot-core", "dovecot-imapd", "dovecot-lmtpd"}
+var Roots = []string{"postfix", "dovecot-core", "dovecot-imapd", "dovecot-lmtpd", "dovecot-pop3d"}
 
 // Skip lists the packages left out of the closure, each with the reason.
 // Maintainer scripts do not run at build time, so packages that only serve
@@ -49,17 +50,26 @@ var Skip = map[string]string{
 	"dpkg":                "no package database in the container",
 	"init-system-helpers": "enables init scripts and units; services/mail starts the daemons",
 	"lsb-base":            "init.d script functions; no init scripts run",
-	"ssl-cert":            "postinst makes a snakeoil certificate; TLS is not configured yet",
+	"ssl-cert":            "postinst makes a snakeoil certificate; the cluster gives the service certificate",
 	"openssl":             "the CLI, used by dovecot's postinst to make a certificate",
 	"libpam-runtime":      "pam-auth-update for maintainer scripts; Dovecot authenticates from a passwd-file, not PAM",
 	"cpio":                "used by Postfix's scripts to fill a chroot; the container runs Postfix unchrooted",
 	"e2fsprogs":           "chattr for Postfix's scripts; the queue is set up by services/mail",
 }
 
+// OverlayDir is the directory at the template's root that holds the
+// recipe's mail overlays (their mail/ trees merged), for the workload to
+// lay over the mail root after its generated configuration
+// (docs/mail.md, "Overlays").
+const OverlayDir = mailroot.OverlayDir
+
 // Options say how to build a template.
 type Options struct {
 	// Epoch is SOURCE_DATE_EPOCH, the time on every entry.
 	Epoch int64
+	// Overlay are the files put below OverlayDir: the recipe's overlays'
+	// mail/ trees, merged (overlay.Merge).
+	Overlay []overlay.File
 	// Logf reports progress.
 	Logf func(format string, args ...any)
 }
@@ -92,6 +102,9 @@ func BuildPostfixDovecot(ctx context.Context, a *debian.Archive, w io.Writer, o 
 		}
 	}
 	t.addBase()
+	if err := t.addOverlay(o.Overlay); err != nil {
+		return nil, fmt.Errorf("mail template: %w", err)
+	}
 	enc, err := zstd.NewWriter(w, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedBetterCompression))
 	if err != nil {
 		return nil, err

@@ -107,3 +107,9 @@ const (
 	KindPostfixDovecot = "postfix-dovecot"
 	KindZimbra         = "zimbra"
 )
+
+// OverlayDir is the directory at the template's root that holds the
+// recipe's mail overlays: the workload lays what is below it over the
+// mail root after its generated configuration, at every start and
+// reload.
+const OverlayDir = "tandem-overlay"

@@ -51,7 +51,13 @@ type config struct {
 	POP3 bool
 	// TLS is the service certificate.
 	TLS mailtls.Pair
+	// HeaderChecks: the overlay has a header_checks table, which main.cf
+	// then names.
+	HeaderChecks bool
 }
+
+// headerChecks is a site's Postfix header_checks table, from an overlay.
+const headerChecks = "etc/postfix/header_checks"
 
 // listen is every address the services listen on: loopback, for the
 // monitor and the container's own mail, then c.Listen.
@@ -140,7 +146,14 @@ message_size_limit = 52428800
 queue_run_delay = 10s
 minimal_backoff_time = 10s
 maximal_backoff_time = 5m
-` + c.bindAddress()
+` + c.bindAddress() + c.headerChecks()
+}
+
+func (c config) headerChecks() string {
+	if !c.HeaderChecks {
+		return ""
+	}
+	return "header_checks = regexp:/" + headerChecks + "\n"
 }
 
 // bindAddress sends outbound mail from the VIP, the address the

@@ -82,6 +82,9 @@ type Workload struct {
 
 	// applied is the sum of the site Start or Monitor last applied.
 	applied [32]byte
+	// overlay is the template's mail overlay, read once (overlayRead).
+	overlay     []overlayFile
+	overlayRead bool
 }
 
 // Site is what the cluster keeps once for the mail service, the same for

@@ -133,7 +133,11 @@ func (w *Workload) write(site Site) error {
 		return err
 	}
 	salt := []byte(newSecret())[:12]
+	if err := w.loadOverlay(); err != nil {
+		return err
+	}
 	c := config{Hostname: w.Hostname(), Domain: w.Domain, Domains: site.Domains, Users: site.Users, Aliases: site.Aliases,
+		HeaderChecks:    w.overlayHas(headerChecks),
 		MonitorPassword: secret, Salt: salt,
 		Listen: w.Listen, POP3: w.POP3, TLS: site.TLS}
 	if err := fixDirs(w.rootfs()); err != nil {
@@ -166,7 +170,10 @@ func (w *Workload) write(site Site) error {
 		}
 	}
 	// Dovecot's auth process reads the passdb as the dovecot user.
-	return os.Chown(filepath.Join(w.rootfs(), "etc/dovecot/users"), 0, mailroot.DovecotID)
+	if err := os.Chown(filepath.Join(w.rootfs(), "etc/dovecot/users"), 0, mailroot.DovecotID); err != nil {
+		return fmt.Errorf("mail: %w", err)
+	}
+	return w.layOverlay()
 }
 
 // monitorSecret returns the monitor account's password, created on first
