@@ -26,6 +26,7 @@
 //	mail user quota ADDR MIB | del ADDR | list [-json] | import FILE
 //	mail alias add|del FROM [TO...] | list [-json]
 //	mail domain add|del DOMAIN | list [-json]
+//	mail config get [NAME] | set NAME VALUE   site settings (size limit, relay networks, POP3, smarthost)
 package main
 
 import (
@@ -109,6 +110,9 @@ Commands:
   mail alias list [-json]
   mail domain add|del DOMAIN         serve another domain, or stop serving it
   mail domain list [-json]           the domains, the cluster's own first
+  mail config get [NAME]             the site settings: message_size_limit,
+                                     relay_networks, pop3, smarthost
+  mail config set NAME VALUE         change one ("" resets it to its default)
 
 Flags:
 `
@@ -380,7 +384,7 @@ func (c *cli) replication(ctx context.Context, a []string, stderr io.Writer) err
 
 func (c *cli) mail(ctx context.Context, a []string, stderr io.Writer) error {
 	if len(a) < 2 {
-		return fmt.Errorf("%w: mail cert|user|alias|domain COMMAND", errUsage)
+		return fmt.Errorf("%w: mail cert|user|alias|domain|config COMMAND", errUsage)
 	}
 	switch a[0] {
 	case "user":
@@ -389,9 +393,11 @@ func (c *cli) mail(ctx context.Context, a []string, stderr io.Writer) error {
 		return c.mailAlias(ctx, a[1:], stderr)
 	case "domain":
 		return c.mailDomain(ctx, a[1:], stderr)
+	case "config":
+		return c.mailConfig(ctx, a[1:])
 	case "cert":
 	default:
-		return fmt.Errorf("%w: mail cert|user|alias|domain COMMAND", errUsage)
+		return fmt.Errorf("%w: mail cert|user|alias|domain|config COMMAND", errUsage)
 	}
 	switch a[1] {
 	case "show":
@@ -617,4 +623,32 @@ func (c *cli) mailDomain(ctx context.Context, a []string, stderr io.Writer) erro
 		return c.mailPost(ctx, "/v1/mail/domains", cluster.MailDomainRequest{Action: a[0], Name: a[1]})
 	}
 	return fmt.Errorf("%w: mail domain add|del|list", errUsage)
+}
+
+func (c *cli) mailConfig(ctx context.Context, a []string) error {
+	switch {
+	case a[0] == "set" && len(a) == 3:
+		return c.mailPost(ctx, "/v1/mail/config", cluster.MailSettingRequest{Name: a[1], Value: a[2]})
+	case a[0] == "get" && len(a) <= 2:
+		cl, err := c.client()
+		if err != nil {
+			return err
+		}
+		var settings map[string]string
+		if err := cl.Do(ctx, http.MethodGet, "/v1/mail/config", nil, &settings); err != nil {
+			return err
+		}
+		names := mail.SettingNames
+		if len(a) == 2 {
+			if _, ok := settings[a[1]]; !ok {
+				return fmt.Errorf("%w: no setting %q (the settings: %s)", errUsage, a[1], strings.Join(names, ", "))
+			}
+			names = a[1:]
+		}
+		for _, n := range names {
+			fmt.Fprintf(c.stdout, "%s = %s\n", n, settings[n])
+		}
+		return nil
+	}
+	return fmt.Errorf("%w: mail config get [NAME] | set NAME VALUE", errUsage)
 }

@@ -55,6 +55,8 @@ func TestBadArguments(t *testing.T) {
 		{[]string{"replication", "resolve-split-brain"}, "resolve-split-brain -keep NODE"},
 		{[]string{"replication", "status", "extra"}, "bad arguments to replication status"},
 		{[]string{"mail"}, "mail cert|user|alias|domain"},
+		{[]string{"mail", "config", "set", "pop3"}, "mail config get [NAME] | set NAME VALUE"},
+		{[]string{"mail", "config", "unset", "pop3"}, "mail config get [NAME] | set NAME VALUE"},
 		{[]string{"mail", "cert"}, "mail cert|user|alias|domain"},
 		{[]string{"mail", "box", "x"}, "mail cert|user|alias|domain"},
 		{[]string{"mail", "user", "add"}, "mail user add|passwd ADDR"},

@@ -254,6 +254,8 @@ func (d *Daemon) readMailSite(ctx context.Context, svc mailServiceName) (mail.Si
 			var a mail.Alias
 			err = json.Unmarshal(kv.Value, &a)
 			site.Aliases = append(site.Aliases, a)
+		case k == keyMailSettings:
+			err = json.Unmarshal(kv.Value, &site.Settings)
 		}
 		if err != nil {
 			return mail.Site{}, 0, fmt.Errorf("%s: %w", k, err)
@@ -383,6 +385,8 @@ const (
 	// keyMailImported says a node's users file was imported; it is not
 	// imported again.
 	keyMailImported = "/tandem/mail/imported"
+	// keyMailSettings holds the site settings (mail.Settings).
+	keyMailSettings = "/tandem/mail/settings"
 )
 
 // Limits of the mail settings.
@@ -480,6 +484,9 @@ type mailState struct {
 	domains map[string]bool // every served domain, the cluster's included
 	users   map[string]mail.User
 	aliases map[string]mail.Alias
+	// settings and the revision of keyMailSettings (0: none).
+	settings    mail.Settings
+	settingsRev int64
 }
 
 func (d *Daemon) readMailState(ctx context.Context) (*mailState, error) {
@@ -499,6 +506,9 @@ func (d *Daemon) readMailState(ctx context.Context) (*mailState, error) {
 		k := string(kv.Key)
 		var err error
 		switch {
+		case k == keyMailSettings:
+			s.settingsRev = kv.ModRevision
+			err = json.Unmarshal(kv.Value, &s.settings)
 		case strings.HasPrefix(k, keyMailDomains):
 			s.domains[strings.TrimPrefix(k, keyMailDomains)] = true
 		case strings.HasPrefix(k, keyMailUsers):
@@ -822,7 +832,28 @@ func listDomains(s *mailState) any {
 	return MailDomains{Domains: append([]string{s.svc.Domain}, slices.Sorted(maps.Keys(s.domains))...)}
 }
 
+// MailSettingRequest sets one site setting (POST /v1/mail/config); an
+// empty Value resets it to its default.
+type MailSettingRequest struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
+}
+
+func (s *mailState) settingChange(req MailSettingRequest) (mailChange, error) {
+	next := s.settings
+	if err := next.Set(req.Name, req.Value); err != nil {
+		return mailChange{}, err
+	}
+	cmp := clientv3.Compare(clientv3.ModRevision(keyMailSettings), "=", s.settingsRev)
+	return mailChange{cmps: []clientv3.Cmp{cmp}, ops: []clientv3.Op{putJSON(keyMailSettings, next)},
+		what: fmt.Sprintf("mail setting %s = %q", req.Name, next.Get()[req.Name])}, nil
+}
+
+func listSettings(s *mailState) any { return s.settings.Get() }
+
 func (d *Daemon) mailRoutes(mux *http.ServeMux) {
+	mux.Handle("GET /v1/mail/config", d.auth(readers, d.handleMailList(listSettings)))
+	mux.Handle("POST /v1/mail/config", d.auth(admins, handleMailChange(d, "mail setting", (*mailState).settingChange)))
 	mux.Handle("GET /v1/mail/cert", d.auth(readers, d.handleMailCert))
 	mux.Handle("POST /v1/mail/cert", d.auth(admins, d.handleMailCertPut))
 	mux.Handle("GET /v1/mail/users", d.auth(readers, d.handleMailList(listUsers)))

@@ -202,6 +202,8 @@ func TestMailUsersAPI(t *testing.T) {
 	ok("/v1/mail/users", MailUserRequest{Action: "add", Name: "bob@example.org", Password: "another long one"})
 	ok("/v1/mail/aliases", MailAliasRequest{Action: "add", From: "team@example.org", To: []string{"alice@example.test", "bob@example.org"}})
 	ok("/v1/mail/aliases", MailAliasRequest{Action: "add", From: "team@example.org", To: []string{"carol@elsewhere.test", "bob@example.org"}})
+	ok("/v1/mail/config", MailSettingRequest{Name: "message_size_limit", Value: "20M"})
+	ok("/v1/mail/config", MailSettingRequest{Name: "relay_networks", Value: "192.0.2.0/24"})
 	ok("/v1/mail/users", MailUserRequest{Action: "import", Users: []mail.User{{Name: "carol@example.test", Hash: "{PLAIN}carol's long password"}, {Name: "dave@example.test", Hash: "{SHA512-CRYPT}$6$salt$hash"}}})
 
 	for _, c := range []struct {
@@ -230,6 +232,8 @@ func TestMailUsersAPI(t *testing.T) {
 		{"/v1/mail/domains", MailDomainRequest{Action: "add", Name: "example.test"}, "the cluster's own domain"},
 		{"/v1/mail/domains", MailDomainRequest{Action: "add", Name: "Example.org"}, "not a lower-case DNS domain"},
 		{"/v1/mail/domains", MailDomainRequest{Action: "del", Name: "example.org"}, "domain example.org still has 2 users and aliases"},
+		{"/v1/mail/config", MailSettingRequest{Name: "relay_networks", Value: "0.0.0.0/0"}, "relay_networks: 0.0.0.0/0 is too large to trust with relaying"},
+		{"/v1/mail/config", MailSettingRequest{Name: "open_relay", Value: "yes"}, `no setting "open_relay"`},
 	} {
 		before, _, err := d.readMailSite(ctx, mailServiceName{Host: w.Hostname(), Domain: w.Domain})
 		if err != nil {
@@ -242,7 +246,7 @@ func TestMailUsersAPI(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if a, b := fmt.Sprint(before.Users, before.Aliases, before.Domains), fmt.Sprint(after.Users, after.Aliases, after.Domains); a != b {
+		if a, b := fmt.Sprint(before.Users, before.Aliases, before.Domains, before.Settings), fmt.Sprint(after.Users, after.Aliases, after.Domains, after.Settings); a != b {
 			t.Errorf("%s %+v was refused but changed the settings:\n%s\n%s", c.path, c.req, a, b)
 		}
 	}
@@ -258,6 +262,13 @@ func TestMailUsersAPI(t *testing.T) {
 	if len(names) != 4 || names["alice@example.test"].QuotaMiB != 100 || !strings.HasPrefix(names["alice@example.test"].Hash, "{ARGON2ID}$argon2id$") ||
 		!strings.HasPrefix(names["carol@example.test"].Hash, "{ARGON2ID}") || names["dave@example.test"].Hash != "{SHA512-CRYPT}$6$salt$hash" {
 		t.Errorf("site users = %+v", site.Users)
+	}
+	if got := site.Settings.Get(); got["message_size_limit"] != "20M" || got["relay_networks"] != "192.0.2.0/24" {
+		t.Errorf("site settings = %v", got)
+	}
+	var settings map[string]string
+	if err := admin.do(ctx, "GET", "/v1/mail/config", nil, &settings); err != nil || settings["message_size_limit"] != "20M" || settings["pop3"] != "false" {
+		t.Errorf("GET /v1/mail/config = %v, %v", settings, err)
 	}
 	if fmt.Sprint(site.Domains) != "[example.org]" || len(site.Aliases) != 1 || strings.Join(site.Aliases[0].To, ",") != "alice@example.test,bob@example.org,carol@elsewhere.test" {
 		t.Errorf("site domains %v, aliases %+v", site.Domains, site.Aliases)

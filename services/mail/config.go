@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"tandem/internal/mailroot"
@@ -47,8 +48,8 @@ type config struct {
 	// Listen are the addresses the services listen on besides loopback
 	// (the VIP).
 	Listen []string
-	// POP3 adds POP3 (110, STARTTLS) and POP3S (995) to IMAP.
-	POP3 bool
+	// Settings are the site settings (size limit, relaying, POP3).
+	Settings Settings
 	// TLS is the service certificate.
 	TLS mailtls.Pair
 	// HeaderChecks: the overlay has a header_checks table, which main.cf
@@ -117,7 +118,7 @@ alias_maps =
 alias_database =
 inet_interfaces = loopback-only
 inet_protocols = all
-mynetworks = 127.0.0.0/8
+mynetworks = ` + c.mynetworks() + `
 smtpd_banner = $myhostname ESMTP
 smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination
 smtpd_tls_chain_files = ` + tlsKey + `, ` + tlsChain + `
@@ -142,11 +143,33 @@ biff = no
 append_dot_mydomain = no
 readme_directory = no
 maillog_file = /dev/stdout
-message_size_limit = 52428800
+message_size_limit = ` + strconv.Itoa(c.Settings.messageSize()<<20) + `
 queue_run_delay = 10s
 minimal_backoff_time = 10s
 maximal_backoff_time = 5m
-` + c.bindAddress() + c.headerChecks()
+` + c.bindAddress() + c.relay() + c.headerChecks()
+}
+
+// mynetworks may relay on 25 without logging in: loopback and the
+// relay_networks setting.
+func (c config) mynetworks() string {
+	nets := []string{"127.0.0.0/8"}
+	for _, p := range c.Settings.RelayNetworks {
+		if p.Addr().Is6() {
+			nets = append(nets, "["+p.Addr().String()+"]/"+strconv.Itoa(p.Bits()))
+		} else {
+			nets = append(nets, p.String())
+		}
+	}
+	return strings.Join(nets, " ")
+}
+
+// relay sends outbound mail to the smarthost, if one is set.
+func (c config) relay() string {
+	if h := c.Settings.relayHost(); h != "" {
+		return "relayhost = " + h + "\n"
+	}
+	return ""
 }
 
 func (c config) headerChecks() string {
@@ -287,7 +310,7 @@ func (c config) vmailbox() string {
 // loses it.
 func (c config) dovecotConf() string {
 	protocols, pop3 := "imap lmtp", ""
-	if c.POP3 {
+	if c.Settings.POP3 {
 		protocols = "imap pop3 lmtp"
 		pop3 = `service pop3-login {
   inet_listener pop3 {

@@ -1,6 +1,7 @@
 package mail
 
 import (
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -19,7 +20,9 @@ func TestConfigGolden(t *testing.T) {
 		{From: "away@example.org", To: []string{"someone@elsewhere.test"}}}
 	c := config{Hostname: "mail.example.test", Domain: "example.test", Domains: []string{"example.org"}, Users: users, Aliases: aliases,
 		MonitorPassword: "monitor-secret", Salt: []byte("fixedsalt123"),
-		Listen: []string{"192.0.2.10"}, POP3: true, HeaderChecks: true, TLS: mailtls.Pair{Chain: []byte("test chain\n"), Key: []byte("test key\n")}}
+		Listen: []string{"192.0.2.10"}, HeaderChecks: true,
+		Settings: Settings{POP3: true, MessageSizeMiB: 20, Smarthost: "relay.example.net:587",
+			RelayNetworks: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24"), netip.MustParsePrefix("2001:db8::/64")}}, TLS: mailtls.Pair{Chain: []byte("test chain\n"), Key: []byte("test key\n")}}
 	for rel, data := range c.files() {
 		path := filepath.Join("testdata", strings.ReplaceAll(rel, "/", "_"))
 		golden.Check(t, path, data)

@@ -30,7 +30,6 @@ const (
 	ParamUsers    = "users"    // Dovecot passwd-file imported into the cluster when it has no users; default /perm/tandem/mail-users
 	ParamAddress  = "address"  // address the monitor dials; default 127.0.0.1
 	ParamListen   = "listen"   // addresses served besides loopback (the VIP), comma-separated; default none
-	ParamPOP3     = "pop3"     // "true": POP3 (110, 995) besides IMAP; default false
 	ParamZimbra   = "zimbra_user"
 )
 
@@ -63,8 +62,6 @@ type Workload struct {
 	// Listen are the addresses Postfix and Dovecot listen on besides
 	// loopback: the VIP, never every address of the node.
 	Listen []string
-	// POP3 serves POP3 too.
-	POP3 bool
 	// Site returns what the cluster keeps once for the mail service (the
 	// TLS certificate); the cluster daemon sets it. Start applies it,
 	// and Monitor applies it again when it changed.
@@ -97,6 +94,8 @@ type Site struct {
 	// Users and Aliases of every domain.
 	Users   []User  `json:"users,omitempty"`
 	Aliases []Alias `json:"aliases,omitempty"`
+	// Settings are the site settings.
+	Settings Settings `json:"settings"`
 }
 
 func (s Site) sum() [32]byte {
@@ -107,7 +106,7 @@ func (s Site) sum() [32]byte {
 var (
 	labelRE  = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 	domainRE = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$`)
-	known    = []string{ParamKind, ParamRoot, ParamTemplate, ParamDomain, ParamService, ParamUsers, ParamAddress, ParamListen, ParamPOP3, ParamZimbra}
+	known    = []string{ParamKind, ParamRoot, ParamTemplate, ParamDomain, ParamService, ParamUsers, ParamAddress, ParamListen, ParamZimbra}
 )
 
 // FromParams builds the workload from the cluster resource's params,
@@ -136,13 +135,6 @@ func FromParams(params map[string]string) (*Workload, error) {
 	}
 	if l := params[ParamListen]; l != "" {
 		w.Listen = strings.Split(l, ",")
-	}
-	switch params[ParamPOP3] {
-	case "", "false":
-	case "true":
-		w.POP3 = true
-	default:
-		return nil, fmt.Errorf("mail: param %s: %q is not true or false", ParamPOP3, params[ParamPOP3])
 	}
 	if err := w.validate(); err != nil {
 		return nil, err

@@ -139,7 +139,7 @@ func (w *Workload) write(site Site) error {
 	c := config{Hostname: w.Hostname(), Domain: w.Domain, Domains: site.Domains, Users: site.Users, Aliases: site.Aliases,
 		HeaderChecks:    w.overlayHas(headerChecks),
 		MonitorPassword: secret, Salt: salt,
-		Listen: w.Listen, POP3: w.POP3, TLS: site.TLS}
+		Listen: w.Listen, Settings: site.Settings, TLS: site.TLS}
 	if err := fixDirs(w.rootfs()); err != nil {
 		return err
 	}

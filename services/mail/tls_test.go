@@ -36,18 +36,10 @@ const (
 // only.
 func TestWorkloadTLS(t *testing.T) {
 	testenv.RequireTool(t, "swaks", "python3", "openssl")
-	tb := newTestbed(t, map[string]string{ParamListen: tlsVIP})
-	cl := tb.n.Host("client")
-	tb.n.Link(tb.ns, "eth0", tlsOther+"/24", cl, "eth0", tlsClient+"/24")
-	w := tb.w
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	// The mail starts before the cluster adds the VIP (ip_nonlocal_bind,
-	// set in the namespace the workload starts in).
-	if err := tb.in(func() error { return w.Start(ctx) }); err != nil {
-		t.Fatalf("Start: %v\n%s", err, readLog(w))
-	}
-	tb.n.Run(tb.ns, "ip", "addr", "add", tlsVIP+"/24", "dev", "eth0")
+	tb, cl := startOnVIP(t, ctx)
+	w := tb.w
 	ca := filepath.Join(t.TempDir(), "ca.pem")
 	testenv.WriteFile(t, ca, tb.caCert, 0o644)
 	for _, f := range []string{tlsKey, tlsChain} {
@@ -139,7 +131,7 @@ func TestWorkloadTLS(t *testing.T) {
 		}
 		return err
 	}); err == nil {
-		t.Error("POP3 (110) answers with the pop3 param unset")
+		t.Error("POP3 (110) answers with the pop3 setting off")
 	}
 
 	// A new certificate is served once Monitor has seen it, by the same
@@ -166,6 +158,22 @@ func TestWorkloadTLS(t *testing.T) {
 	if fmt.Sprint(before.Services) != fmt.Sprint(after.Services) {
 		t.Errorf("services before the new certificate %+v, after %+v: want the same processes (a reload)", before.Services, after.Services)
 	}
+}
+
+// startOnVIP starts a workload that listens on tlsVIP, reached from the
+// namespace it returns (tlsClient). The mail starts before the VIP is
+// added, as in the cluster (ip_nonlocal_bind, set in the namespace the
+// workload starts in).
+func startOnVIP(t *testing.T, ctx context.Context) (*testbed, string) {
+	t.Helper()
+	tb := newTestbed(t, map[string]string{ParamListen: tlsVIP})
+	cl := tb.n.Host("client")
+	tb.n.Link(tb.ns, "eth0", tlsOther+"/24", cl, "eth0", tlsClient+"/24")
+	if err := tb.in(func() error { return tb.w.Start(ctx) }); err != nil {
+		t.Fatalf("Start: %v\n%s", err, readLog(tb.w))
+	}
+	tb.n.Run(tb.ns, "ip", "addr", "add", tlsVIP+"/24", "dev", "eth0")
+	return tb, cl
 }
 
 // checkServed connects with openssl s_client from the client's namespace
