@@ -34,7 +34,7 @@ func main() { service.Main("tandem-time", run) }
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := service.FlagSet("tandem-time", usage, stderr)
 	configPath := fs.String("config", "", "node config file (required)")
-	statusPath := fs.String("status", "/run/tandem/time/time.json", "status file written after every poll (its directory is the daemon's own: PID 1 makes it for the daemon's user)")
+	statusPath := fs.String("status", ntp.DefaultStatusPath, "status file written after every poll (its directory is the daemon's own: PID 1 makes it for the daemon's user)")
 	setClock := fs.Bool("set-clock", true, "discipline the system clock; false only measures")
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -153,7 +153,10 @@ Administrator certificate (once; the code works once), then status:
   ip netns exec %[2]s go run ./cmd/tandemctl -state %[3]s/admin cluster admin \
       -cluster %[1]s -name %[4]s -peer https://%[5]s:7443 -code %[6]s
   ip netns exec %[2]s go run ./cmd/tandemctl -state %[3]s/admin -endpoint https://%[7]s:7443 status
-Mail on the VIP %[8]s (SMTP 25, IMAP 143): user %[9]s, password %[10]s
+Mail on the VIP %[8]s: SMTP 25, submission 587 (STARTTLS) and 465 (TLS) with AUTH,
+IMAP 143 (STARTTLS) and 993 (TLS): user %[9]s, password %[10]s; the mail CA the
+clients trust:
+  ip netns exec %[2]s go run ./cmd/tandemctl -state %[3]s/admin -endpoint https://%[7]s:7443 mail cert show -ca
 Console password (rescue shell, GRUB's editor) of every node: %[11]s
 `, lab.ClusterName, netns, dir, lab.AdminName, founder, cs.AdminCode, arbiter, lab.VIP, cs.MailUser, cs.MailPassword, cs.ConsolePassword)
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"tandem/internal/testenv"
+	"tandem/lab"
 )
 
 func TestRunErrors(t *testing.T) {
@@ -60,5 +61,22 @@ func TestPasswdArgs(t *testing.T) {
 	var out bytes.Buffer
 	if err := run(context.Background(), []string{"passwd", "extra"}, &out, io.Discard); err == nil {
 		t.Error("passwd with an argument: no error")
+	}
+}
+
+// printCluster names every secret and command lab up promises
+// (docs/lab.md).
+func TestPrintCluster(t *testing.T) {
+	cs, err := lab.NewClusterSeed(lab.Nodes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	printCluster(&b, cs, "tandem-lab-1", "out/lab")
+	for _, want := range []string{cs.AdminCode, cs.MailUser, cs.MailPassword, cs.ConsolePassword,
+		"cluster admin", "mail cert show -ca", "587 (STARTTLS)", "993 (TLS)", "ip netns exec tandem-lab-1"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("lab up's text lacks %q:\n%s", want, b.String())
+		}
 	}
 }

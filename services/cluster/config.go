@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"time"
@@ -51,6 +52,10 @@ type Config struct {
 	// started may hold etcd's one learner place before a member removes
 	// it (default 5m); until then every other join waits.
 	LearnerTimeout time.Duration `yaml:"learner_timeout"`
+	// TimeStatus is tandem-time's status file (time.json): with it, a
+	// data node takes the group only while the file says its clock is
+	// synchronised. Empty: no such guard.
+	TimeStatus string `yaml:"time_status"`
 	// Fencing says, per peer data node, how to power it off (STONITH).
 	// With it, a node whose owner stopped answering fences it and takes
 	// over without waiting for the takeover margin.
@@ -275,7 +280,7 @@ func (c *Config) CoreConfig() core.Config {
 		Node: c.Node, Role: c.Role, Timing: c.CoreTiming(),
 		MigrationThreshold: DefaultMigration, Stickiness: DefaultStickiness,
 		Preferred: c.Policy.PreferredNode, PreferredScore: c.Policy.PreferredScore,
-		Fencing: len(c.Fencing) > 0,
+		Fencing: len(c.Fencing) > 0, ClockGuard: c.TimeStatus != "",
 	}
 	if p := c.Policy.MigrationThreshold; p != nil {
 		cc.MigrationThreshold = *p
@@ -311,6 +316,9 @@ func (c *Config) validate() error {
 	}
 	if c.LearnerTimeout < 10*time.Second {
 		return yamlstrict.Errorf("learner_timeout", "%v: at least 10s", c.LearnerTimeout)
+	}
+	if c.TimeStatus != "" && !filepath.IsAbs(c.TimeStatus) {
+		return yamlstrict.Errorf("time_status", "%q is not an absolute path", c.TimeStatus)
 	}
 	t := c.CoreTiming()
 	if t.LeaseTTL%time.Second != 0 {

@@ -152,6 +152,9 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 	go d.execLoop(ctx)
 	if d.cfg.Role == core.RoleData {
 		go d.leaderLoop(ctx)
+		if d.cfg.TimeStatus != "" {
+			go d.clockLoop(ctx)
+		}
 	}
 	if a := d.drbd(); a != nil {
 		go a.prepare(ctx)

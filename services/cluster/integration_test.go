@@ -180,7 +180,12 @@ func (l *lab) writeConfig(n *node) {
 		cfg += fmt.Sprintf("  - {name: %s, role: %s, address: %s}\n", m, r, addrs[m])
 	}
 	if role == "data" {
+		// tandem-time's status, which the test writes (setClock).
+		if _, err := os.Stat(n.timeStatus()); os.IsNotExist(err) {
+			l.writeClock(n, true)
+		}
 		cfg += fmt.Sprintf(`watchdog: record:%s
+time_status: %s
 policy:
   migration_threshold: 2
   failure_timeout: 20s
@@ -193,12 +198,26 @@ group:
     agent: vip
     params: {address: %s/24, interface: lan0}
     monitor_interval: 1s
-`, filepath.Join(n.dir, "watchdog.log"), filepath.Join(n.dir, "app.state"), vipAddr)
+`, filepath.Join(n.dir, "watchdog.log"), n.timeStatus(), filepath.Join(n.dir, "app.state"), vipAddr)
 	}
 	cfg += l.extra[n.name]
 	if err := os.WriteFile(n.config(), []byte(cfg), 0o644); err != nil {
 		l.t.Fatal(err)
 	}
+}
+
+// timeStatus is the node's time.json, as tandem-time writes it.
+func (n *node) timeStatus() string { return filepath.Join(n.dir, "time.json") }
+
+// setClock writes a data node's time.json: synchronised or not.
+func (l *lab) setClock(name string, synced bool) { l.writeClock(l.nodes[name], synced) }
+
+func (l *lab) writeClock(n *node, synced bool) {
+	st := `{"synchronised": true, "offset": 1000000, "server": "192.0.2.123", "last_sync": "2026-12-01T12:00:00Z"}`
+	if !synced {
+		st = `{"synchronised": false, "error": "no NTP server answered"}`
+	}
+	testenv.WriteFile(l.t, n.timeStatus(), []byte(st), 0o644)
 }
 
 // start runs the daemon of a node.
@@ -657,6 +676,35 @@ func TestCluster(t *testing.T) {
 		if out, err := l.run("c", "node", "standby", "zz"); err == nil || !strings.Contains(out, "no node named") {
 			t.Errorf("standby of an unknown node: err=%v out=%q, want a clear error", err, out)
 		}
+	})
+
+	// The clock guard: a data node whose time service says its clock is
+	// not synchronised does not take the group, even when it is the only
+	// one that may; once it is synchronised it does. The owner's clock
+	// losing its sync does not stop the group.
+	step("clock-not-synchronised", func(t *testing.T) {
+		from, to := owner, other(owner)
+		l.setClock(from, false)
+		l.setClock(to, false)
+		l.waitFor(10*time.Second, to+" to see its clock unsynchronised", func() bool {
+			s, err := l.status(to)
+			return err == nil && strings.Contains(s.Reason, "clock not synchronised (unsynchronised: no NTP server answered)")
+		})
+		l.steady(2*time.Second, from) // the owner keeps it
+		l.mustCtl("c", "node", "standby", from)
+		since := time.Now()
+		time.Sleep(6 * time.Second)
+		for _, s := range l.obs.since(since.Add(3 * time.Second)) {
+			if s.owner != "" || s.held[to] {
+				t.Fatalf("at %s %s runs the group (VIP on %v) with an unsynchronised clock", s.at.Format("15:04:05.000"), to, s.vip)
+			}
+		}
+		l.setClock(to, true)
+		l.waitFor(20*time.Second, to+" to take the group once its clock is synchronised", func() bool { return l.obs.owner() == to })
+		owner = to
+		l.setClock(from, true)
+		l.mustCtl("c", "node", "online", from)
+		l.steady(3*time.Second, owner)
 	})
 
 	step("owner-killed", func(t *testing.T) {

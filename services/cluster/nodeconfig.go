@@ -9,6 +9,7 @@ import (
 
 	"tandem/internal/nodeconfig"
 	"tandem/services/cluster/core"
+	"tandem/services/ntp"
 )
 
 // The mail group a node derives from its node config: the replicated
@@ -62,6 +63,11 @@ func FromNodeConfig(nc *nodeconfig.Config, dataDevice string) (*Config, error) {
 	if cfg.Role == core.RoleArbitrator {
 		cfg.Watchdog = "none"
 		return finish(cfg)
+	}
+	// With time servers, tandem-time says whether the clock is
+	// synchronised, and the node takes the group only when it is.
+	if len(nc.Time.Servers) > 0 {
+		cfg.TimeStatus = ntp.DefaultStatusPath
 	}
 	if len(data) != 2 {
 		return nil, bad("cluster.nodes", "want two data nodes, have %d", len(data))

@@ -42,6 +42,14 @@ func TestFromNodeConfigData(t *testing.T) {
 	if cfg.Node != "data-b" || cfg.Role != "data" || cfg.Address != "10.77.0.12" || cfg.Watchdog != DefaultWatchdog {
 		t.Errorf("node = %s %s %s %s", cfg.Node, cfg.Role, cfg.Address, cfg.Watchdog)
 	}
+	if cfg.TimeStatus != "" || cfg.CoreConfig().ClockGuard {
+		t.Errorf("no time servers, but the clock guard is on (%q)", cfg.TimeStatus)
+	}
+	nc := loadNode(t, "data-b", "12")
+	nc.Time.Servers = []string{"10.77.0.1"}
+	if c, err := FromNodeConfig(nc, "/dev/vda4"); err != nil || c.TimeStatus != "/run/tandem/time/time.json" || !c.CoreConfig().ClockGuard {
+		t.Errorf("with time servers: time status %q, %v; want the guard on tandem-time's status", c.TimeStatus, err)
+	}
 	var got []string
 	for _, r := range cfg.Group {
 		got = append(got, r.Name+":"+r.Agent)

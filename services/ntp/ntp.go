@@ -37,6 +37,10 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// DefaultStatusPath is where tandem-time writes its Status on a node,
+// and where the cluster daemon reads it.
+const DefaultStatusPath = "/run/tandem/time/time.json"
+
 // Status is what the service knows of the clock.
 type Status struct {
 	Synchronised bool          `json:"synchronised"`

@@ -94,6 +94,9 @@ type Config struct {
 	PreferredScore int
 	// Fencing says a fencing agent can power off a peer.
 	Fencing bool
+	// ClockGuard: the node takes the group only while its clock is
+	// synchronised (Clock events); until the first one it is not.
+	ClockGuard bool
 }
 
 // ClusterState is the cluster-wide state as read from etcd.
@@ -159,6 +162,13 @@ type Fenced struct {
 // Released reports a Release or Revoke action finished.
 type Released struct{}
 
+// Clock reports whether the node's clock is synchronised (the time
+// service's status), with what it says.
+type Clock struct {
+	Synced bool
+	Detail string
+}
+
 func (Tick) event() string            { return "tick" }
 func (e Poll) event() string          { return "poll " + e.State.String(e.OK) }
 func (e Acquired) event() string      { return fmt.Sprintf("acquired token=%d", e.Token) }
@@ -173,6 +183,7 @@ func (e Done) event() string {
 func (e MonitorFailed) event() string { return fmt.Sprintf("monitor-failed %s %q", e.Resource, e.Err) }
 func (e Fenced) event() string        { return fmt.Sprintf("fenced %s ok=%v", e.Node, e.OK) }
 func (Released) event() string        { return "released" }
+func (e Clock) event() string         { return fmt.Sprintf("clock synced=%v %q", e.Synced, e.Detail) }
 
 // String describes the state for traces.
 func (s ClusterState) String(ok bool) string {

@@ -39,6 +39,10 @@ type Core struct {
 
 	polled, quorum bool
 	cs             ClusterState
+	// clockSynced is the last Clock event's (true without ClockGuard);
+	// it gates taking the group, not keeping it (canAcquire).
+	clockSynced bool
+	clockDetail string
 	vacantSince    time.Time
 	localFail      map[string]int
 
@@ -67,7 +71,8 @@ type Core struct {
 // New returns a core in PhaseInit; its first decision, once time or state
 // arrives, is to stop every resource of the group (it holds no lease).
 func New(cfg Config) *Core {
-	c := &Core{cfg: cfg, phase: PhaseInit, localFail: map[string]int{}, rstate: map[string]string{}}
+	c := &Core{cfg: cfg, phase: PhaseInit, localFail: map[string]int{}, rstate: map[string]string{},
+		clockSynced: !cfg.ClockGuard, clockDetail: "no status from the time service yet"}
 	for _, r := range cfg.Resources {
 		c.rstate[r] = "unknown"
 	}
@@ -106,6 +111,8 @@ func (c *Core) Step(now time.Time, ev Event) []Action {
 		if c.phase == PhaseReleasing {
 			c.phase = PhaseIdle
 		}
+	case Clock:
+		c.clockSynced, c.clockDetail = e.Synced || !c.cfg.ClockGuard, e.Detail
 	}
 	return append(out, c.evaluate()...)
 }
@@ -425,6 +432,9 @@ func (c *Core) canAcquire() bool {
 		return false
 	case c.cs.Maintenance:
 		c.reason = "maintenance mode: resources are not managed"
+		return false
+	case !c.clockSynced:
+		c.reason = "clock not synchronised (" + c.clockDetail + "): the group is not taken until it is"
 		return false
 	}
 	if r := c.leaveReason(); r != "" {

@@ -30,7 +30,8 @@ import (
 // [fail[N/R]=K] [move=N] [maintenance] [offline=N], acquired token=T
 // sent=MS, acquire-failed err="...", renewed sent=MS, released,
 // done stop|start R [err="..."], monitor-failed R err="...", fenced N
-// ok=true|false. A "#" starts a comment.
+// ok=true|false, clock synced=true|false detail="...". A "#" starts a
+// comment.
 func TestScenarios(t *testing.T) {
 	datadriven.Walk(t, "testdata/scenarios", func(t *testing.T, path string) {
 		var c *Core
@@ -75,6 +76,7 @@ func scenarioConfig(t *testing.T, d *datadriven.TestData) Config {
 	d.MaybeScanArgs(t, "preferred", &c.Preferred)
 	d.MaybeScanArgs(t, "score", &c.PreferredScore)
 	c.Fencing = d.HasArg("fencing")
+	c.ClockGuard = d.HasArg("clockguard")
 	if d.HasArg("timing") {
 		var name string
 		d.ScanArgs(t, "timing", &name)
@@ -206,6 +208,12 @@ func parseEvent(f []string) (Event, error) {
 		return Done{Op: Op(pos[0]), Resource: pos[1], Err: kv["err"]}, nil
 	case "monitor-failed":
 		return MonitorFailed{Resource: first(pos), Err: kv["err"]}, want(1, `RESOURCE err="..."`)
+	case "clock":
+		ok, err := strconv.ParseBool(kv["synced"])
+		if err != nil {
+			return nil, fmt.Errorf("clock: synced=%q: %w", kv["synced"], err)
+		}
+		return Clock{Synced: ok, Detail: kv["detail"]}, want(0, `synced=BOOL detail="..."`)
 	case "fenced":
 		ok, err := strconv.ParseBool(kv["ok"])
 		if err != nil {
