@@ -43,8 +43,8 @@ type Core struct {
 	// it gates taking the group, not keeping it (canAcquire).
 	clockSynced bool
 	clockDetail string
-	vacantSince    time.Time
-	localFail      map[string]int
+	vacantSince time.Time
+	localFail   map[string]int
 
 	held      bool
 	token     int64
