@@ -81,6 +81,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	nodeCfg := fs.String("node-config", "", "node configuration file, for a derived config and unattended pairing")
 	stateDir := fs.String("state", "/perm/tandem/cluster", "state directory: certificates, etcd data, status.json")
 	verbose := fs.Bool("v", false, "log debug messages")
+	dnsView := fs.String("dns-view", "", "file to keep the cluster view in for tandem-dns -cluster (the members and the VIP, JSON)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: tandem-cluster [-config FILE] [-node-config FILE] [-state DIR] [-v]\n\nRuns this node's cluster daemon.\n\n")
 		fs.PrintDefaults()
@@ -110,7 +111,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	d, err := cluster.New(ctx, cluster.Options{Config: cfg, State: st, Log: log})
+	d, err := cluster.New(ctx, cluster.Options{Config: cfg, State: st, Log: log, DNSView: *dnsView})
 	if err != nil {
 		return err
 	}

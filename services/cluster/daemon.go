@@ -34,10 +34,12 @@ const DaemonNice = -10
 
 // Daemon is one node's cluster daemon.
 type Daemon struct {
-	cfg *Config
-	st  State
-	log *slog.Logger
-	cf  *ClusterFile
+	// dnsView is Options.DNSView.
+	dnsView string
+	cfg     *Config
+	st      State
+	log     *slog.Logger
+	cf      *ClusterFile
 
 	etcd *embed.Etcd
 	cli  *clientv3.Client
@@ -77,6 +79,9 @@ type Options struct {
 	Config *Config
 	State  State
 	Log    *slog.Logger
+	// DNSView, if set, is the file the daemon keeps the cluster view
+	// in for tandem-dns (its -cluster file).
+	DNSView string
 }
 
 // New checks the node is paired and builds its resources; Run starts it.
@@ -93,7 +98,7 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 		return nil, err
 	}
 	d := &Daemon{
-		cfg: o.Config, st: o.State, log: o.Log.With("component", "cluster"), cf: cf, wd: wd,
+		cfg: o.Config, st: o.State, log: o.Log.With("component", "cluster"), cf: cf, wd: wd, dnsView: o.DNSView,
 		core:   core.New(o.Config.CoreConfig()),
 		events: make(chan core.Event, 256), jobs: make(chan job, 64), monDone: make(chan struct{}, 1),
 		res: map[string]*resource{}, nextMonitor: map[string]time.Time{},

@@ -206,6 +206,9 @@ group:
 	}
 }
 
+// dnsView is the view file the node's daemon keeps for tandem-dns.
+func (n *node) dnsView() string { return filepath.Join(n.dir, "dns-view.json") }
+
 // timeStatus is the node's time.json, as tandem-time writes it.
 func (n *node) timeStatus() string { return filepath.Join(n.dir, "time.json") }
 
@@ -229,7 +232,7 @@ func (l *lab) start(name string) {
 	}
 	n.log = f
 	os.Remove(filepath.Join(n.state(), "status.json")) // left by a killed daemon
-	args := append([]string{"-config", n.config(), "-state", n.state()}, l.daemonArgs...)
+	args := append([]string{"-config", n.config(), "-state", n.state(), "-dns-view", n.dnsView()}, l.daemonArgs...)
 	n.cmd = l.net.Cmd(context.Background(), n.ns, l.daemon, args...)
 	n.cmd.Stdout, n.cmd.Stderr = f, f
 	l.net.Start(n.cmd)
@@ -587,6 +590,18 @@ func TestCluster(t *testing.T) {
 	l.bootstrap(t)
 	owner := l.settle(30 * time.Second)
 	t.Logf("group started on %s", owner)
+	// Every node keeps tandem-dns's view: the three members, and on the
+	// data nodes the VIP.
+	for _, name := range []string{"a", "b", "c"} {
+		want := `"nodes":[{"name":"a","address":"` + addrs["a"] + `"},{"name":"b","address":"` + addrs["b"] + `"},{"name":"c","address":"` + addrs["c"] + `"}]`
+		if name != "c" {
+			want = `{"vip":"` + vipAddr + `",` + want
+		}
+		l.waitFor(15*time.Second, name+"'s dns view", func() bool {
+			b, _ := os.ReadFile(l.nodes[name].dnsView())
+			return strings.Contains(string(b), want)
+		})
+	}
 
 	step := func(name string, f func(t *testing.T)) {
 		if !t.Run(name, func(t *testing.T) { l.t = t; f(t); l.noDoubles(t) }) {

@@ -199,6 +199,9 @@ func (d *Daemon) memberLoop(ctx context.Context) {
 		if err := d.syncCRL(c); err != nil {
 			d.log.Debug("revocation list", "err", err)
 		}
+		if err := d.writeDNSView(c); err != nil {
+			d.log.Warn("dns view (it is retried)", "err", err)
+		}
 		cancel()
 		if _, err := d.st.Read("ca.key"); err != nil {
 			// Every round until it comes: the replication link waits

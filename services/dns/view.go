@@ -13,7 +13,7 @@ import (
 
 // ClusterView is the cluster's current VIP and members as the cluster
 // daemon publishes them (a JSON file it writes atomically); it overrides
-// the node config's cluster.vip and cluster.nodes.
+// the node config's cluster.nodes, and cluster.vip when it has one.
 //
 //	{"vip": "192.0.2.10", "nodes": [{"name": "mail-a", "address": "192.0.2.11"}]}
 type ClusterView struct {
@@ -51,7 +51,10 @@ func LoadClusterView(r io.Reader, name string) (*ClusterView, error) {
 func ZoneOf(c *nodeconfig.Config, v *ClusterView) Zone {
 	cl := c.Cluster
 	if v != nil {
-		cl.VIP, cl.Nodes = v.VIP, v.Nodes
+		cl.Nodes = v.Nodes
+		if v.VIP != "" { // an arbitrator's daemon knows no VIP
+			cl.VIP = v.VIP
+		}
 	}
 	z := Zone{Domain: cl.Domain, Service: cl.Service, VIP: cl.VIPAddr(), TTL: c.DNS.TTL}
 	for _, n := range cl.Nodes {
