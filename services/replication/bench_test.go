@@ -50,15 +50,26 @@ func BenchmarkReplicatedWrite(b *testing.B) {
 	}
 	repl, raw := benchFigures(b, p.reports[0].marks, markRound, rounds)
 	alone, raw2 := benchFigures(b, p.reports[0].marks, markStandalone, rounds)
-	mr, mw, ma, mw2 := median(repl), median(raw), median(alone), median(raw2)
+	var link []float64
+	for i := range rounds {
+		var l float64
+		if _, err := fmt.Sscanf(p.reports[0].marks[markLink+strconv.Itoa(i)], "link=%g", &l); err != nil {
+			b.Fatalf("guest A's %s%d: %v", markLink, i, err)
+		}
+		link = append(link, l)
+	}
+	mr, mw, ma, mw2, ml := median(repl), median(raw), median(alone), median(raw2), median(link)
+	limit := min(mw, ml)
 	b.ReportMetric(0, "ns/op")
 	b.ReportMetric(mr, "replicated-MB/s")
 	b.ReportMetric(mw, "raw-MB/s")
+	b.ReportMetric(ml, "link-MB/s")
 	b.ReportMetric(mr/mw, "ratio")
+	b.ReportMetric(mr/limit, "ratio-to-limit")
 	b.ReportMetric(ma, "disconnected-MB/s")
 	b.ReportMetric(ma/mw2, "disconnected-ratio")
-	b.Logf("replication: write %d MiB in 1 MiB O_DIRECT writes + fdatasync, medians of %d rounds: replicated (connected, protocol C) %.1f MB/s, raw disk %.1f MB/s, ratio %.3f; peer disconnected %.1f MB/s, raw disk %.1f MB/s, ratio %.2f",
-		benchSize>>20, rounds, mr, mw, mr/mw, ma, mw2, ma/mw2)
+	b.Logf("replication: write %d MiB in 1 MiB O_DIRECT writes + fdatasync, medians of %d rounds: replicated (connected, protocol C) %.1f MB/s, raw disk %.1f MB/s, link (TCP between the guests) %.1f MB/s; replicated/raw %.3f, replicated/min(raw, link) %.3f; peer disconnected %.1f MB/s, raw disk %.1f MB/s, ratio %.2f",
+		benchSize>>20, rounds, mr, mw, ml, mr/mw, mr/limit, ma, mw2, ma/mw2)
 }
 
 // benchFigures reads guest A's per-round figures (replicated and raw

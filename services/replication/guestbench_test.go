@@ -3,7 +3,9 @@ package replication
 import (
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -28,6 +30,9 @@ const (
 	// benchSize is what one pass writes to a device, in benchBlock writes.
 	benchSize  = 32 << 20
 	benchBlock = 1 << 20
+	// benchSinkPort is where B takes the link passes: plain TCP over the
+	// replication link, the throughput DRBD's is measured against.
+	benchSinkPort = 7001
 )
 
 // The benchmark's console marks; a round's marks end with its index.
@@ -36,6 +41,7 @@ const (
 	markRound        = "round-"       // connected: "replicated=MB/s raw=MB/s"
 	markDisconnected = "disconnected" // the state after drbdadm disconnect
 	markStandalone   = "standalone-"  // the same, the peer disconnected
+	markLink         = "link-"        // connected rounds: "link=MB/s", TCP to B on the same link
 )
 
 // benchRounds is the number of rounds the host asked for, 0 if it asked
@@ -86,6 +92,13 @@ func guestBenchA(ctx context.Context, r *Resource, rounds int) error {
 	}
 	if err := benchPasses(devs, buf, rounds, markRound); err != nil {
 		return err
+	}
+	for i := range rounds {
+		mbps, err := linkPass(ctx, buf)
+		if err != nil {
+			return err
+		}
+		guestSay(markLink+strconv.Itoa(i), "link=%.2f", mbps)
 	}
 	if err := r.Disconnect(ctx); err != nil {
 		return err
@@ -217,4 +230,49 @@ func writePass(f *os.File, buf []byte) (float64, error) {
 		return 0, fmt.Errorf("fdatasync %s: %w", f.Name(), err)
 	}
 	return benchSize / 1e6 / time.Since(start).Seconds(), nil
+}
+
+// linkPass sends benchSize to B's sink over TCP in len(buf) writes and
+// waits for B to say it has all of it: the replication link's own
+// throughput, in MB/s.
+func linkPass(ctx context.Context, buf []byte) (float64, error) {
+	d := net.Dialer{Timeout: 10 * time.Second}
+	c, err := d.DialContext(ctx, "tcp", fmt.Sprintf("10.98.0.2:%d", benchSinkPort))
+	if err != nil {
+		return 0, fmt.Errorf("link pass: %w", err)
+	}
+	defer c.Close()
+	start := time.Now()
+	for n := 0; n < benchSize; n += len(buf) {
+		if _, err := c.Write(buf); err != nil {
+			return 0, fmt.Errorf("link pass: %w", err)
+		}
+	}
+	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+		return 0, fmt.Errorf("link pass: %w", err)
+	}
+	var got int
+	if _, err := fmt.Fscanf(c, "ok %d\n", &got); err != nil || got != benchSize {
+		return 0, fmt.Errorf("link pass: B received %d of %d bytes: %v", got, benchSize, err)
+	}
+	return benchSize / 1e6 / time.Since(start).Seconds(), nil
+}
+
+// benchSink, on B, takes the link passes: it reads each connection to
+// its end and says how much it got.
+func benchSink() {
+	l, err := net.Listen("tcp", fmt.Sprintf(":%d", benchSinkPort))
+	if err != nil {
+		guestSay(markError, "bench sink: %v", err)
+		return
+	}
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		n, _ := io.Copy(io.Discard, c)
+		fmt.Fprintf(c, "ok %d\n", n)
+		c.Close()
+	}
 }

@@ -386,7 +386,9 @@ func guestB(ctx context.Context, r *Resource) error {
 	rd := bufio.NewReader(c)
 	first, err := rd.ReadString('\n')
 	if first == "bench\n" {
-		// BenchmarkReplicatedWrite: A writes; B stays up until it is done.
+		// BenchmarkReplicatedWrite: A writes; B takes A's link passes
+		// and stays up until A is done.
+		go benchSink()
 		return expect(rd, "done")
 	}
 	if err != nil || first != "demoted\n" {
