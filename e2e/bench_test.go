@@ -22,7 +22,9 @@ import (
 // (times from its log; the nodes' clocks follow the host's through the
 // lab's NTP server), resync of the killed node after it boots again
 // (mail kept flowing meanwhile), the same after both data nodes are
-// power-cycled, and each node's memory in use when idle.
+// power-cycled, and each node's memory in use when idle; and issue 13's
+// (mailFigures): submission throughput on the VIP replicated and with the
+// peer cut off, and the IMAPS login latency.
 //
 // TANDEM_BENCH_RUNS (default 5) failovers are made in one lab;
 // TANDEM_BENCH_SOAK (a duration, default none) then keeps mail flowing
@@ -106,6 +108,7 @@ func benchMailCluster(b *testing.B, runs int, soak time.Duration) {
 			b.ReportMetric(float64(mem.UsedMiB()), "MiB-idle-"+n.Name)
 		}
 	}
+	m.mailFigures(b, ctx)
 
 	split := map[string][]float64{}
 	var banner, resync []float64
