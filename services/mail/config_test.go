@@ -53,7 +53,7 @@ func TestParseUsersErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(users) != 2 || users[0].Name != "alice@example.test" || !strings.HasPrefix(users[0].Hash, "{ARGON2ID}$argon2id$v=19$m=65536,t=2,p=1$") ||
+	if len(users) != 2 || users[0].Name != "alice@example.test" || !strings.HasPrefix(users[0].Hash, "{ARGON2ID}$argon2id$v=19$m=19456,t=2,p=1$") ||
 		users[1].Name != "bob@example.test" || users[1].Hash != "{SHA512-CRYPT}$6$x$y" {
 		t.Errorf("ParseUsersFile = %+v", users)
 	}
