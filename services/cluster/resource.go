@@ -123,6 +123,7 @@ func newBuiltin(d *Daemon, rc ResourceConfig) (Resource, error) {
 		}
 		w.Logf = func(f string, a ...any) { d.log.Info(fmt.Sprintf(f, a...), "resource", rc.Name) }
 		w.Site = d.mailSite(w)
+		go w.Prefetch() // the template's overlay, off the takeover path
 		return agent{w, mail.ErrNotRunning}, nil
 	}
 	v, err := vip.Parse(rc.Params["address"], rc.Params["interface"])

@@ -9,9 +9,12 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
 
 	"github.com/klauspost/compress/zstd"
+	"golang.org/x/sys/unix"
 
 	"tandem/internal/atomicfile"
 	"tandem/internal/mailroot"
@@ -68,6 +71,50 @@ func readOverlay(tpl string) ([]overlayFile, error) {
 	return out, nil
 }
 
+// overlays holds the overlays read, by template path: reading one
+// decompresses the whole template (seconds under TCG), which Prefetch
+// does when the daemon starts so that a takeover's Start does not.
+var overlays struct {
+	sync.Mutex
+	byPath map[string][]overlayFile
+}
+
+// readOverlayOnce reads the overlay of the template at tpl, or returns it
+// from an earlier read.
+func readOverlayOnce(tpl string) ([]overlayFile, error) {
+	overlays.Lock()
+	defer overlays.Unlock()
+	if o, ok := overlays.byPath[tpl]; ok {
+		return o, nil
+	}
+	o, err := readOverlay(tpl)
+	if err != nil {
+		return nil, err
+	}
+	if overlays.byPath == nil {
+		overlays.byPath = map[string][]overlayFile{}
+	}
+	overlays.byPath[tpl] = o
+	return o, nil
+}
+
+// Prefetch reads the template's overlay ahead of the first Start (the
+// cluster daemon calls it at start, in the background); a failure is
+// Start's to report. It runs at the workload's nice value on a thread of
+// its own, which ends with it: the daemon's other threads run at a
+// higher priority, and decompressing the template must not delay them.
+func (w *Workload) Prefetch() {
+	if w.Kind != mailroot.KindPostfixDovecot {
+		return
+	}
+	runtime.LockOSThread()                                   // never unlocked: the niced thread exits with the goroutine
+	_ = unix.Setpriority(unix.PRIO_PROCESS, 0, WorkloadNice) // 0: this thread; without it the read runs at the daemon's priority, no worse
+
+	if tpl, err := w.templatePath(); err == nil {
+		_, _ = readOverlayOnce(tpl) // Start reads it again and says what is wrong
+	}
+}
+
 // loadOverlay reads the template's overlay once.
 func (w *Workload) loadOverlay() error {
 	if w.overlayRead {
@@ -77,7 +124,7 @@ func (w *Workload) loadOverlay() error {
 	if err != nil {
 		return err
 	}
-	if w.overlay, err = readOverlay(tpl); err != nil {
+	if w.overlay, err = readOverlayOnce(tpl); err != nil {
 		return err
 	}
 	w.overlayRead = true

@@ -53,6 +53,13 @@ func TestWorkloadOverlay(t *testing.T) {
 			}
 		}
 	}
+	w.Prefetch()
+	overlays.Lock()
+	prefetched := len(overlays.byPath[w.Template])
+	overlays.Unlock()
+	if prefetched != len(files) {
+		t.Errorf("Prefetch read %d files of the overlay, want %d", prefetched, len(files))
+	}
 	if err := tb.in(func() error { return w.Start(ctx) }); err != nil {
 		t.Fatalf("Start: %v\n%s", err, readLog(w))
 	}
