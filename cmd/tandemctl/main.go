@@ -26,6 +26,7 @@
 //	mail user quota ADDR MIB | del ADDR | list [-json] | import FILE
 //	mail alias add|del FROM [TO...] | list [-json]
 //	mail domain add|del DOMAIN | list [-json]
+//	mail dkim show [-json] DOMAIN    the DNS TXT record of DOMAIN's DKIM key
 //	mail config get [NAME] | set NAME VALUE   site settings (size limit, relay networks, POP3, smarthost)
 package main
 
@@ -38,6 +39,7 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"slices"
@@ -110,6 +112,8 @@ Commands:
   mail alias list [-json]
   mail domain add|del DOMAIN         serve another domain, or stop serving it
   mail domain list [-json]           the domains, the cluster's own first
+  mail dkim show [-json] DOMAIN      the DNS TXT record of DOMAIN's DKIM key, a
+                                     zone file line to publish in DOMAIN's zone
   mail config get [NAME]             the site settings: message_size_limit,
                                      relay_networks, pop3, smarthost
   mail config set NAME VALUE         change one ("" resets it to its default)
@@ -384,7 +388,7 @@ func (c *cli) replication(ctx context.Context, a []string, stderr io.Writer) err
 
 func (c *cli) mail(ctx context.Context, a []string, stderr io.Writer) error {
 	if len(a) < 2 {
-		return fmt.Errorf("%w: mail cert|user|alias|domain|config COMMAND", errUsage)
+		return fmt.Errorf("%w: mail cert|user|alias|domain|dkim|config COMMAND", errUsage)
 	}
 	switch a[0] {
 	case "user":
@@ -395,9 +399,11 @@ func (c *cli) mail(ctx context.Context, a []string, stderr io.Writer) error {
 		return c.mailDomain(ctx, a[1:], stderr)
 	case "config":
 		return c.mailConfig(ctx, a[1:])
+	case "dkim":
+		return c.mailDKIM(ctx, a[1:], stderr)
 	case "cert":
 	default:
-		return fmt.Errorf("%w: mail cert|user|alias|domain|config COMMAND", errUsage)
+		return fmt.Errorf("%w: mail cert|user|alias|domain|dkim|config COMMAND", errUsage)
 	}
 	switch a[1] {
 	case "show":
@@ -623,6 +629,33 @@ func (c *cli) mailDomain(ctx context.Context, a []string, stderr io.Writer) erro
 		return c.mailPost(ctx, "/v1/mail/domains", cluster.MailDomainRequest{Action: a[0], Name: a[1]})
 	}
 	return fmt.Errorf("%w: mail domain add|del|list", errUsage)
+}
+
+// mailDKIM prints a domain's DKIM record (the zone file line, or with
+// -json all of cluster.MailDKIM).
+func (c *cli) mailDKIM(ctx context.Context, a []string, stderr io.Writer) error {
+	const usage = "mail dkim show [-json] DOMAIN"
+	if a[0] != "show" {
+		return fmt.Errorf("%w: %s", errUsage, usage)
+	}
+	fs := flag.NewFlagSet("mail dkim show", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	asJSON := fs.Bool("json", false, "print JSON: the domain, the selector, the record's name, text and zone file line")
+	if err := fs.Parse(a[1:]); err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	if fs.NArg() != 1 {
+		return fmt.Errorf("%w: %s", errUsage, usage)
+	}
+	cl, err := c.client()
+	if err != nil {
+		return err
+	}
+	var dk cluster.MailDKIM
+	if err := cl.Do(ctx, http.MethodGet, "/v1/mail/dkim/"+url.PathEscape(fs.Arg(0)), nil, &dk); err != nil {
+		return err
+	}
+	return c.show(*asJSON, dk, func(w io.Writer) { fmt.Fprintln(w, dk.Record) })
 }
 
 func (c *cli) mailConfig(ctx context.Context, a []string) error {

@@ -19,10 +19,12 @@ import (
 )
 
 // dropped are package paths of no use in the container: documentation,
-// and init-system glue (the container's init is services/mail's).
+// init-system glue (the container's init is services/mail's) and
+// rspamd's web interface (its controller worker does not run).
 var dropped = []string{"usr/share/doc/", "usr/share/man/", "usr/share/info/", "usr/share/lintian/",
 	"usr/share/locale/", "usr/share/bug/", "usr/share/apport/", "lib/systemd/", "usr/lib/systemd/",
-	"etc/init.d/", "etc/ufw/", "etc/logcheck/", "etc/insserv.conf.d/", "etc/network/", "etc/ppp/", "etc/rsyslog.d/"}
+	"etc/init.d/", "etc/ufw/", "etc/logcheck/", "etc/insserv.conf.d/", "etc/network/", "etc/ppp/", "etc/rsyslog.d/",
+	"usr/share/rspamd/www/"}
 
 // tree is the template's file system being assembled: one entry per path.
 type tree struct {
@@ -117,6 +119,35 @@ func (t *tree) addBase() {
 			e.hdr.Gid, e.hdr.Mode = mailroot.PostdropGID, 0o2555
 		}
 	}
+	t.addCABundle()
+}
+
+// caCerts is where ca-certificates puts the certificates its bundle is
+// made of.
+const caCerts = "usr/share/ca-certificates/"
+
+// addCABundle makes mailroot.CABundle of every certificate below
+// caCerts, in the order of their paths, as update-ca-certificates does
+// with Debian's default selection (all of them); nothing without them.
+func (t *tree) addCABundle() {
+	var names []string
+	for n, e := range t.entries {
+		if strings.HasPrefix(n, caCerts) && strings.HasSuffix(n, ".crt") && e.hdr.Typeflag == tar.TypeReg {
+			names = append(names, n)
+		}
+	}
+	if len(names) == 0 {
+		return
+	}
+	sort.Strings(names)
+	var b bytes.Buffer
+	for _, n := range names {
+		b.Write(t.entries[n].data)
+		if !bytes.HasSuffix(b.Bytes(), []byte("\n")) {
+			b.WriteByte('\n')
+		}
+	}
+	t.file(strings.TrimPrefix(mailroot.CABundle, "/"), b.Bytes(), 0o644)
 }
 
 // addOverlay adds the mail overlay files below OverlayDir, root's: files

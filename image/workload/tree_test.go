@@ -25,6 +25,9 @@ func sampleTree() *tree {
 	add(tar.Header{Typeflag: tar.TypeReg, Name: "./usr/share/doc/postfix/README", Mode: 0o644}, "doc")
 	add(tar.Header{Typeflag: tar.TypeLink, Name: "./usr/sbin/postdrop2", Linkname: "./usr/sbin/postdrop"}, "")
 	add(tar.Header{Typeflag: tar.TypeSymlink, Name: "./lib64/ld.so", Linkname: "/lib/x86_64-linux-gnu/ld.so"}, "")
+	add(tar.Header{Typeflag: tar.TypeReg, Name: "./usr/share/ca-certificates/mozilla/B.crt", Mode: 0o644}, "B\n")
+	add(tar.Header{Typeflag: tar.TypeReg, Name: "./usr/share/ca-certificates/mozilla/A.crt", Mode: 0o644}, "A")
+	add(tar.Header{Typeflag: tar.TypeReg, Name: "./usr/share/rspamd/www/index.html", Mode: 0o644}, "ui")
 	t.addBase()
 	return t
 }
@@ -88,6 +91,21 @@ func TestTree(t *testing.T) {
 	}
 	if _, ok := hdrs["usr/share/doc/postfix/README"]; ok {
 		t.Error("documentation was not dropped")
+	}
+	if _, ok := hdrs["usr/share/rspamd/www/index.html"]; ok {
+		t.Error("rspamd's web interface was not dropped")
+	}
+	if h := hdrs["etc/ssl/certs/ca-certificates.crt"]; h == nil || h.Mode != 0o644 || h.Size != 4 {
+		t.Errorf("CA bundle = %+v; want A then B, 0644", h)
+	}
+}
+
+// The CA bundle holds every certificate of ca-certificates in the order
+// of their paths, each ending a line.
+func TestTreeCABundle(t *testing.T) {
+	e := sampleTree().entries["etc/ssl/certs/ca-certificates.crt"]
+	if e == nil || string(e.data) != "A\nB\n" {
+		t.Errorf("CA bundle = %+v; want \"A\\nB\\n\"", e)
 	}
 }
 

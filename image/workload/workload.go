@@ -35,8 +35,9 @@ func FileName(kind string) string {
 	return "mail.tar.zst"
 }
 
-// Roots are the packages the Postfix + Dovecot template is resolved from.
-var Roots = []string{"postfix", "dovecot-core", "dovecot-imapd", "dovecot-lmtpd", "dovecot-pop3d"}
+// Roots are the packages the Postfix + Dovecot template is resolved from;
+// rspamd is the milter that signs (DKIM) and filters spam.
+var Roots = []string{"postfix", "dovecot-core", "dovecot-imapd", "dovecot-lmtpd", "dovecot-pop3d", "rspamd"}
 
 // Skip lists the packages left out of the closure, each with the reason.
 // Maintainer scripts do not run at build time, so packages that only serve
@@ -55,6 +56,13 @@ var Skip = map[string]string{
 	"libpam-runtime":      "pam-auth-update for maintainer scripts; Dovecot authenticates from a passwd-file, not PAM",
 	"cpio":                "used by Postfix's scripts to fill a chroot; the container runs Postfix unchrooted",
 	"e2fsprogs":           "chattr for Postfix's scripts; the queue is set up by services/mail",
+	// rspamd's web interface (its controller worker, which the container
+	// does not run): rspamd's postinst copies these files into it.
+	"fonts-glyphicons-halflings": "fonts for rspamd's web interface, which does not run",
+	"libjs-bootstrap4":           "JavaScript for rspamd's web interface, which does not run",
+	"libjs-jquery":               "JavaScript for rspamd's web interface, which does not run",
+	"libjs-requirejs":            "JavaScript for rspamd's web interface, which does not run",
+	"perl":                       "for rspamd_stats, a Perl script that reads rspamd's log files; nothing runs it",
 }
 
 // OverlayDir is the directory at the template's root that holds the

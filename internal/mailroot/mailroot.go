@@ -1,5 +1,5 @@
 // Package mailroot is the contract between the image builder, which packs
-// the Postfix + Dovecot template, and services/mail, which unpacks and runs
+// the Postfix + Dovecot + rspamd template, and services/mail, which unpacks and runs
 // it: the accounts Debian's maintainer scripts would have created (they do
 // not run at build time), and the directories whose owners and modes
 // Postfix and Dovecot insist on. The builder writes them into the
@@ -28,6 +28,7 @@ var Accounts = []Account{
 	{Name: "dovecot", ID: DovecotID, Home: "/usr/lib/dovecot", Comment: "Dovecot mail server"},
 	{Name: "dovenull", ID: 102, Home: "/nonexistent", Comment: "Dovecot login user"},
 	{Name: "vmail", ID: VmailID, Home: VmailDir, Comment: "mailboxes"},
+	{Name: RspamdUser, ID: RspamdID, Home: RspamdDir, Comment: "rspamd spam filtering system"},
 	{Name: "nobody", ID: 65534, Home: "/nonexistent", Comment: "nobody", NoGroup: true, GroupID: 65534},
 }
 
@@ -47,6 +48,16 @@ type Group struct {
 const (
 	PostfixID = 100
 	DovecotID = 101
+	// RspamdID is the user and group rspamd's workers run as (rspamd's
+	// postinst would make _rspamd with adduser --system).
+	RspamdID = 104
+)
+
+// RspamdUser is rspamd's account; RspamdDir its state directory (the
+// compiled-regexp cache, the symbols cache), writable by it only.
+const (
+	RspamdUser = "_rspamd"
+	RspamdDir  = "/var/lib/rspamd"
 )
 
 // VmailID owns every mailbox; VmailDir holds them (DOMAIN/USER/Maildir).
@@ -75,6 +86,9 @@ var Dirs = []Dir{
 	{Path: "var/tmp", Mode: 0o1777, OnlyCreate: true},
 	{Path: "var/log", Mode: 0o755},
 	{Path: "root", Mode: 0o700},
+	// tandem's files in the container: the TLS key (tls/, 0700) and the
+	// DKIM keys (dkim/, for rspamd's group) below it.
+	{Path: "etc/tandem", Mode: 0o755},
 	{Path: "var/spool/postfix", Mode: 0o755},
 	{Path: "var/spool/postfix/pid", Mode: 0o755},
 	{Path: "var/spool/postfix/active", UID: 100, Mode: 0o700},
@@ -93,11 +107,18 @@ var Dirs = []Dir{
 	{Path: "var/lib/postfix", UID: 100, GID: 100, Mode: 0o700},
 	{Path: "var/lib/dovecot", Mode: 0o750},
 	{Path: VmailDir[1:], UID: VmailID, GID: VmailID, Mode: 0o700},
+	{Path: RspamdDir[1:], UID: RspamdID, GID: RspamdID, Mode: 0o750},
 }
 
 // SetgidFiles are Postfix's set-group-ID programs (postfix-files: mode
 // 2555, group $setgid_group).
 var SetgidFiles = []string{"usr/sbin/postdrop", "usr/sbin/postqueue"}
+
+// CABundle is the bundle of the certificate authorities Debian's
+// ca-certificates ships, as its postinst (update-ca-certificates) would
+// have made it: the builder concatenates them; rspamd checks the HTTPS
+// servers of its maps against it.
+const CABundle = "/etc/ssl/certs/ca-certificates.crt"
 
 // PostdropGID is the group of SetgidFiles and the public queue.
 const PostdropGID = 103

@@ -120,10 +120,10 @@ func (d *Daemon) getJSON(ctx context.Context, key string, v any) (rev int64, fou
 }
 
 // ensureMailSite makes what a mail service needs once for the cluster,
-// on a data node: the mail CA, a certificate for service (its host name;
-// renewed when due), the published service name. Two nodes doing it at
-// once both succeed: each write is conditional, and the loser reads the
-// winner's.
+// on a data node: the published service name, a DKIM key for every
+// served domain, the mail CA, a certificate for service (its host name;
+// renewed when due). Two nodes doing it at once both succeed: each write
+// is conditional, and the loser reads the winner's.
 func (d *Daemon) ensureMailSite(ctx context.Context, svc mailServiceName, now time.Time) error {
 	service := svc.Host
 	if cur, found, err := d.publishedService(ctx); err != nil {
@@ -136,6 +136,9 @@ func (d *Daemon) ensureMailSite(ctx context.Context, svc mailServiceName, now ti
 	}
 	if err := d.importMailUsers(ctx, svc); err != nil {
 		d.log.Warn("mail users file not imported", "file", svc.Users, "err", err)
+	}
+	if err := d.ensureDKIM(ctx, now); err != nil {
+		return err
 	}
 	var ca mailCA
 	_, found, err := d.getJSON(ctx, keyMailCA, &ca)
@@ -181,6 +184,36 @@ func (d *Daemon) ensureMailSite(ctx context.Context, svc mailServiceName, now ti
 		return err
 	}
 	d.log.Info("mail certificate issued by the mail CA", "service", service, "names", cur.Names)
+	return nil
+}
+
+// ensureDKIM makes a DKIM key for each served domain that has none: the
+// cluster's own the first time, and any a cluster made before DKIM came
+// (domain add makes one with the domain). Each is put only while the key
+// is absent and the domain served, so two nodes at once or a domain
+// deleted meanwhile change nothing.
+func (d *Daemon) ensureDKIM(ctx context.Context, now time.Time) error {
+	s, err := d.readMailState(ctx)
+	if err != nil {
+		return err
+	}
+	for _, dom := range slices.Sorted(maps.Keys(s.domains)) {
+		if _, ok := s.dkim[dom]; ok {
+			continue
+		}
+		k, err := mail.NewDKIMKey(dom, now)
+		if err != nil {
+			return err
+		}
+		cmps := append(s.domainServed(dom), absent(keyMailDKIM+dom))
+		resp, err := d.cli.Txn(ctx).If(cmps...).Then(putJSON(keyMailDKIM+dom, k), bumpMail()).Commit()
+		if err != nil {
+			return err
+		}
+		if resp.Succeeded {
+			d.log.Info("mail DKIM key made", "domain", dom, "selector", k.Selector)
+		}
+	}
 	return nil
 }
 
@@ -256,6 +289,10 @@ func (d *Daemon) readMailSite(ctx context.Context, svc mailServiceName) (mail.Si
 			site.Aliases = append(site.Aliases, a)
 		case k == keyMailSettings:
 			err = json.Unmarshal(kv.Value, &site.Settings)
+		case strings.HasPrefix(k, keyMailDKIM):
+			var dk mail.DKIMKey
+			err = json.Unmarshal(kv.Value, &dk)
+			site.DKIM = append(site.DKIM, dk)
 		}
 		if err != nil {
 			return mail.Site{}, 0, fmt.Errorf("%s: %w", k, err)
@@ -387,6 +424,10 @@ const (
 	keyMailImported = "/tandem/mail/imported"
 	// keyMailSettings holds the site settings (mail.Settings).
 	keyMailSettings = "/tandem/mail/settings"
+	// keyMailDKIM + domain is the domain's DKIM key (mail.DKIMKey), made
+	// with the domain and deleted with it. Its private key is read by
+	// the workload only; the API answers its public record.
+	keyMailDKIM = "/tandem/mail/dkim/"
 )
 
 // Limits of the mail settings.
@@ -484,6 +525,7 @@ type mailState struct {
 	domains map[string]bool // every served domain, the cluster's included
 	users   map[string]mail.User
 	aliases map[string]mail.Alias
+	dkim    map[string]mail.DKIMKey // by domain
 	// settings and the revision of keyMailSettings (0: none).
 	settings    mail.Settings
 	settingsRev int64
@@ -501,7 +543,8 @@ func (d *Daemon) readMailState(ctx context.Context) (*mailState, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &mailState{svc: svc, domains: map[string]bool{svc.Domain: true}, users: map[string]mail.User{}, aliases: map[string]mail.Alias{}}
+	s := &mailState{svc: svc, domains: map[string]bool{svc.Domain: true}, users: map[string]mail.User{}, aliases: map[string]mail.Alias{},
+		dkim: map[string]mail.DKIMKey{}}
 	for _, kv := range r.Kvs {
 		k := string(kv.Key)
 		var err error
@@ -519,6 +562,10 @@ func (d *Daemon) readMailState(ctx context.Context) (*mailState, error) {
 			var a mail.Alias
 			err = json.Unmarshal(kv.Value, &a)
 			s.aliases[a.From] = a
+		case strings.HasPrefix(k, keyMailDKIM):
+			var dk mail.DKIMKey
+			err = json.Unmarshal(kv.Value, &dk)
+			s.dkim[dk.Domain] = dk
 		}
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", k, err)
@@ -577,6 +624,11 @@ func present(key string) clientv3.Cmp {
 // served (the cluster's own always is).
 func (s *mailState) domainPresent(addr string) []clientv3.Cmp {
 	_, dom, _ := strings.Cut(addr, "@")
+	return s.domainServed(dom)
+}
+
+// domainServed keeps a change valid only while dom is served.
+func (s *mailState) domainServed(dom string) []clientv3.Cmp {
 	if dom == s.svc.Domain {
 		return nil
 	}
@@ -730,7 +782,13 @@ func (s *mailState) domainChange(req MailDomainRequest) (mailChange, error) {
 		if s.domains[req.Name] {
 			return mailChange{}, fmt.Errorf("domain %s is already served", req.Name)
 		}
-		return mailChange{cmps: []clientv3.Cmp{absent(key)}, ops: []clientv3.Op{clientv3.OpPut(key, "{}")}, what: "mail domain added: " + req.Name}, nil
+		k, err := mail.NewDKIMKey(req.Name, time.Now())
+		if err != nil {
+			return mailChange{}, err
+		}
+		return mailChange{cmps: []clientv3.Cmp{absent(key), absent(keyMailDKIM + req.Name)},
+			ops:  []clientv3.Op{clientv3.OpPut(key, "{}"), putJSON(keyMailDKIM+req.Name, k)},
+			what: "mail domain added: " + req.Name + " (DKIM selector " + k.Selector + ")"}, nil
 	case "del":
 		if !s.domains[req.Name] {
 			return mailChange{}, fmt.Errorf("domain %s is not served", req.Name)
@@ -749,7 +807,8 @@ func (s *mailState) domainChange(req MailDomainRequest) (mailChange, error) {
 		if n > 0 {
 			return mailChange{}, fmt.Errorf("domain %s still has %d users and aliases: delete them first", req.Name, n)
 		}
-		return mailChange{cmps: []clientv3.Cmp{present(key)}, ops: []clientv3.Op{clientv3.OpDelete(key)}, what: "mail domain deleted: " + req.Name}, nil
+		return mailChange{cmps: []clientv3.Cmp{present(key)}, ops: []clientv3.Op{clientv3.OpDelete(key), clientv3.OpDelete(keyMailDKIM + req.Name)},
+			what: "mail domain deleted: " + req.Name}, nil
 	}
 	return mailChange{}, fmt.Errorf("action %q: want add or del", req.Action)
 }
@@ -851,6 +910,62 @@ func (s *mailState) settingChange(req MailSettingRequest) (mailChange, error) {
 
 func listSettings(s *mailState) any { return s.settings.Get() }
 
+// MailDKIM is a domain's DKIM key as GET /v1/mail/dkim/DOMAIN answers it:
+// the public record only, never the private key.
+type MailDKIM struct {
+	Domain   string `json:"domain"`
+	Selector string `json:"selector"`
+	// Name is the record's DNS name, SELECTOR._domainkey.DOMAIN.
+	Name string `json:"name"`
+	// TXT is the record's text, "v=DKIM1; k=rsa; p=...".
+	TXT string `json:"txt"`
+	// Record is the zone file line (the text split into strings of at
+	// most 255 bytes).
+	Record string `json:"record"`
+}
+
+func (d *Daemon) handleMailDKIM(w http.ResponseWriter, r *http.Request) {
+	c, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	dom := r.PathValue("domain")
+	s, err := d.readMailState(c)
+	switch {
+	case errors.Is(err, errNoMailService):
+		writeJSON(w, http.StatusConflict, apiError{"mail DKIM key: " + err.Error()})
+		return
+	case err != nil:
+		writeJSON(w, http.StatusServiceUnavailable, apiError{"mail DKIM key: cluster state not readable (no quorum?): " + err.Error()})
+		return
+	}
+	k, ok := s.dkim[dom]
+	switch {
+	case !s.domains[dom]:
+		writeJSON(w, http.StatusNotFound, apiError{fmt.Sprintf("mail DKIM key: the domain %q is not served", dom)})
+		return
+	case !ok:
+		writeJSON(w, http.StatusNotFound, apiError{"mail DKIM key: " + dom + " has none yet: a data node makes one within a minute"})
+		return
+	}
+	dk, err := describeDKIM(k)
+	if err != nil {
+		writeJSON(w, http.StatusInternalServerError, apiError{fmt.Sprintf("mail DKIM key: %s: %v", keyMailDKIM+dom, err)})
+		return
+	}
+	writeJSON(w, 200, dk)
+}
+
+func describeDKIM(k mail.DKIMKey) (MailDKIM, error) {
+	txt, err := k.TXT()
+	if err != nil {
+		return MailDKIM{}, err
+	}
+	rec, err := k.Record()
+	if err != nil {
+		return MailDKIM{}, err
+	}
+	return MailDKIM{Domain: k.Domain, Selector: k.Selector, Name: k.Name(), TXT: txt, Record: rec}, nil
+}
+
 func (d *Daemon) mailRoutes(mux *http.ServeMux) {
 	mux.Handle("GET /v1/mail/config", d.auth(readers, d.handleMailList(listSettings)))
 	mux.Handle("POST /v1/mail/config", d.auth(admins, handleMailChange(d, "mail setting", (*mailState).settingChange)))
@@ -862,4 +977,5 @@ func (d *Daemon) mailRoutes(mux *http.ServeMux) {
 	mux.Handle("POST /v1/mail/aliases", d.auth(admins, handleMailChange(d, "mail alias", (*mailState).aliasChange)))
 	mux.Handle("GET /v1/mail/domains", d.auth(readers, d.handleMailList(listDomains)))
 	mux.Handle("POST /v1/mail/domains", d.auth(admins, handleMailChange(d, "mail domain", (*mailState).domainChange)))
+	mux.Handle("GET /v1/mail/dkim/{domain}", d.auth(readers, http.HandlerFunc(d.handleMailDKIM)))
 }

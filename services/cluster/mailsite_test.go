@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -324,5 +325,112 @@ func TestMailUsersAPI(t *testing.T) {
 	}
 	if err := mon.do(ctx, "POST", "/v1/mail/users", MailUserRequest{Action: "del", Name: "alice@example.test"}, nil); err == nil || !strings.Contains(err.Error(), "may not POST /v1/mail/users") {
 		t.Errorf("monitor deletes a user: %v, want refused", err)
+	}
+}
+
+// TestMailDKIM: the DKIM keys' lifecycle. The first mail start makes one
+// for the cluster's domain, later ones keep it; domain add makes one
+// with the domain and domain del deletes it; a served domain without one
+// (a cluster older than DKIM) gets one from the next ensureMailSite. GET
+// /v1/mail/dkim/DOMAIN answers the record of the key the workload signs
+// with, never the private key.
+func TestMailDKIM(t *testing.T) {
+	s := startFounder(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	d := s.d
+	admin := s.client(t, s.adminDir)
+	svc := mailServiceName{Host: "mail.example.test", Domain: "example.test"}
+	w, err := mail.FromParams(map[string]string{"root": "/srv/mail", "domain": svc.Domain, "users": filepath.Join(t.TempDir(), "none")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	siteOf := d.mailSite(w)
+	keys := func() map[string]mail.DKIMKey {
+		t.Helper()
+		site, err := siteOf(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]mail.DKIMKey{}
+		for _, k := range site.DKIM {
+			out[k.Domain] = k
+		}
+		return out
+	}
+	show := func(dom string) (MailDKIM, error) {
+		var dk MailDKIM
+		err := admin.do(ctx, "GET", "/v1/mail/dkim/"+dom, nil, &dk)
+		return dk, err
+	}
+	first := keys()["example.test"]
+	if len(keys()) != 1 || !strings.HasPrefix(first.Selector, "tandem") || len(first.Selector) != len("tandem20261202") {
+		t.Fatalf("DKIM keys after the first mail start = %+v; want one for example.test", keys())
+	}
+	if err := d.ensureMailSite(ctx, svc, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if again := keys()["example.test"]; !bytes.Equal(again.Key, first.Key) {
+		t.Error("a second ensureMailSite replaced the cluster domain's key")
+	}
+
+	dk, err := show("example.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	txt, err := first.TXT()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantName := first.Selector + "._domainkey.example.test."
+	if dk.Name != wantName || dk.TXT != txt || !strings.HasPrefix(dk.Record, wantName+` IN TXT "v=DKIM1; k=rsa; p=`) {
+		t.Errorf("GET /v1/mail/dkim/example.test = %+v; want the record of the workload's key (%s)", dk, txt)
+	}
+	// The record's strings joined are the text, each at most 255 bytes.
+	parts := strings.Split(strings.TrimSuffix(strings.TrimPrefix(dk.Record, wantName+` IN TXT "`), `"`), `" "`)
+	if len(parts) < 2 || strings.Join(parts, "") != txt || slices.ContainsFunc(parts, func(p string) bool { return len(p) > 255 }) {
+		t.Errorf("record %q: strings %d, want the text in strings of at most 255 bytes", dk.Record, len(parts))
+	}
+	var raw json.RawMessage
+	if err := admin.do(ctx, "GET", "/v1/mail/dkim/example.test", nil, &raw); err != nil || bytes.Contains(raw, []byte("PRIVATE")) {
+		t.Errorf("GET /v1/mail/dkim answers a private key (%v): %s", err, raw)
+	}
+
+	if err := admin.do(ctx, "POST", "/v1/mail/domains", MailDomainRequest{Action: "add", Name: "example.org"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	org, ok := keys()["example.org"]
+	if !ok || bytes.Equal(org.Key, first.Key) {
+		t.Fatalf("after domain add example.org: keys %v; want a new key for it", keys())
+	}
+	if dk, err := show("example.org"); err != nil || dk.Domain != "example.org" || dk.Selector != org.Selector {
+		t.Errorf("GET /v1/mail/dkim/example.org = %+v, %v", dk, err)
+	}
+	if _, err := show("example.net"); err == nil || !strings.Contains(err.Error(), `the domain "example.net" is not served`) {
+		t.Errorf("the record of a domain not served: %v", err)
+	}
+	if err := admin.do(ctx, "POST", "/v1/mail/domains", MailDomainRequest{Action: "del", Name: "example.org"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := d.cli.Get(ctx, keyMailDKIM+"example.org"); err != nil || len(r.Kvs) != 0 {
+		t.Errorf("%s after domain del: %v, %v; want it deleted", keyMailDKIM+"example.org", r, err)
+	}
+	if _, ok := keys()["example.org"]; ok {
+		t.Error("the workload still signs for a deleted domain")
+	}
+
+	// A domain served without a key (added before DKIM came): the next
+	// ensureMailSite makes one.
+	if _, err := d.cli.Put(ctx, keyMailDomains+"old.example", "{}"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := show("old.example"); err == nil || !strings.Contains(err.Error(), "has none yet") {
+		t.Errorf("the record of a domain without a key: %v", err)
+	}
+	if err := d.ensureMailSite(ctx, svc, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := show("old.example"); err != nil {
+		t.Errorf("after ensureMailSite, the record of a domain older than DKIM: %v", err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io"
+	"maps"
 	"regexp"
 	"strconv"
 	"strings"
@@ -55,6 +56,11 @@ type config struct {
 	// HeaderChecks: the overlay has a header_checks table, which main.cf
 	// then names.
 	HeaderChecks bool
+	// Rspamd: the root has rspamd (rspamdPresent), and every smtpd
+	// passes its mail through it.
+	Rspamd bool
+	// DKIM are the served domains' signing keys.
+	DKIM []DKIMKey
 }
 
 // headerChecks is a site's Postfix header_checks table, from an overlay.
@@ -69,7 +75,7 @@ func (c config) listen() []string {
 // files returns the configuration files to write into the container root,
 // by path below it.
 func (c config) files() map[string][]byte {
-	return map[string][]byte{
+	files := map[string][]byte{
 		"etc/postfix/main.cf":             []byte(c.mainCF()),
 		"etc/postfix/master.cf":           []byte(c.masterCF()),
 		"etc/postfix/vmailbox":            []byte(c.vmailbox()),
@@ -84,6 +90,10 @@ func (c config) files() map[string][]byte {
 		strings.TrimPrefix(tlsKey, "/"):   c.TLS.Key,
 		strings.TrimPrefix(tlsChain, "/"): c.TLS.Chain,
 	}
+	if c.Rspamd {
+		maps.Copy(files, c.rspamdFiles())
+	}
+	return files
 }
 
 // secretFile reports whether the file at rel (below the root) is for root
@@ -147,7 +157,7 @@ message_size_limit = ` + strconv.Itoa(c.Settings.messageSize()<<20) + `
 queue_run_delay = 10s
 minimal_backoff_time = 10s
 maximal_backoff_time = 5m
-` + c.bindAddress() + c.relay() + c.headerChecks()
+` + c.bindAddress() + c.relay() + c.headerChecks() + c.milterMain()
 }
 
 // mynetworks may relay on 25 without logging in: loopback and the
@@ -205,8 +215,8 @@ func (c config) masterCF() string {
 		fmt.Fprintf(&b, "%s:smtp inet n - n - - smtpd\n", a)
 	}
 	for _, a := range c.Listen {
-		fmt.Fprintf(&b, "%s:submission inet n - n - - smtpd\n  -o syslog_name=postfix/submission%s", a, submissionOpts)
-		fmt.Fprintf(&b, "%s:submissions inet n - n - - smtpd\n  -o syslog_name=postfix/submissions\n  -o smtpd_tls_wrappermode=yes%s", a, submissionOpts)
+		fmt.Fprintf(&b, "%s:submission inet n - n - - smtpd\n  -o syslog_name=postfix/submission%s%s", a, submissionOpts, c.milterSubmission())
+		fmt.Fprintf(&b, "%s:submissions inet n - n - - smtpd\n  -o syslog_name=postfix/submissions\n  -o smtpd_tls_wrappermode=yes%s%s", a, submissionOpts, c.milterSubmission())
 	}
 	b.WriteString(masterServices)
 	return b.String()

@@ -20,7 +20,9 @@ func TestConfigGolden(t *testing.T) {
 		{From: "away@example.org", To: []string{"someone@elsewhere.test"}}}
 	c := config{Hostname: "mail.example.test", Domain: "example.test", Domains: []string{"example.org"}, Users: users, Aliases: aliases,
 		MonitorPassword: "monitor-secret", Salt: []byte("fixedsalt123"),
-		Listen: []string{"192.0.2.10"}, HeaderChecks: true,
+		Listen: []string{"192.0.2.10"}, HeaderChecks: true, Rspamd: true,
+		DKIM: []DKIMKey{{Domain: "example.test", Selector: "tandem20261202", Key: []byte("test key of example.test\n")},
+			{Domain: "example.org", Selector: "tandem20261203", Key: []byte("test key of example.org\n")}},
 		Settings: Settings{POP3: true, MessageSizeMiB: 20, Smarthost: "relay.example.net:587",
 			RelayNetworks: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24"), netip.MustParsePrefix("2001:db8::/64")}}, TLS: mailtls.Pair{Chain: []byte("test chain\n"), Key: []byte("test key\n")}}
 	for rel, data := range c.files() {

@@ -6,9 +6,14 @@ import (
 	"tandem/internal/confine"
 )
 
-// postfixDovecotCaps confine the Postfix + Dovecot container
-// (container.Spec.Confine): every process in it, root included, holds at
-// most these capabilities, and runs with no_new_privs. Each one is here
+// postfixDovecotCaps confine the Postfix + Dovecot container, rspamd
+// included (container.Spec.Confine): every process in it, root included,
+// holds at most these capabilities, and runs with no_new_privs. rspamd
+// needs none besides: its main process, as root, binds its milter socket
+// in Postfix's private/ (CAP_DAC_OVERRIDE), starts its workers as _rspamd
+// (CAP_SETUID, CAP_SETGID) and signals them (CAP_KILL). Its socket is
+// root's rather than postfix's because setting the mode of another
+// user's file takes CAP_FOWNER (milterSocket). Each one is here
 // because the daemons, as this package configures them, fail without it;
 // the error quoted is what the container's log said when TestWorkload ran
 // with that one left out. TestWorkload also checks that no process of the

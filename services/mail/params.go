@@ -79,6 +79,11 @@ type Workload struct {
 
 	// applied is the sum of the site Start or Monitor last applied.
 	applied [32]byte
+	// rspamdStale: rspamd's files changed and it has not reloaded them.
+	rspamdStale bool
+	// resolvConf is the node's resolver configuration, copied into the
+	// container; "" is /etc/resolv.conf (tests name another).
+	resolvConf string
 	// overlay is the template's mail overlay, read once (overlayRead).
 	overlay     []overlayFile
 	overlayRead bool
@@ -96,6 +101,8 @@ type Site struct {
 	Aliases []Alias `json:"aliases,omitempty"`
 	// Settings are the site settings.
 	Settings Settings `json:"settings"`
+	// DKIM are the served domains' DKIM signing keys.
+	DKIM []DKIMKey `json:"dkim,omitempty"`
 }
 
 func (s Site) sum() [32]byte {

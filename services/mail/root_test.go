@@ -280,11 +280,18 @@ func containsAll(have, want []string) bool {
 	return true
 }
 
+// readLog is the end of the container's log, to print.
 func readLog(w *Workload) string {
-	b, _ := os.ReadFile(filepath.Join(w.Root, logName))
+	b := fullLog(w)
 	if len(b) > 8000 {
 		b = b[len(b)-8000:]
 	}
+	return b
+}
+
+// fullLog is the container's whole log, to search.
+func fullLog(w *Workload) string {
+	b, _ := os.ReadFile(filepath.Join(w.Root, logName))
 	return string(b)
 }
 
@@ -432,7 +439,7 @@ func checkConfined(t *testing.T, w *Workload, ctx context.Context) {
 		names[name] = true
 		assertConfined(t, name+" (pid "+strconv.Itoa(pid)+")", st, keep)
 	}
-	for _, n := range []string{"dovecot", "master", "qmgr", "smtpd", "imap-login"} {
+	for _, n := range []string{"dovecot", "master", "qmgr", "smtpd", "imap-login", "rspamd"} {
 		if !names[n] {
 			t.Errorf("no %s among the container's processes %v: it was not checked", n, names)
 		}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
@@ -123,57 +124,123 @@ func (w *Workload) configure(ctx context.Context) (Site, error) {
 	if err != nil {
 		return Site{}, fmt.Errorf("mail: site settings: %w", err)
 	}
-	return site, w.write(site)
+	_, err = w.write(site)
+	return site, err
 }
 
-// write renders the configuration for site and writes what changed.
-func (w *Workload) write(site Site) error {
+// write renders the configuration for site and writes what changed; it
+// reports whether anything rspamd reads changed.
+func (w *Workload) write(site Site) (rspamdChanged bool, err error) {
 	secret, err := w.monitorSecret()
 	if err != nil {
-		return err
+		return false, err
 	}
 	salt := []byte(newSecret())[:12]
 	if err := w.loadOverlay(); err != nil {
-		return err
+		return false, err
 	}
 	c := config{Hostname: w.Hostname(), Domain: w.Domain, Domains: site.Domains, Users: site.Users, Aliases: site.Aliases,
 		HeaderChecks:    w.overlayHas(headerChecks),
 		MonitorPassword: secret, Salt: salt,
-		Listen: w.Listen, Settings: site.Settings, TLS: site.TLS}
+		Listen: w.Listen, Settings: site.Settings, TLS: site.TLS,
+		Rspamd: w.rspamdPresent(), DKIM: site.DKIM}
 	if err := fixDirs(w.rootfs()); err != nil {
-		return err
+		return false, err
 	}
 	files := c.files()
-	if rc, err := os.ReadFile("/etc/resolv.conf"); err == nil {
+	rcPath := w.resolvConf
+	if rcPath == "" {
+		rcPath = "/etc/resolv.conf"
+	}
+	if rc, err := os.ReadFile(rcPath); err == nil {
 		files["etc/resolv.conf"] = rc
 	}
 	for rel, data := range files {
-		mode, dirMode := os.FileMode(0o644), os.FileMode(0o755)
-		switch {
-		case rel == "etc/dovecot/users":
-			mode = 0o640
-		case secretFile(rel):
-			mode, dirMode = 0o600, 0o700
+		changed, err := w.writeFile(rel, data)
+		if err != nil {
+			return false, err
 		}
-		p := filepath.Join(w.rootfs(), rel)
-		if err := os.MkdirAll(filepath.Dir(p), dirMode); err != nil {
-			return fmt.Errorf("mail: %w", err)
-		}
-		if err := os.Chmod(filepath.Dir(p), dirMode); err != nil {
-			return fmt.Errorf("mail: %w", err)
-		}
-		if old, err := os.ReadFile(p); err == nil && bytes.Equal(old, data) && rel != "etc/dovecot/users" {
-			continue
-		}
-		if err := atomicfile.Write(p, data, mode); err != nil {
-			return fmt.Errorf("mail: write %s: %w", p, err)
+		rspamdChanged = rspamdChanged || changed && (strings.HasPrefix("/"+rel, "/etc/rspamd/") || dkimFile(rel))
+	}
+	if c.Rspamd {
+		if err := w.pruneDKIM(c.DKIM); err != nil {
+			return false, err
 		}
 	}
-	// Dovecot's auth process reads the passdb as the dovecot user.
-	if err := os.Chown(filepath.Join(w.rootfs(), "etc/dovecot/users"), 0, mailroot.DovecotID); err != nil {
+	return rspamdChanged, w.layOverlay()
+}
+
+// fileMode is the mode and group of the file at rel and of its
+// directory: secrets root's only, the DKIM keys root's and rspamd's group
+// (its workers sign as _rspamd), the passdb Dovecot's group.
+func fileMode(rel string) (mode os.FileMode, gid int, dirMode os.FileMode, dirGID int) {
+	switch {
+	case rel == "etc/dovecot/users":
+		return 0o640, mailroot.DovecotID, 0o755, 0
+	case secretFile(rel):
+		return 0o600, 0, 0o700, 0
+	case dkimFile(rel):
+		return 0o640, mailroot.RspamdID, 0o750, mailroot.RspamdID
+	}
+	return 0o644, 0, 0o755, 0
+}
+
+// writeFile writes data at rel below the root, atomically, with its mode
+// and group, unless the file holds data already (the passdb is always
+// written); its directory gets its mode and group in any case. It
+// reports whether it wrote.
+func (w *Workload) writeFile(rel string, data []byte) (bool, error) {
+	mode, gid, dirMode, dirGID := fileMode(rel)
+	p := filepath.Join(w.rootfs(), rel)
+	dir := filepath.Dir(p)
+	if err := os.MkdirAll(dir, dirMode); err != nil {
+		return false, fmt.Errorf("mail: %w", err)
+	}
+	if err := os.Chmod(dir, dirMode); err != nil {
+		return false, fmt.Errorf("mail: %w", err)
+	}
+	if err := os.Lchown(dir, 0, dirGID); err != nil {
+		return false, fmt.Errorf("mail: %w", err)
+	}
+	if old, err := os.ReadFile(p); err == nil && bytes.Equal(old, data) && rel != "etc/dovecot/users" {
+		return false, nil
+	}
+	if err := atomicfile.Write(p, data, mode); err != nil {
+		return false, fmt.Errorf("mail: write %s: %w", p, err)
+	}
+	if err := os.Lchown(p, 0, gid); err != nil {
+		return false, fmt.Errorf("mail: %w", err)
+	}
+	return true, nil
+}
+
+// pruneDKIM removes the keys of domains no longer served.
+func (w *Workload) pruneDKIM(keys []DKIMKey) error {
+	keep := map[string]bool{}
+	for _, k := range keys {
+		keep[filepath.Base(k.path())] = true
+	}
+	dir := filepath.Join(w.rootfs(), dkimDir)
+	ents, err := os.ReadDir(dir)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("mail: %w", err)
 	}
-	return w.layOverlay()
+	for _, e := range ents {
+		if !keep[e.Name()] {
+			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
+				return fmt.Errorf("mail: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// rspamdPresent reports whether the root has rspamd: a root unpacked
+// from a template made before rspamd came into it does not (it is never
+// unpacked again), and then runs without DKIM signing or spam filtering.
+func (w *Workload) rspamdPresent() bool {
+	_, err := os.Stat(filepath.Join(w.rootfs(), rspamdBinary))
+	return err == nil
 }
 
 // monitorSecret returns the monitor account's password, created on first

@@ -74,7 +74,7 @@ func TestWorkloadSite(t *testing.T) {
 	if ok, err := mailprobe.Send(ctx, w.Dial, "127.0.0.1:25", big); !ok || err != nil {
 		t.Fatalf("send 2 MiB to dave: %v, %v", ok, err)
 	}
-	for deadline := time.Now().Add(time.Minute); !strings.Contains(readLog(w), "Quota exceeded"); time.Sleep(500 * time.Millisecond) {
+	for deadline := time.Now().Add(time.Minute); !strings.Contains(fullLog(w), "Quota exceeded"); time.Sleep(500 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("no quota refusal in the log for 2 MiB to a 1 MiB quota:\n%s", readLog(w))
 		}
@@ -99,7 +99,7 @@ func TestWorkloadSite(t *testing.T) {
 	if fmt.Sprint(before.Services) != fmt.Sprint(after.Services) {
 		t.Errorf("services before the user change %+v, after %+v: want the same processes", before.Services, after.Services)
 	}
-	if log := readLog(w); strings.Contains(log, "not-alices-password") || !strings.Contains(log, "alice@example.test") {
+	if log := fullLog(w); strings.Contains(log, "not-alices-password") || !strings.Contains(log, "alice@example.test") {
 		t.Errorf("the mail log holds the wrong password, or not the failed login at all:\n%s", log)
 	}
 }

@@ -89,7 +89,7 @@ func TestWorkloadTLS(t *testing.T) {
 	mustRefuse("25 AUTH (only on the submission ports)", "auth", "25", append([]string{"--tls", "--from", "alice@example.test", "--to", "someone@example.org"}, alice...)...)
 	mustRefuse("587 as another user's sender", "not owned by user alice@example.test", "587", append([]string{"--tls", "--from", "bob@example.test", "--to", "bob@example.test"}, alice...)...)
 	mustRefuse("587 wrong password", "535", "587", "--tls", "--from", "alice@example.test", "--to", "bob@example.test", "--auth", "PLAIN", "--auth-user", "alice@example.test", "--auth-password", "wrong")
-	if log := readLog(w); strings.Contains(log, "alice-pw") {
+	if log := fullLog(w); strings.Contains(log, "alice-pw") {
 		t.Errorf("the mail log holds a password:\n%s", log)
 	}
 	// Inbound mail on 25 without TLS still arrives (opportunistic TLS).

@@ -4,8 +4,9 @@
 // at every start. The cluster daemon drives it as a resource: Start, Stop
 // and Monitor. The container has its own mount, PID, UTS and IPC
 // namespaces and shares the host's network namespace; its PID 1 is this
-// package re-executed (see init_linux.go), which starts Postfix's master
-// and Dovecot in the foreground, reaps, and stops them in order. For a
+// package re-executed (see init_linux.go), which starts Dovecot, rspamd
+// (the milter that filters spam and signs with DKIM) and Postfix's master
+// in the foreground, reaps, and stops them in order. For a
 // Zimbra workload the same container runs zmcontrol instead.
 package mail
 
@@ -59,10 +60,16 @@ func (w *Workload) host() *container.Host {
 func (w *Workload) spec() container.Spec {
 	s := container.Spec{Root: w.Root, Hostname: w.Hostname()}
 	if w.Kind == mailroot.KindPostfixDovecot {
+		// rspamd before Postfix, so its milter is there when the first
+		// smtpd asks, and stopped after it.
 		s.Services = []container.Service{
 			{Name: "dovecot", Argv: []string{"/usr/sbin/dovecot", "-F", "-c", "/etc/dovecot/dovecot.conf"}, StopTimeout: dovecotStop},
-			{Name: "postfix", Argv: []string{"/usr/lib/postfix/sbin/master", "-s"}, StopTimeout: postfixStop},
 		}
+		if w.rspamdPresent() {
+			s.Services = append(s.Services, container.Service{Name: "rspamd", StopTimeout: rspamdStop,
+				Argv: []string{rspamdBinary, "-f", "-u", mailroot.RspamdUser, "-g", mailroot.RspamdUser, "-c", rspamdConf}})
+		}
+		s.Services = append(s.Services, container.Service{Name: "postfix", Argv: []string{"/usr/lib/postfix/sbin/master", "-s"}, StopTimeout: postfixStop})
 		// A Zimbra container is not confined: ZCS starts its daemons
 		// through sudo and set-user-ID helpers, which no_new_privs
 		// disarms.
@@ -114,13 +121,15 @@ func (w *Workload) Start(ctx context.Context) error {
 	if err := w.host().Start(w.spec()); err != nil {
 		return err
 	}
-	w.applied = site.sum()
+	w.applied, w.rspamdStale = site.sum(), false
 	return w.waitReady(ctx)
 }
 
 // reloadIfChanged applies the site again when it changed since Start or
 // the last reload: the files are rewritten and Postfix and Dovecot
-// reload them (SIGHUP to each master), without a restart. New
+// reload them (SIGHUP to each master), without a restart; so does rspamd
+// when its files changed (a domain's key, relay_networks): its main
+// process reads the configuration again and replaces its workers. New
 // connections get the new certificate at once; Postfix's smtpd
 // processes in a session finish it with the old one.
 func (w *Workload) reloadIfChanged(ctx context.Context) error {
@@ -134,16 +143,24 @@ func (w *Workload) reloadIfChanged(ctx context.Context) error {
 	if site.sum() == w.applied {
 		return nil
 	}
-	if err := w.write(site); err != nil {
+	rspamdChanged, err := w.write(site)
+	if err != nil {
 		return err
 	}
-	for _, s := range []string{"dovecot", "postfix"} {
+	// Until rspamd has had its signal: the files are written by then,
+	// and a retry finds them unchanged.
+	w.rspamdStale = w.rspamdStale || rspamdChanged
+	reload := []string{"dovecot", "postfix"}
+	if w.rspamdStale && w.rspamdPresent() {
+		reload = append(reload, "rspamd")
+	}
+	for _, s := range reload {
 		if _, _, err := w.host().Call(ctx, container.Request{Op: "signal", Service: s, Signal: syscall.SIGHUP}); err != nil {
 			return fmt.Errorf("mail: reload %s: %w", s, err)
 		}
 	}
-	w.applied = site.sum()
-	w.logf("site settings changed: Postfix and Dovecot reloaded")
+	w.applied, w.rspamdStale = site.sum(), false
+	w.logf("site settings changed: %s reloaded", strings.Join(reload, ", "))
 	return nil
 }
 
@@ -245,14 +262,20 @@ func (w *Workload) Monitor(ctx context.Context) error {
 	return w.probe(ctx)
 }
 
-// probe reads the SMTP banner and logs in over IMAP, within the monitor's
-// own timeout (ctx; 30 s, Timeouts). A fixed 5 s per step, as before, was
-// stricter than that timeout: a Dovecot merely slow to greet on a loaded
-// owner failed three monitors in a row, and the restart it earned loaded
-// the node more, until its watchdog reset it.
+// probe reads the SMTP banner, negotiates with rspamd's milter and logs
+// in over IMAP, within the monitor's own timeout (ctx; 30 s, Timeouts).
+// A fixed 5 s per step, as before, was stricter than that timeout: a
+// Dovecot merely slow to greet on a loaded owner failed three monitors in
+// a row, and the restart it earned loaded the node more, until its
+// watchdog reset it.
 func (w *Workload) probe(ctx context.Context) error {
 	if _, err := mailprobe.Banner(ctx, w.Dial, net.JoinHostPort(w.Address, "25")); err != nil {
 		return fmt.Errorf("mail: monitor: %w", err)
+	}
+	if w.rspamdPresent() {
+		if err := w.milterReady(ctx); err != nil {
+			return fmt.Errorf("mail: monitor: %w", err)
+		}
 	}
 	secret, err := os.ReadFile(w.Root + "/monitor.secret")
 	if err != nil {
