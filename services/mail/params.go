@@ -81,6 +81,9 @@ type Workload struct {
 	applied [32]byte
 	// rspamdStale: rspamd's files changed and it has not reloaded them.
 	rspamdStale bool
+	// milterSeen: rspamd's milter has answered since the container
+	// started (checkMilter).
+	milterSeen bool
 	// resolvConf is the node's resolver configuration, copied into the
 	// container; "" is /etc/resolv.conf (tests name another).
 	resolvConf string

@@ -72,6 +72,13 @@ func TestWorkloadRspamd(t *testing.T) {
 		t.Fatalf("Start: %v\n%s", err, readLog(w))
 	}
 	tb.n.Run(tb.ns, "ip", "addr", "add", tlsVIP+"/24", "dev", "eth0")
+	// Start waits up to milterStartWait for rspamd; a slower machine
+	// may take longer to compile its rules the first time.
+	for deadline := time.Now().Add(3 * time.Minute); !w.milterSeen; time.Sleep(time.Second) {
+		if err := w.checkMilter(ctx); err != nil || time.Now().After(deadline) {
+			t.Fatalf("rspamd's milter never answered: %v\n%s", err, readLog(w))
+		}
+	}
 	sink := startSink(t, ctx, tb, cl)
 
 	swaks := func(port string, args ...string) (string, error) {

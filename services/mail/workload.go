@@ -118,6 +118,7 @@ func (w *Workload) Start(ctx context.Context) error {
 	if err := w.allowNonlocalBind(); err != nil {
 		return err
 	}
+	w.milterSeen = false
 	if err := w.host().Start(w.spec()); err != nil {
 		return err
 	}
@@ -203,13 +204,14 @@ func detachDeadline(parent context.Context, d time.Duration) (context.Context, c
 }
 
 // waitReady polls the monitor until it passes, the container breaks, or
-// ctx ends.
+// ctx ends; then it gives rspamd's milter up to milterStartWait.
 func (w *Workload) waitReady(ctx context.Context) error {
 	start := time.Now()
 	var last error
 	for {
 		last = w.Monitor(ctx)
 		if last == nil {
+			w.waitMilter(ctx)
 			w.logf("ready in %s", time.Since(start).Round(time.Millisecond))
 			return nil
 		}
@@ -262,8 +264,8 @@ func (w *Workload) Monitor(ctx context.Context) error {
 	return w.probe(ctx)
 }
 
-// probe reads the SMTP banner, negotiates with rspamd's milter and logs
-// in over IMAP, within the monitor's own timeout (ctx; 30 s, Timeouts).
+// probe reads the SMTP banner, negotiates with rspamd's milter
+// (checkMilter) and logs in over IMAP, within the monitor's own timeout (ctx; 30 s, Timeouts).
 // A fixed 5 s per step, as before, was stricter than that timeout: a
 // Dovecot merely slow to greet on a loaded owner failed three monitors in
 // a row, and the restart it earned loaded the node more, until its
@@ -272,10 +274,8 @@ func (w *Workload) probe(ctx context.Context) error {
 	if _, err := mailprobe.Banner(ctx, w.Dial, net.JoinHostPort(w.Address, "25")); err != nil {
 		return fmt.Errorf("mail: monitor: %w", err)
 	}
-	if w.rspamdPresent() {
-		if err := w.milterReady(ctx); err != nil {
-			return fmt.Errorf("mail: monitor: %w", err)
-		}
+	if err := w.checkMilter(ctx); err != nil {
+		return fmt.Errorf("mail: monitor: %w", err)
 	}
 	secret, err := os.ReadFile(w.Root + "/monitor.secret")
 	if err != nil {
@@ -287,6 +287,59 @@ func (w *Workload) probe(ctx context.Context) error {
 	}
 	c.Logout()
 	return nil
+}
+
+// milterStartWait bounds how long a start waits for rspamd's milter once
+// SMTP and IMAP answer; milterProbeTimeout one negotiation.
+const (
+	milterStartWait    = 30 * time.Second
+	milterProbeTimeout = 10 * time.Second
+)
+
+// checkMilter checks that rspamd's milter answers, once it has answered
+// since the container started. Before, a silent milter is rspamd still
+// loading, not a failure: its first start on a volume compiles its rules
+// (8 s on the build machine, longer on a slow node), and a monitor that
+// restarted it then would have it compile again from the beginning.
+// Meanwhile Postfix applies milter_default_action.
+func (w *Workload) checkMilter(ctx context.Context) error {
+	if !w.rspamdPresent() {
+		return nil
+	}
+	mctx, cancel := context.WithTimeout(ctx, milterProbeTimeout)
+	defer cancel()
+	err := w.milterReady(mctx)
+	switch {
+	case err == nil:
+		w.milterSeen = true
+	case w.milterSeen:
+		return err
+	}
+	return nil
+}
+
+// waitMilter waits, up to milterStartWait, until rspamd's milter has
+// answered: on a failover rspamd reads its compiled rules and answers
+// within a second, so the service comes up scanning and signing; a first
+// start that compiles them may take longer, and then the start does not
+// wait for it.
+func (w *Workload) waitMilter(ctx context.Context) {
+	if !w.rspamdPresent() || w.milterSeen {
+		return
+	}
+	wctx, cancel := context.WithTimeout(ctx, milterStartWait)
+	defer cancel()
+	for {
+		if err := w.checkMilter(wctx); err == nil && w.milterSeen {
+			return
+		}
+		select {
+		case <-wctx.Done():
+			w.logf("rspamd's milter does not answer yet (compiling its rules?): until it does, mail on 25 is taken unscanned and unsigned, on 587 and 465 deferred")
+			return
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 func allRunning(s []container.ServiceState) bool {
