@@ -33,8 +33,8 @@ func TestDNSView(t *testing.T) {
 	if err != nil {
 		t.Fatalf("tandem-dns refuses the daemon's view: %v\n%s", err, b)
 	}
-	if v.VIP != "" || len(v.Nodes) != 1 || v.Nodes[0].Name != "c" || v.Nodes[0].Address != "127.0.0.5" {
-		t.Errorf("view of the founder (an arbitrator) = %+v; want c at 127.0.0.5 and no VIP", v)
+	if v.VIP != "" || len(v.Nodes) != 1 || v.Nodes[0].Name != "c" || v.Nodes[0].Address != "127.0.0.5" || len(v.TXT) != 0 {
+		t.Errorf("view of the founder (an arbitrator) = %+v; want c at 127.0.0.5, no VIP, no DKIM record yet", v)
 	}
 	st, _ := os.Stat(p)
 	if st.Mode().Perm() != 0o644 {
@@ -47,6 +47,25 @@ func TestDNSView(t *testing.T) {
 	}
 	if st, _ := os.Stat(p); !st.ModTime().Equal(before) {
 		t.Error("an unchanged view was written again")
+	}
+
+	// Once a data node has made the mail site, the view carries the
+	// cluster domain's DKIM record, as the key's TXT says it.
+	if err := s.d.ensureMailSite(ctx, mailServiceName{Host: "mail.example.test", Domain: "example.test"}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.d.writeDNSView(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b, _ = os.ReadFile(p)
+	v, err = dns.LoadClusterView(bytes.NewReader(b), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, ok, err := s.d.dkimRecord(ctx)
+	if err != nil || !ok || len(v.TXT) != 1 || v.TXT[0].Name != rec.Name || v.TXT[0].Text != rec.Text ||
+		!strings.HasSuffix(rec.Name, "._domainkey") || !strings.HasPrefix(rec.Text, "v=DKIM1; k=rsa; p=") {
+		t.Errorf("view's TXT = %+v, the DKIM record %+v (%v, %v)", v.TXT, rec, ok, err)
 	}
 }
 

@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"strings"
 	"time"
+
+	mdns "github.com/miekg/dns"
 
 	"tandem/internal/nodeconfig"
 )
@@ -19,7 +22,12 @@ import (
 type ClusterView struct {
 	VIP   string            `json:"vip"`
 	Nodes []nodeconfig.Node `json:"nodes"`
+	// TXT are text records of the cluster domain (its DKIM key).
+	TXT []TXT `json:"txt,omitempty"`
 }
+
+// maxTXT bounds one text record's text.
+const maxTXT = 4096
 
 // ErrBadView is wrapped by every error about a cluster view.
 var ErrBadView = errors.New("invalid cluster view")
@@ -34,6 +42,14 @@ func LoadClusterView(r io.Reader, name string) (*ClusterView, error) {
 	}
 	if a, err := netip.ParseAddr(v.VIP); v.VIP != "" && (err != nil || !a.Is4()) {
 		return nil, fmt.Errorf("%s: %w: vip: %q is not an IPv4 address", name, ErrBadView, v.VIP)
+	}
+	for i, t := range v.TXT {
+		if _, ok := mdns.IsDomainName(t.Name); !ok || t.Name == "" || strings.HasSuffix(t.Name, ".") {
+			return nil, fmt.Errorf("%s: %w: txt[%d].name: %q is not a name relative to the domain", name, ErrBadView, i, t.Name)
+		}
+		if len(t.Text) == 0 || len(t.Text) > maxTXT || strings.ContainsFunc(t.Text, func(r rune) bool { return r < 0x20 || r > 0x7e }) {
+			return nil, fmt.Errorf("%s: %w: txt[%d].text: want 1 to %d printable ASCII characters", name, ErrBadView, i, maxTXT)
+		}
 	}
 	for i, n := range v.Nodes {
 		if n.Name == "" {
@@ -57,6 +73,9 @@ func ZoneOf(c *nodeconfig.Config, v *ClusterView) Zone {
 		}
 	}
 	z := Zone{Domain: cl.Domain, Service: cl.Service, VIP: cl.VIPAddr(), TTL: c.DNS.TTL}
+	if v != nil {
+		z.TXT = v.TXT
+	}
 	for _, n := range cl.Nodes {
 		z.Members = append(z.Members, Member{Name: n.Name, Addr: n.Addr()})
 	}

@@ -1,9 +1,12 @@
 package dns
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
+
+	mdns "github.com/miekg/dns"
 
 	"tandem/internal/nodeconfig"
 )
@@ -18,6 +21,9 @@ func TestLoadClusterView(t *testing.T) {
 		{`{"vip":"::1"}`, `vip: "::1" is not an IPv4 address`},
 		{`{"nodes":[{"name":"","address":"1.2.3.4"}]}`, `nodes[0].name: is required`},
 		{`{"nodes":[{"name":"a","address":"x"}]}`, `nodes[0].address: "x" is not an IP address`},
+		{`{"txt":[{"name":"k._domainkey.","text":"v=DKIM1"}]}`, `txt[0].name: "k._domainkey." is not a name relative to the domain`},
+		{`{"txt":[{"name":"k._domainkey","text":""}]}`, `txt[0].text: want 1 to 4096 printable ASCII`},
+		{`{"txt":[{"name":"k._domainkey","text":"a\u0007b"}]}`, `txt[0].text: want 1 to 4096 printable ASCII`},
 	} {
 		_, err := LoadClusterView(strings.NewReader(tc.in), "v.json")
 		if !errors.Is(err, ErrBadView) || !strings.Contains(err.Error(), tc.want) || !strings.HasPrefix(err.Error(), "v.json: ") {
@@ -55,5 +61,31 @@ func TestConfigOf(t *testing.T) {
 	}
 	if len(got.Allow) != 3 || len(got.Forwarders) != 1 || got.OpenResolver {
 		t.Errorf("ConfigOf(example).Policy = %+v, want 3 networks, 1 forwarder, not open", got.Policy)
+	}
+}
+
+// A view's text record (the DKIM key) is served, a long text split into
+// 255-byte strings that join to the text again.
+func TestViewTXTServed(t *testing.T) {
+	c, err := nodeconfig.LoadFile("../../internal/nodeconfig/testdata/example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := "v=DKIM1; k=rsa; p=" + strings.Repeat("A", 392)
+	v, err := LoadClusterView(strings.NewReader(`{"nodes":[{"name":"mail-a","address":"192.0.2.11"}],"txt":[{"name":"tandem20261202._domainkey","text":"`+text+`"}]}`), "v.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := New(Config{}, ZoneOf(c, v))
+	r := s.Handle(context.Background(), local, true, query("tandem20261202._domainkey.mail.example.org.", mdns.TypeTXT))
+	if r.Rcode != mdns.RcodeSuccess || len(r.Answer) != 1 {
+		t.Fatalf("TXT query = %v", r)
+	}
+	txt := r.Answer[0].(*mdns.TXT).Txt
+	if len(txt) != 2 || len(txt[0]) != 255 || strings.Join(txt, "") != text {
+		t.Errorf("TXT strings = %d (%v), want the text in 255-byte strings", len(txt), txt)
+	}
+	if r := s.Handle(context.Background(), local, true, query("other._domainkey.mail.example.org.", mdns.TypeTXT)); r.Rcode != mdns.RcodeNameError {
+		t.Errorf("TXT of an unknown name: rcode %d, want NXDOMAIN", r.Rcode)
 	}
 }

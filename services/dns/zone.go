@@ -30,8 +30,19 @@ type Zone struct {
 	VIP netip.Addr
 	// Members are the cluster's nodes, each Name.Domain -> Addr.
 	Members []Member
+	// TXT are text records inside the domain (the cluster domain's DKIM
+	// key, say).
+	TXT []TXT
 	// TTL of every record.
 	TTL time.Duration
+}
+
+// TXT is one text record: Name is relative to the domain
+// ("tandem20261202._domainkey"), Text its text, split into strings of at
+// most 255 bytes when served (a DNS character-string's limit).
+type TXT struct {
+	Name string `json:"name"`
+	Text string `json:"text"`
 }
 
 // Member is one cluster node.
@@ -83,7 +94,20 @@ func compile(z Zone, serial uint32) *zone {
 	if len(z.Members) == 0 {
 		add(&mdns.NS{Hdr: hdr(apex, mdns.TypeNS), Ns: mname})
 	}
+	for _, t := range z.TXT {
+		add(&mdns.TXT{Hdr: hdr(mdns.CanonicalName(t.Name+"."+apex), mdns.TypeTXT), Txt: splitTXT(t.Text)})
+	}
 	return c
+}
+
+// splitTXT cuts text into DNS character-strings of at most 255 bytes,
+// which a resolver, and a DKIM verifier, joins again (RFC 6376, 3.6.2.2).
+func splitTXT(text string) []string {
+	var out []string
+	for len(text) > 255 {
+		out, text = append(out, text[:255]), text[255:]
+	}
+	return append(out, text)
 }
 
 func addrRR(h mdns.RR_Header, a netip.Addr) mdns.RR {
