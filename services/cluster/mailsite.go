@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"tandem/services/mail"
@@ -269,36 +270,11 @@ func (d *Daemon) readMailSite(ctx context.Context, svc mailServiceName) (mail.Si
 	if err != nil {
 		return mail.Site{}, 0, fmt.Errorf("mail settings from the cluster state: %w", err)
 	}
-	site := mail.Site{TLS: cur.Pair}
-	var rev int64
-	for _, kv := range r.Kvs {
-		k := string(kv.Key)
-		var err error
-		switch {
-		case k == keyMailVersion:
-			rev = kv.ModRevision
-		case strings.HasPrefix(k, keyMailDomains):
-			site.Domains = append(site.Domains, strings.TrimPrefix(k, keyMailDomains))
-		case strings.HasPrefix(k, keyMailUsers):
-			var u mail.User
-			err = json.Unmarshal(kv.Value, &u)
-			site.Users = append(site.Users, u)
-		case strings.HasPrefix(k, keyMailAliases):
-			var a mail.Alias
-			err = json.Unmarshal(kv.Value, &a)
-			site.Aliases = append(site.Aliases, a)
-		case k == keyMailSettings:
-			err = json.Unmarshal(kv.Value, &site.Settings)
-		case strings.HasPrefix(k, keyMailDKIM):
-			var dk mail.DKIMKey
-			err = json.Unmarshal(kv.Value, &dk)
-			site.DKIM = append(site.DKIM, dk)
-		}
-		if err != nil {
-			return mail.Site{}, 0, fmt.Errorf("%s: %w", k, err)
-		}
+	st, rev, err := decodeMailState(svc, r.Kvs)
+	if err != nil {
+		return mail.Site{}, 0, err
 	}
-	return site, rev, nil
+	return st.site(cur.Pair), rev, nil
 }
 
 // mailCertStatus describes the service certificate.
@@ -543,12 +519,22 @@ func (d *Daemon) readMailState(ctx context.Context) (*mailState, error) {
 	if err != nil {
 		return nil, err
 	}
+	s, _, err := decodeMailState(svc, r.Kvs)
+	return s, err
+}
+
+// decodeMailState reads the keys below mailPrefix, and the revision of
+// keyMailVersion among them.
+func decodeMailState(svc mailServiceName, kvs []*mvccpb.KeyValue) (*mailState, int64, error) {
 	s := &mailState{svc: svc, domains: map[string]bool{svc.Domain: true}, users: map[string]mail.User{}, aliases: map[string]mail.Alias{},
 		dkim: map[string]mail.DKIMKey{}}
-	for _, kv := range r.Kvs {
+	var version int64
+	for _, kv := range kvs {
 		k := string(kv.Key)
 		var err error
 		switch {
+		case k == keyMailVersion:
+			version = kv.ModRevision
 		case k == keyMailSettings:
 			s.settingsRev = kv.ModRevision
 			err = json.Unmarshal(kv.Value, &s.settings)
@@ -568,10 +554,31 @@ func (d *Daemon) readMailState(ctx context.Context) (*mailState, error) {
 			s.dkim[dk.Domain] = dk
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", k, err)
+			return nil, 0, fmt.Errorf("%s: %w", k, err)
 		}
 	}
-	return s, nil
+	return s, version, nil
+}
+
+// site is the workload's Site of s with the certificate tls, each list
+// in key order (Site's sum must not change with map order).
+func (s *mailState) site(tls mailtls.Pair) mail.Site {
+	site := mail.Site{TLS: tls, Settings: s.settings}
+	for _, d := range slices.Sorted(maps.Keys(s.domains)) {
+		if d != s.svc.Domain {
+			site.Domains = append(site.Domains, d)
+		}
+	}
+	for _, n := range slices.Sorted(maps.Keys(s.users)) {
+		site.Users = append(site.Users, s.users[n])
+	}
+	for _, n := range slices.Sorted(maps.Keys(s.aliases)) {
+		site.Aliases = append(site.Aliases, s.aliases[n])
+	}
+	for _, n := range slices.Sorted(maps.Keys(s.dkim)) {
+		site.DKIM = append(site.DKIM, s.dkim[n])
+	}
+	return site
 }
 
 var errNoMailService = errors.New("no data node has published the mail service's name yet")
