@@ -3,7 +3,6 @@ package cluster
 import (
 	"crypto"
 	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
@@ -15,6 +14,8 @@ import (
 	"net"
 	"slices"
 	"time"
+
+	"tandem/internal/pkikey"
 )
 
 // The cluster CA signs every certificate of the cluster. A certificate's
@@ -47,21 +48,9 @@ const (
 )
 
 // NewKey returns a fresh private key and its PEM.
-func NewKey() (*ecdsa.PrivateKey, []byte, error) {
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, fmt.Errorf("generate key: %w", err)
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(k)
-	if err != nil {
-		return nil, nil, fmt.Errorf("marshal key: %w", err)
-	}
-	return k, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
-}
+func NewKey() (*ecdsa.PrivateKey, []byte, error) { return pkikey.New() }
 
-func serial() (*big.Int, error) {
-	return rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 126))
-}
+func serial() (*big.Int, error) { return pkikey.Serial() }
 
 // NewCA creates the cluster CA: certificate PEM and key PEM.
 func NewCA(cluster string) (certPEM, keyPEM []byte, err error) {

@@ -21,10 +21,11 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
 	"slices"
 	"strings"
 	"time"
+
+	"tandem/internal/pkikey"
 )
 
 // Lifetimes. The cluster renews a certificate of its own mail CA once
@@ -65,19 +66,11 @@ func (i Info) Due(now time.Time) bool {
 }
 
 func newKey() (*ecdsa.PrivateKey, []byte, error) {
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	k, pemKey, err := pkikey.New()
 	if err != nil {
-		return nil, nil, fmt.Errorf("mailtls: generate key: %w", err)
+		return nil, nil, fmt.Errorf("mailtls: %w", err)
 	}
-	der, err := x509.MarshalPKCS8PrivateKey(k)
-	if err != nil {
-		return nil, nil, fmt.Errorf("mailtls: marshal key: %w", err)
-	}
-	return k, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
-}
-
-func serial() (*big.Int, error) {
-	return rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 126))
+	return k, pemKey, nil
 }
 
 // NewCA makes a mail CA for cluster: its certificate and key, PEM.
@@ -86,7 +79,7 @@ func NewCA(cluster string) (certPEM, keyPEM []byte, err error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	sn, err := serial()
+	sn, err := pkikey.Serial()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -122,7 +115,7 @@ func Issue(caCertPEM, caKeyPEM []byte, names []string) (Pair, error) {
 	if err != nil {
 		return Pair{}, err
 	}
-	sn, err := serial()
+	sn, err := pkikey.Serial()
 	if err != nil {
 		return Pair{}, err
 	}
