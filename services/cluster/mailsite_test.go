@@ -147,15 +147,7 @@ func TestMailCertAPI(t *testing.T) {
 	}
 
 	// A monitor reads, never changes.
-	code, err := admin.Code(ctx, "nagios", MonitorRole)
-	if err != nil {
-		t.Fatal(err)
-	}
-	monitor := State{Dir: filepath.Join(t.TempDir(), "monitor")}
-	if err := JoinClient(ctx, "sec", "nagios", MonitorRole, monitor, s.api, code); err != nil {
-		t.Fatal(err)
-	}
-	mon := s.client(t, monitor)
+	mon := s.monitor(t, ctx, admin)
 	if _, err := mon.MailCert(ctx); err != nil {
 		t.Errorf("monitor reads the mail certificate: %v", err)
 	}
@@ -311,15 +303,7 @@ func TestMailUsersAPI(t *testing.T) {
 	if err := admin.do(ctx, "GET", "/v1/mail/domains", nil, &doms); err != nil || strings.Join(doms.Domains, ",") != "example.test,example.org" {
 		t.Errorf("GET /v1/mail/domains = %+v, %v", doms, err)
 	}
-	code, err := admin.Code(ctx, "nagios", MonitorRole)
-	if err != nil {
-		t.Fatal(err)
-	}
-	monitor := State{Dir: filepath.Join(t.TempDir(), "monitor")}
-	if err := JoinClient(ctx, "sec", "nagios", MonitorRole, monitor, s.api, code); err != nil {
-		t.Fatal(err)
-	}
-	mon := s.client(t, monitor)
+	mon := s.monitor(t, ctx, admin)
 	if err := mon.do(ctx, "GET", "/v1/mail/aliases", nil, &[]mail.Alias{}); err != nil {
 		t.Errorf("monitor lists aliases: %v", err)
 	}
@@ -433,4 +417,19 @@ func TestMailDKIM(t *testing.T) {
 	if _, err := show("old.example"); err != nil {
 		t.Errorf("after ensureMailSite, the record of a domain older than DKIM: %v", err)
 	}
+}
+
+// monitor pairs a monitor "nagios" with a code admin makes, and returns
+// its client.
+func (s *secCluster) monitor(t *testing.T, ctx context.Context, admin *Client) *Client {
+	t.Helper()
+	code, err := admin.Code(ctx, "nagios", MonitorRole)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := State{Dir: filepath.Join(t.TempDir(), "monitor")}
+	if err := JoinClient(ctx, "sec", "nagios", MonitorRole, st, s.api, code); err != nil {
+		t.Fatal(err)
+	}
+	return s.client(t, st)
 }
