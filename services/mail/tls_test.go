@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -158,6 +159,12 @@ func TestWorkloadTLS(t *testing.T) {
 	if fmt.Sprint(before.Services) != fmt.Sprint(after.Services) {
 		t.Errorf("services before the new certificate %+v, after %+v: want the same processes (a reload)", before.Services, after.Services)
 	}
+	// Settings that cannot be read leave the service as it is.
+	w.Site = func(context.Context) (Site, error) { return Site{}, errors.New("no quorum") }
+	if err := w.Monitor(ctx); err != nil {
+		t.Errorf("Monitor while the settings cannot be read = %v, want nil (the running service is fine)", err)
+	}
+	checkServed(t, ctx, tb, cl, ca, "993", "", leaf())
 }
 
 // startOnVIP starts a workload that listens on tlsVIP, reached from the
