@@ -15,6 +15,8 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.etcd.io/etcd/server/v3/storage/wal"
 	"go.uber.org/zap"
+
+	"tandem/services/cluster/core"
 )
 
 // The keys of the cluster state in etcd.
@@ -52,17 +54,28 @@ func mustURL(s string) url.URL {
 // kilobytes of keys, so 16 MB segments leave room for the kept ones.
 func init() { wal.SegmentSizeBytes = 16 << 20 }
 
-// raftTiming gives etcd's heartbeat and election timeout for a lease of
-// ttl: etcd's defaults (100ms, 1s) up to a 4s lease, then ttl/40 and ten
-// heartbeats. A longer lease is set for nodes that stall; there the
-// default election timeout made every stall of the leader over a second
-// an election, during which no lease could be renewed. The leader is the
-// arbitrator (leaderLoop), so a data node's death costs no election, and
-// etcd's minimum lease TTL (1.5 election timeouts) stays under ttl/2.
-func raftTiming(ttl time.Duration) (tickMs, electionMs uint) {
-	tick := max(100*time.Millisecond, ttl/40)
+// raftTiming gives etcd's heartbeat and election timeout for the group's
+// timing. When the leader dies (the arbitrator, see leaderLoop) the owner
+// can renew nothing until the others elect a new one, which takes up to
+// two election timeouts plus a pre-vote and a vote round trip; the owner
+// must have its renewal answered within ttl - stop_margin of the last one
+// it sent, which was up to renew_interval before the death. The election
+// timeout is a third of that budget, so an election takes at most two
+// thirds of it and leaves a third for the round trips: with etcd's fixed
+// default of 1s, the arbitrator's death made the owner stop the group
+// about one time in four at the default 3s lease. Ten heartbeats per
+// election as etcd advises; etcd's minimum lease TTL (1.5 election
+// timeouts) stays under half the lease.
+func raftTiming(t core.Timing) (tickMs, electionMs uint) {
+	election := (t.LeaseTTL - t.StopMargin - t.RenewInterval) / 3
+	tick := max(minRaftTick, election/10)
 	return uint(tick.Milliseconds()), uint(10 * tick.Milliseconds())
 }
+
+// minRaftTick keeps heartbeats sane for a timing whose budget is tiny (the
+// core's rules allow it; an election then may not fit, which is what such
+// a timing chooses).
+const minRaftTick = 20 * time.Millisecond
 
 // startEtcd starts the embedded etcd member; it does not wait for quorum.
 func startEtcd(cfg *Config, st State, cf *ClusterFile) (*embed.Etcd, error) {
@@ -77,7 +90,7 @@ func startEtcd(cfg *Config, st State, cf *ClusterFile) (*embed.Etcd, error) {
 	ec.InitialCluster = cf.InitialCluster()
 	ec.ClusterState = cf.Bootstrap
 	ec.InitialClusterToken = cf.Cluster
-	ec.TickMs, ec.ElectionMs = raftTiming(cfg.CoreTiming().LeaseTTL)
+	ec.TickMs, ec.ElectionMs = raftTiming(cfg.CoreTiming())
 	// A mail user import is one transaction, all or nothing
 	// (maxMailImport users and a few keys more; etcd's default is 128).
 	ec.MaxTxnOps = maxMailImport + 16

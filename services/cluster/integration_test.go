@@ -757,7 +757,7 @@ func TestCluster(t *testing.T) {
 		}
 		t.Logf("cut at %s", began.Format("15:04:05.000"))
 		// If the victim was etcd's leader it renews until raft's check
-		// quorum deposes it (up to two election timeouts, 2s); the new
+		// quorum deposes it (up to two election timeouts, about 1s); the new
 		// leader extends every lease by an election timeout, so the
 		// lease outlives the stop by at least the stop margin.
 		if d := stopped.Sub(began); d > 5*time.Second {

@@ -129,11 +129,23 @@ func TestScaledTiming(t *testing.T) {
 		t.Errorf("read timeout, quorum grace, request timeout, step = %v, %v, %v, %v; want 2s, 4s, 4s, 250ms", r, g, q, s)
 	}
 	for _, c := range []struct {
-		ttl                time.Duration
+		timing             core.Timing
 		tickMs, electionMs uint
-	}{{3 * time.Second, 100, 1000}, {4 * time.Second, 100, 1000}, {8 * time.Second, 200, 2000}} {
-		if tk, el := raftTiming(c.ttl); tk != c.tickMs || el != c.electionMs {
-			t.Errorf("raftTiming(%v) = %d, %d ms, want %d, %d", c.ttl, tk, el, c.tickMs, c.electionMs)
+	}{{core.DefaultTiming(), 53, 530}, {got, 144, 1440}} {
+		tk, el := raftTiming(c.timing)
+		if tk != c.tickMs || el != c.electionMs {
+			t.Errorf("raftTiming(lease %v) = %d, %d ms, want %d, %d", c.timing.LeaseTTL, tk, el, c.tickMs, c.electionMs)
+		}
+		// An election after the leader's death (two election timeouts at
+		// most, and round trips) fits before the owner must stop, with a
+		// third of the budget to spare; etcd keeps leases of at least 1.5
+		// election timeouts, under half the lease.
+		election := time.Duration(el) * time.Millisecond
+		if budget := c.timing.LeaseTTL - c.timing.StopMargin - c.timing.RenewInterval; 3*election > budget {
+			t.Errorf("lease %v: election timeout %v leaves no third of the renewal budget %v", c.timing.LeaseTTL, election, budget)
+		}
+		if 3*election/2 > c.timing.LeaseTTL/2 {
+			t.Errorf("lease %v: etcd's minimum lease TTL %v is over half the lease", c.timing.LeaseTTL, 3*election/2)
 		}
 	}
 }
