@@ -24,7 +24,7 @@ import (
 // (mail kept flowing meanwhile), the same after both data nodes are
 // power-cycled, and each node's memory in use when idle; and issue 13's
 // (mailFigures): submission throughput on the VIP replicated and with the
-// peer cut off, and the IMAPS login latency.
+// peer cut off, in alternating phases, and the IMAPS login latency.
 //
 // TANDEM_BENCH_RUNS (default 5) failovers are made in one lab;
 // TANDEM_BENCH_SOAK (a duration, default none) then keeps mail flowing

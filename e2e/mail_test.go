@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
+
 	"tandem/internal/testenv"
 	"tandem/lab"
 	"tandem/services/cluster"
@@ -584,12 +586,85 @@ func (m *mailLab) submit(ctx context.Context) {
 		m.mu.Lock()
 		m.acked = append(m.acked, id)
 		m.mu.Unlock()
+		if c.port == "587" {
+			m.checkSigned(ctx, id)
+		}
 	}
 	out, err := m.l.HostCommand(ctx, "swaks", "--server", lab.VIP.String(), "--port", "25", "--timeout", "60",
 		"--from", "someone@example.org", "--to", "someone@example.net").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "Relay access denied") {
 		m.t.Errorf("swaks relaying through the VIP without AUTH: %v, want Relay access denied\n%s", err, out)
 	}
+}
+
+// checkSigned reads the message with Message-ID id from the mail user's
+// mailbox (IMAPS on the VIP), byte for byte, and checks its DKIM signature
+// with Debian's python3-dkim against the TXT record that data-a's
+// tandem-dns answers for the name tandemctl mail dkim show gives.
+func (m *mailLab) checkSigned(ctx context.Context, id string) {
+	m.t.Helper()
+	out, err := m.run(ctx, "mail", "dkim", "show", "-json", lab.ClusterDomain)
+	var dk cluster.MailDKIM
+	if err == nil {
+		err = json.Unmarshal(out, &dk)
+	}
+	if err != nil {
+		m.t.Fatalf("mail dkim show: %v\n%s", err, out)
+	}
+	var txt string
+	m.retry(ctx, "tandem-dns answering the DKIM record "+dk.Name, func(ctx context.Context) error {
+		txt, err = m.lookupTXT(ctx, lab.Nodes[0].Addr.String(), dk.Name)
+		return err
+	})
+	var msg []byte
+	m.retry(ctx, id+" in the mailbox", func(ctx context.Context) error {
+		c, err := mailprobe.Login(ctx, mailprobe.TLSDial(m.l.Dial, m.tlsConfig()), vipIMAPS, m.seed.MailUser, m.seed.MailPassword)
+		if err != nil {
+			return err
+		}
+		defer c.Logout()
+		if _, err := c.Select("INBOX"); err != nil {
+			return err
+		}
+		seq, err := c.Search("Message-ID", id)
+		if err != nil || len(seq) != 1 {
+			return fmt.Errorf("search: %v, %v", seq, err)
+		}
+		msg, err = c.Fetch(seq[0])
+		return err
+	})
+	file := filepath.Join(m.dir, "signed.eml")
+	testenv.WriteFile(m.t, file, msg, 0o644)
+	b, err := exec.CommandContext(ctx, "/usr/bin/python3", "../services/mail/testdata/dkim_verify.py", file, dk.Name, txt).CombinedOutput()
+	if want := fmt.Sprintf("verified: d=%s s=%s", lab.ClusterDomain, dk.Selector); err != nil || !strings.Contains(string(b), want) {
+		m.t.Errorf("dkim_verify.py against tandem-dns's record = %v, want %q\n%s\nthe message:\n%s", err, want, b, msg)
+	}
+}
+
+// lookupTXT asks the tandem-dns at addr (over TCP, from the lab's
+// namespace) for name's TXT record and returns its strings joined.
+func (m *mailLab) lookupTXT(ctx context.Context, addr, name string) (string, error) {
+	conn, err := m.l.Dial(ctx, "tcp", addr+":53")
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	dc := &dns.Conn{Conn: conn}
+	q := new(dns.Msg).SetQuestion(dns.Fqdn(name), dns.TypeTXT)
+	if err := dc.WriteMsg(q); err != nil {
+		return "", err
+	}
+	r, err := dc.ReadMsg()
+	if err != nil {
+		return "", err
+	}
+	for _, rr := range r.Answer {
+		if t, ok := rr.(*dns.TXT); ok {
+			return strings.Join(t.Txt, ""), nil
+		}
+	}
+	return "", fmt.Errorf("TXT %s: %s, no TXT record in the answer", name, dns.RcodeToString[r.Rcode])
 }
 
 // installCert installs a certificate of a CA of the admin's (not the

@@ -27,7 +27,8 @@
 //	mail alias add|del FROM [TO...] | list [-json]
 //	mail domain add|del DOMAIN | list [-json]
 //	mail dkim show [-json] DOMAIN    the DNS TXT record of DOMAIN's DKIM key
-//	mail config get [NAME] | set NAME VALUE   site settings (size limit, relay networks, POP3, smarthost)
+//	mail config get [NAME] | set NAME VALUE   site settings (size limit, relay networks, POP3, smarthost and its login)
+//	mail config set smarthost_password        the smarthost's password (without echo, or from stdin)
 package main
 
 import (
@@ -115,8 +116,10 @@ Commands:
   mail dkim show [-json] DOMAIN      the DNS TXT record of DOMAIN's DKIM key, a
                                      zone file line to publish in DOMAIN's zone
   mail config get [NAME]             the site settings: message_size_limit,
-                                     relay_networks, pop3, smarthost
+                                     relay_networks, pop3, smarthost,
+                                     smarthost_user, smarthost_password
   mail config set NAME VALUE         change one ("" resets it to its default)
+  mail config set smarthost_password the smarthost's password, asked for
 
 Flags:
 `
@@ -398,7 +401,7 @@ func (c *cli) mail(ctx context.Context, a []string, stderr io.Writer) error {
 	case "domain":
 		return c.mailDomain(ctx, a[1:], stderr)
 	case "config":
-		return c.mailConfig(ctx, a[1:])
+		return c.mailConfig(ctx, a[1:], stderr)
 	case "dkim":
 		return c.mailDKIM(ctx, a[1:], stderr)
 	case "cert":
@@ -658,10 +661,18 @@ func (c *cli) mailDKIM(ctx context.Context, a []string, stderr io.Writer) error 
 	return c.show(*asJSON, dk, func(w io.Writer) { fmt.Fprintln(w, dk.Record) })
 }
 
-func (c *cli) mailConfig(ctx context.Context, a []string) error {
+func (c *cli) mailConfig(ctx context.Context, a []string, stderr io.Writer) error {
 	switch {
+	case a[0] == "set" && len(a) == 3 && a[1] == mail.SetSmarthostPassword && a[2] != "":
+		return fmt.Errorf("%w: %s is asked for (or read from stdin), never given on the command line; \"\" removes it", errUsage, a[1])
 	case a[0] == "set" && len(a) == 3:
 		return c.mailPost(ctx, "/v1/mail/config", cluster.MailSettingRequest{Name: a[1], Value: a[2]})
+	case a[0] == "set" && len(a) == 2 && a[1] == mail.SetSmarthostPassword:
+		pw, err := passwd.Read(os.Stdin, stderr, "password for the smarthost")
+		if err != nil {
+			return err
+		}
+		return c.mailPost(ctx, "/v1/mail/config", cluster.MailSettingRequest{Name: a[1], Value: pw})
 	case a[0] == "get" && len(a) <= 2:
 		cl, err := c.client()
 		if err != nil {
@@ -683,5 +694,5 @@ func (c *cli) mailConfig(ctx context.Context, a []string) error {
 		}
 		return nil
 	}
-	return fmt.Errorf("%w: mail config get [NAME] | set NAME VALUE", errUsage)
+	return fmt.Errorf("%w: mail config get [NAME] | set NAME VALUE | set smarthost_password", errUsage)
 }

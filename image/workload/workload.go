@@ -36,8 +36,10 @@ func FileName(kind string) string {
 }
 
 // Roots are the packages the Postfix + Dovecot template is resolved from;
-// rspamd is the milter that signs (DKIM) and filters spam.
-var Roots = []string{"postfix", "dovecot-core", "dovecot-imapd", "dovecot-lmtpd", "dovecot-pop3d", "rspamd"}
+// rspamd is the milter that signs (DKIM) and filters spam; Cyrus SASL's
+// modules give Postfix's smtp client the mechanisms (PLAIN, LOGIN) to log
+// in to a smarthost.
+var Roots = []string{"postfix", "dovecot-core", "dovecot-imapd", "dovecot-lmtpd", "dovecot-pop3d", "rspamd", "libsasl2-modules"}
 
 // Skip lists the packages left out of the closure, each with the reason.
 // Maintainer scripts do not run at build time, so packages that only serve

@@ -93,13 +93,16 @@ func (c config) files() map[string][]byte {
 	if c.Rspamd {
 		maps.Copy(files, c.rspamdFiles())
 	}
+	if b := c.smarthostPasswordFile(); b != nil {
+		files[smarthostPasswords] = b
+	}
 	return files
 }
 
 // secretFile reports whether the file at rel (below the root) is for root
 // only.
 func secretFile(rel string) bool {
-	return "/"+rel == tlsKey || "/"+rel == tlsChain
+	return "/"+rel == tlsKey || "/"+rel == tlsChain || rel == smarthostPasswords
 }
 
 const header = "# Written by tandem (services/mail) at every start: edits are lost.\n"
@@ -138,7 +141,7 @@ smtpd_tls_mandatory_protocols = >=TLSv1.2
 smtpd_tls_protocols = >=TLSv1.2
 smtpd_tls_loglevel = 1
 smtpd_tls_received_header = yes
-smtp_tls_security_level = may
+smtp_tls_security_level = ` + c.outboundTLS() + `
 smtp_tls_loglevel = 1
 smtpd_sasl_type = dovecot
 smtpd_sasl_path = private/auth
@@ -174,12 +177,47 @@ func (c config) mynetworks() string {
 	return strings.Join(nets, " ")
 }
 
-// relay sends outbound mail to the smarthost, if one is set.
+// relay sends outbound mail to the smarthost, if one is set, logged in
+// with its user and password (any mechanism but anonymous) if those are
+// set too.
 func (c config) relay() string {
-	if h := c.Settings.relayHost(); h != "" {
-		return "relayhost = " + h + "\n"
+	h := c.Settings.relayHost()
+	if h == "" {
+		return ""
 	}
-	return ""
+	out := "relayhost = " + h + "\n"
+	if c.Settings.smarthostAuth() {
+		out += `smtp_sasl_auth_enable = yes
+smtp_sasl_password_maps = texthash:/` + smarthostPasswords + `
+smtp_sasl_security_options = noanonymous
+smtp_sasl_tls_security_options = noanonymous
+`
+	}
+	return out
+}
+
+// outboundTLS is the TLS level of outbound mail: opportunistic, except
+// that a password for the smarthost travels only encrypted. The
+// smarthost's certificate is not verified (not yet: the root has no trust
+// anchors of the site's to verify it with).
+func (c config) outboundTLS() string {
+	if c.Settings.smarthostAuth() {
+		return "encrypt"
+	}
+	return "may"
+}
+
+// smarthostPasswords is Postfix's table of the smarthost's login, root's
+// only in a directory of root's only (smtp opens it before it drops
+// privileges), and gone while no login is set.
+const smarthostPasswords = "etc/tandem/smarthost/sasl_passwd"
+
+// smarthostPasswordFile is the table's line for the smarthost, or nil.
+func (c config) smarthostPasswordFile() []byte {
+	if !c.Settings.smarthostAuth() {
+		return nil
+	}
+	return []byte(c.Settings.relayHost() + " " + c.Settings.SmarthostUser + ":" + c.Settings.SmarthostPassword + "\n")
 }
 
 func (c config) headerChecks() string {

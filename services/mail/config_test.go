@@ -23,7 +23,7 @@ func TestConfigGolden(t *testing.T) {
 		Listen: []string{"192.0.2.10"}, HeaderChecks: true, Rspamd: true,
 		DKIM: []DKIMKey{{Domain: "example.test", Selector: "tandem20261202", Key: []byte("test key of example.test\n")},
 			{Domain: "example.org", Selector: "tandem20261203", Key: []byte("test key of example.org\n")}},
-		Settings: Settings{POP3: true, MessageSizeMiB: 20, Smarthost: "relay.example.net:587",
+		Settings: Settings{POP3: true, MessageSizeMiB: 20, Smarthost: "relay.example.net:587", SmarthostUser: "relay-user@example.test", SmarthostPassword: "relay secret:1",
 			RelayNetworks: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24"), netip.MustParsePrefix("2001:db8::/64")}}, TLS: mailtls.Pair{Chain: []byte("test chain\n"), Key: []byte("test key\n")}}
 	for rel, data := range c.files() {
 		path := filepath.Join("testdata", strings.ReplaceAll(rel, "/", "_"))

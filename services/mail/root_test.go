@@ -113,9 +113,14 @@ func (tb *testbed) setSite(s Site) {
 // newTestbed makes the test bed; params are added to the workload's.
 func newTestbed(t testing.TB, params map[string]string) *testbed {
 	testenv.RequireRoot(t)
-	tpl := testTemplate(t)
 	n := netnstest.New(t)
-	ns := n.Host("mail")
+	return newTestbedIn(t, n, n.Host("mail"), params)
+}
+
+// newTestbedIn makes a test bed whose workload runs in the namespace ns
+// of n.
+func newTestbedIn(t testing.TB, n *netnstest.Net, ns string, params map[string]string) *testbed {
+	tpl := testTemplate(t)
 	vol := volume(t)
 	p := map[string]string{"root": vol + "/mail", "template": tpl, "domain": "example.test"}
 	maps.Copy(p, params)

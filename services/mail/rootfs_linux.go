@@ -167,6 +167,11 @@ func (w *Workload) write(site Site) (rspamdChanged bool, err error) {
 			return false, err
 		}
 	}
+	if _, ok := files[smarthostPasswords]; !ok {
+		if err := os.Remove(filepath.Join(w.rootfs(), smarthostPasswords)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return false, fmt.Errorf("mail: %w", err)
+		}
+	}
 	return rspamdChanged, w.layOverlay()
 }
 

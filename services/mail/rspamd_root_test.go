@@ -37,10 +37,11 @@ const gtube = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.
 // 587; a clean message on 25 is scanned, its lookups timing out, and
 // delivered with X-Spam-Status (and X-Spam: Yes if the failed lookups
 // made it score 6 or more); a message
-// submitted on 587 with AUTH reaches the outside server (the smarthost,
-// Python's smtpd in the client's namespace) with a DKIM signature that
-// Debian's python3-dkim verifies against the TXT record tandemctl mail
-// dkim show prints; a domain added later is signed with its own key
+// submitted on 587 with AUTH reaches the outside world's mail server (a
+// second Postfix + Dovecot, the smarthost, in the client's namespace) and
+// lands in a mailbox there with a DKIM signature that Debian's
+// python3-dkim verifies against the TXT record tandemctl mail dkim show
+// prints; a domain added later is signed with its own key
 // after a reload (the services' processes stay, rspamd's workers are
 // new). rspamd
 // listens on no TCP port, its keys are readable by root and rspamd
@@ -54,7 +55,7 @@ func TestWorkloadRspamd(t *testing.T) {
 	key := testDKIMKey(t, "example.test")
 	site := tb.site
 	site.DKIM = []DKIMKey{key}
-	if err := site.Settings.Set(SetSmarthost, tlsClient+":2525"); err != nil {
+	if err := site.Settings.Set(SetSmarthost, tlsClient+":25"); err != nil {
 		t.Fatal(err)
 	}
 	if err := site.Settings.Set(SetRelayNetworks, "192.0.2.0/24"); err != nil { // signed as loopback is
@@ -79,7 +80,7 @@ func TestWorkloadRspamd(t *testing.T) {
 			t.Fatalf("rspamd's milter never answered: %v\n%s", err, readLog(w))
 		}
 	}
-	sink := startSink(t, ctx, tb, cl)
+	inet := theInternet(t, ctx, tb, cl)
 
 	swaks := func(port string, args ...string) (string, error) {
 		out, err := tb.n.Cmd(ctx, cl, "swaks", append([]string{"--server", tlsVIP, "--port", port, "--timeout", "60"}, args...)...).CombinedOutput()
@@ -124,10 +125,10 @@ func TestWorkloadRspamd(t *testing.T) {
 	// Submitted on 587: signed, and the signature verifies against the
 	// published record.
 	signed := fmt.Sprintf("<signed.%d@example.test>", time.Now().UnixNano())
-	if out, err := swaks("587", append(slices.Clone(alice), "--to", "someone@example.org", "--header", "Message-Id: "+signed, "--header", "Subject: signed")...); err != nil || !strings.Contains(out, "250 2.0.0 Ok: queued") {
+	if out, err := swaks("587", append(slices.Clone(alice), "--to", "someone@example.net", "--header", "Message-Id: "+signed, "--header", "Subject: signed")...); err != nil || !strings.Contains(out, "250 2.0.0 Ok: queued") {
 		t.Fatalf("587 with AUTH: %v\n%s\n%s", err, out, readLog(w))
 	}
-	checkSigned(t, ctx, w, sink, signed, key)
+	checkSigned(t, ctx, inet, signed, key)
 
 	checkNoTCP(t, ctx, tb)
 	// rspamd's own check of the whole configuration tandem wrote.
@@ -168,8 +169,8 @@ func TestWorkloadRspamd(t *testing.T) {
 		id := fmt.Sprintf("<org.%d@example.org>", time.Now().UnixNano())
 		out, err := swaks("587", append(carol, "--header", "Message-Id: "+id)...)
 		if err == nil && strings.Contains(out, "250 2.0.0 Ok: queued") {
-			if msg := sinkMessage(t, w, sink, id); bytes.Contains(msg, []byte("d=example.org;")) {
-				checkSigned(t, ctx, w, sink, id, orgKey)
+			if msg := arrived(t, ctx, inet, id); bytes.Contains(msg, []byte("d=example.org;")) {
+				checkSigned(t, ctx, inet, id, orgKey)
 				break
 			}
 		}
@@ -242,59 +243,69 @@ func testDKIMKey(t *testing.T, domain string) DKIMKey {
 	return k
 }
 
-// startSink starts testdata/smtp_sink.py on tlsClient:2525 in cl and
-// returns the directory it writes the messages to.
-func startSink(t *testing.T, ctx context.Context, tb *testbed, cl string) string {
+// theInternet starts the outside world's mail server in cl's namespace on
+// tlsClient: a second workload from the same template serving example.net,
+// where someone@example.net has a mailbox, with tb's resolver (none
+// answers).
+func theInternet(t *testing.T, ctx context.Context, tb *testbed, cl string) *testbed {
 	t.Helper()
-	dir := t.TempDir()
-	log, err := os.Create(filepath.Join(t.TempDir(), "sink.log"))
-	if err != nil {
-		t.Fatal(err)
+	inet := newTestbedIn(t, tb.n, cl, map[string]string{"domain": "example.net", ParamListen: tlsClient})
+	inet.site.Users = []User{testUser(t, "someone@example.net", "someone-pw")}
+	inet.w.resolvConf = tb.w.resolvConf
+	if err := inet.in(func() error { return inet.w.Start(ctx) }); err != nil {
+		t.Fatalf("start the outside world's mail server: %v\n%s", err, readLog(inet.w))
 	}
-	t.Cleanup(func() { log.Close() })
-	cmd := tb.n.Cmd(ctx, cl, "python3", "-u", "-W", "ignore::DeprecationWarning", "testdata/smtp_sink.py", tlsClient, "2525", dir)
-	cmd.Stdout, cmd.Stderr = log, log
-	tb.n.Start(cmd)
-	waitListening(t, tb, cl, tlsClient+":2525")
-	return dir
+	waitListening(t, tb, cl, tlsClient+":25")
+	return inet
 }
 
-// sinkFile waits until the sink has the message with Message-ID id and
-// returns its file.
-func sinkFile(t *testing.T, w *Workload, sink, id string) string {
+// arrived waits until someone@example.net's mailbox on inet has the
+// message with Message-ID id and returns it as it was delivered.
+func arrived(t *testing.T, ctx context.Context, inet *testbed, id string) []byte {
 	t.Helper()
-	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(200 * time.Millisecond) {
-		ms, _ := filepath.Glob(filepath.Join(sink, "*.eml"))
-		for _, m := range ms {
-			if b, _ := os.ReadFile(m); bytes.Contains(b, []byte(id)) {
-				return m
-			}
+	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(500 * time.Millisecond) {
+		if msg, ok := fetchMessage(t, ctx, inet.w, "someone@example.net", "someone-pw", id); ok {
+			return msg
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the smarthost never got %s\n%s", id, readLog(w))
+			t.Fatalf("the outside world's server never got %s\n%s", id, readLog(inet.w))
 		}
 	}
 }
 
-// sinkMessage waits for the message with Message-ID id and returns it.
-func sinkMessage(t *testing.T, w *Workload, sink, id string) []byte {
+// fetchMessage returns user's message with Message-ID id byte for byte
+// (IMAP's BODY.PEEK[]), if it is there.
+func fetchMessage(t *testing.T, ctx context.Context, w *Workload, user, pass, id string) ([]byte, bool) {
 	t.Helper()
-	b, err := os.ReadFile(sinkFile(t, w, sink, id))
+	c, err := mailprobe.Login(ctx, w.Dial, "127.0.0.1:143", user, pass)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return b
+	defer c.Logout()
+	if _, err := c.Select("INBOX"); err != nil {
+		t.Fatal(err)
+	}
+	seq, err := c.Search("Message-ID", id)
+	if err != nil || len(seq) == 0 {
+		return nil, false
+	}
+	msg, err := c.Fetch(seq[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return msg, true
 }
 
-// checkSigned waits until the sink has the message with Message-ID id and
-// checks its DKIM signature against k's record with python3-dkim.
-func checkSigned(t *testing.T, ctx context.Context, w *Workload, sink, id string, k DKIMKey) {
+// checkSigned waits until the message with Message-ID id has arrived on
+// inet and checks its DKIM signature against k's record with python3-dkim.
+func checkSigned(t *testing.T, ctx context.Context, inet *testbed, id string, k DKIMKey) {
 	t.Helper()
-	file := sinkFile(t, w, sink, id)
-	msg, _ := os.ReadFile(file)
+	msg := arrived(t, ctx, inet, id)
 	if !bytes.Contains(msg, []byte("DKIM-Signature: ")) {
-		t.Fatalf("%s arrived without a DKIM-Signature:\n%s\n%s", id, msg, readLog(w))
+		t.Fatalf("%s arrived without a DKIM-Signature:\n%s", id, msg)
 	}
+	file := filepath.Join(t.TempDir(), "message.eml")
+	testenv.WriteFile(t, file, msg, 0o644)
 	txt, err := k.TXT()
 	if err != nil {
 		t.Fatal(err)

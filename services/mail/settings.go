@@ -1,12 +1,14 @@
 package mail
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
+	"unicode"
 )
 
 // Settings are the mail service's site settings, kept once for the
@@ -23,6 +25,11 @@ type Settings struct {
 	// Smarthost, host or host:port, takes all outbound mail instead of
 	// the recipients' MX.
 	Smarthost string `json:"smarthost,omitempty"`
+	// SmarthostUser and SmarthostPassword log in to the smarthost (SMTP
+	// AUTH), over TLS only, when both are set. The password is kept as it
+	// is, since Postfix must send it; Get never shows it.
+	SmarthostUser     string `json:"smarthost_user,omitempty"`
+	SmarthostPassword string `json:"smarthost_password,omitempty"`
 }
 
 // DefaultMessageSizeMiB is the message size limit unless set.
@@ -34,10 +41,17 @@ const (
 	SetRelayNetworks = "relay_networks"
 	SetPOP3          = "pop3"
 	SetSmarthost     = "smarthost"
+	SetSmarthostUser = "smarthost_user"
+	// SetSmarthostPassword is a secret: tandemctl asks for it, never
+	// takes it on its command line, and Get shows only whether it is set.
+	SetSmarthostPassword = "smarthost_password"
 )
 
 // SettingNames are the settings' names, in the order Get lists them.
-var SettingNames = []string{SetMessageSize, SetRelayNetworks, SetPOP3, SetSmarthost}
+var SettingNames = []string{SetMessageSize, SetRelayNetworks, SetPOP3, SetSmarthost, SetSmarthostUser, SetSmarthostPassword}
+
+// secretSet is what Get shows for a secret that is set.
+const secretSet = "(set)"
 
 // Limits of the settings. A relay network is at most a /16 (IPv6 a /48):
 // whatever is set, the service must never relay for the world.
@@ -54,11 +68,21 @@ func (s Settings) Get() map[string]string {
 		nets[i] = p.String()
 	}
 	return map[string]string{
-		SetMessageSize:   strconv.Itoa(s.messageSize()) + "M",
-		SetRelayNetworks: strings.Join(nets, ","),
-		SetPOP3:          strconv.FormatBool(s.POP3),
-		SetSmarthost:     s.Smarthost,
+		SetMessageSize:       strconv.Itoa(s.messageSize()) + "M",
+		SetRelayNetworks:     strings.Join(nets, ","),
+		SetPOP3:              strconv.FormatBool(s.POP3),
+		SetSmarthost:         s.Smarthost,
+		SetSmarthostUser:     s.SmarthostUser,
+		SetSmarthostPassword: shownSecret(s.SmarthostPassword),
 	}
+}
+
+// shownSecret is what Get shows of a secret: whether it is set.
+func shownSecret(v string) string {
+	if v == "" {
+		return ""
+	}
+	return secretSet
 }
 
 func (s Settings) messageSize() int {
@@ -87,6 +111,10 @@ func (s *Settings) Set(name, value string) error {
 		}
 	case SetSmarthost:
 		next.Smarthost, err = parseSmarthost(value)
+	case SetSmarthostUser:
+		next.SmarthostUser, err = parseCredential(value, ":")
+	case SetSmarthostPassword:
+		next.SmarthostPassword, err = parseCredential(value, "")
 	default:
 		return fmt.Errorf("no setting %q (the settings: %s)", name, strings.Join(SettingNames, ", "))
 	}
@@ -157,6 +185,32 @@ func parseSmarthost(v string) (string, error) {
 		return "", fmt.Errorf("%q: %q is neither an IPv4 address nor a DNS name", v, host)
 	}
 	return net.JoinHostPort(host, port), nil
+}
+
+// maxCredential bounds the smarthost's user name and password.
+const maxCredential = 256
+
+// parseCredential checks a smarthost user name or password as Postfix's
+// password table holds it: one line "[host]:port user:password", so no
+// control character, no space at either end, and in the user name none
+// of forbidden (its colon ends the name). The error never quotes v.
+func parseCredential(v, forbidden string) (string, error) {
+	switch {
+	case len(v) > maxCredential:
+		return "", fmt.Errorf("longer than %d bytes", maxCredential)
+	case strings.TrimSpace(v) != v:
+		return "", errors.New("begins or ends with white space")
+	case strings.ContainsFunc(v, unicode.IsControl):
+		return "", errors.New("holds a control character")
+	case forbidden != "" && strings.ContainsAny(v, forbidden+" \t"):
+		return "", fmt.Errorf("holds white space or one of %q", forbidden)
+	}
+	return v, nil
+}
+
+// smarthostAuth reports whether outbound mail logs in to the smarthost.
+func (s Settings) smarthostAuth() bool {
+	return s.Smarthost != "" && s.SmarthostUser != "" && s.SmarthostPassword != ""
 }
 
 // relayHost is Postfix's relayhost for the smarthost: brackets, so

@@ -138,6 +138,8 @@ type IMAP struct {
 	conn net.Conn
 	r    *bufio.Reader
 	tag  int
+	// literals are the literals of the last command's answers, as sent.
+	literals [][]byte
 }
 
 // ErrIMAP wraps a NO or BAD answer.
@@ -221,13 +223,27 @@ func (c *IMAP) Logout() error {
 	return err
 }
 
-// cmd sends one tagged command and returns the untagged lines (literals
-// inlined as lines) before its OK; NO or BAD is an error wrapping ErrIMAP.
+// Fetch returns the selected mailbox's message seq byte for byte, as
+// stored (BODY.PEEK[]: its \Seen flag stays as it was).
+func (c *IMAP) Fetch(seq int) ([]byte, error) {
+	if _, err := c.cmd(fmt.Sprintf("FETCH %d BODY.PEEK[]", seq)); err != nil {
+		return nil, fmt.Errorf("imap: fetch %d: %w", seq, err)
+	}
+	if len(c.literals) != 1 {
+		return nil, fmt.Errorf("imap: fetch %d: %d literals in the answer, want the message", seq, len(c.literals))
+	}
+	return c.literals[0], nil
+}
+
 // Command sends one IMAP command and returns its untagged answers; NO or
 // BAD is an ErrIMAP error.
 func (c *IMAP) Command(command string) ([]string, error) { return c.cmd(command) }
 
+// cmd sends one tagged command and returns the untagged lines (literals
+// inlined as lines, and kept as sent in c.literals) before its OK; NO or
+// BAD is an error wrapping ErrIMAP.
 func (c *IMAP) cmd(command string) ([]string, error) {
+	c.literals = nil
 	c.tag++
 	tag := "t" + strconv.Itoa(c.tag)
 	if _, err := fmt.Fprintf(c.conn, "%s %s\r\n", tag, command); err != nil {
@@ -245,6 +261,7 @@ func (c *IMAP) cmd(command string) ([]string, error) {
 			if _, err := io.ReadFull(c.r, lit); err != nil {
 				return lines, err
 			}
+			c.literals = append(c.literals, lit)
 			lines = append(lines, line)
 			lines = append(lines, strings.Split(strings.ReplaceAll(string(lit), "\r\n", "\n"), "\n")...)
 			continue
