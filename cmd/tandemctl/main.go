@@ -29,6 +29,7 @@
 //	mail dkim show [-json] DOMAIN    the DNS TXT record of DOMAIN's DKIM key
 //	mail config get [NAME] | set NAME VALUE   site settings (size limit, relay networks, POP3, smarthost and its login)
 //	mail config set smarthost_password        the smarthost's password (without echo, or from stdin)
+//	fence test [-json] NODE          check NODE's fence device without fencing
 package main
 
 import (
@@ -120,6 +121,9 @@ Commands:
                                      smarthost_user, smarthost_password
   mail config set NAME VALUE         change one ("" resets it to its default)
   mail config set smarthost_password the smarthost's password, asked for
+  fence test [-json] NODE            check NODE's fence device (its power
+                                     state, read by the peer that holds it)
+                                     without fencing
 
 Flags:
 `
@@ -166,9 +170,49 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return c.replication(ctx, a[1:], stderr)
 	case "mail":
 		return c.mail(ctx, a[1:], stderr)
+	case "fence":
+		return c.fenceTest(ctx, a[1:], stderr)
 	}
 	fs.Usage()
 	return fmt.Errorf("%w: unknown command %q", errUsage, a[0])
+}
+
+// fenceTest asks the node that holds NODE's fence device to read its
+// power state now, without fencing; a device that does not answer is an
+// error.
+func (c *cli) fenceTest(ctx context.Context, a []string, stderr io.Writer) error {
+	const usage = "fence test [-json] NODE"
+	if len(a) == 0 || a[0] != "test" {
+		return fmt.Errorf("%w: %s", errUsage, usage)
+	}
+	fs := flag.NewFlagSet("fence test", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	asJSON := fs.Bool("json", false, "print the check as JSON")
+	if err := fs.Parse(a[1:]); err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	if fs.NArg() != 1 {
+		return fmt.Errorf("%w: %s", errUsage, usage)
+	}
+	cl, err := c.client()
+	if err != nil {
+		return err
+	}
+	var fc cluster.FenceCheck
+	if err := cl.Do(ctx, http.MethodPost, "/v1/fence/test/"+url.PathEscape(fs.Arg(0)), struct{}{}, &fc); err != nil {
+		return err
+	}
+	if err := c.show(*asJSON, fc, func(w io.Writer) {
+		if fc.Error == "" {
+			fmt.Fprintf(w, "fence device of %s (on %s) answers: power %s\n", fc.Target, fc.By, fc.Power)
+		}
+	}); err != nil {
+		return err
+	}
+	if fc.Error != "" {
+		return fmt.Errorf("fence device of %s (on %s) does not answer: %s", fc.Target, fc.By, fc.Error)
+	}
+	return nil
 }
 
 func (c *cli) client() (*cluster.Client, error) {

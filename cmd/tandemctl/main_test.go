@@ -61,6 +61,7 @@ func TestBadArguments(t *testing.T) {
 		{[]string{"mail", "dkim", "show", "-pem", "a.test"}, "flag provided but not defined: -pem"},
 		{[]string{"mail", "config", "set", "pop3"}, "mail config get [NAME] | set NAME VALUE | set smarthost_password"},
 		{[]string{"mail", "config", "unset", "pop3"}, "mail config get [NAME] | set NAME VALUE | set smarthost_password"}, {[]string{"mail", "config", "set", "smarthost_password", "hunter2"}, "never given on the command line"},
+		{[]string{"fence"}, "fence test [-json] NODE"}, {[]string{"fence", "test"}, "fence test [-json] NODE"}, {[]string{"fence", "off", "a"}, "fence test [-json] NODE"},
 		{[]string{"mail", "cert"}, "mail cert|user|alias|domain"},
 		{[]string{"mail", "box", "x"}, "mail cert|user|alias|domain"},
 		{[]string{"mail", "user", "add"}, "mail user add|passwd ADDR"},

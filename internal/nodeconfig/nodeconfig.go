@@ -100,6 +100,28 @@ type Node struct {
 	Address string `yaml:"address"`
 	// Role is "data" (default) or "arbitrator".
 	Role string `yaml:"role"`
+	// Fence is the device that powers this member off (a data node's),
+	// used by its peer: the survivor fences the owner it lost and takes
+	// over without waiting for the lease (docs/cluster.md, "Fencing").
+	Fence *Fence `yaml:"fence"`
+}
+
+// Fence is a member's fencing device: its BMC (iDRAC, iLO, any IPMI 2.0
+// controller) reached over IPMI-over-LAN.
+type Fence struct {
+	// Agent is "ipmi".
+	Agent string `yaml:"agent"`
+	// Address is the BMC's IPv4 address or DNS name; Port its UDP port
+	// (default 623).
+	Address string `yaml:"address"`
+	Port    int    `yaml:"port"`
+	// User logs in to the BMC (at most 16 bytes, IPMI's limit) with the
+	// password in PasswordFile: an absolute path on the peer, mode 0600,
+	// its first line the password.
+	User         string `yaml:"user"`
+	PasswordFile string `yaml:"password_file"`
+	// CipherSuite of RMCP+ (default 3: HMAC-SHA1 with AES-128).
+	CipherSuite int `yaml:"cipher_suite"`
 }
 
 // Network is the node's network configuration.

@@ -68,6 +68,12 @@ func (c *Cluster) validate() []error {
 		if n.Role != "" && n.Role != "data" && n.Role != "arbitrator" {
 			add(bad(f+".role", "%q: want data or arbitrator", n.Role))
 		}
+		if n.Fence != nil {
+			if n.Role == "arbitrator" {
+				add(bad(f+".fence", "an arbitrator is never fenced (it never runs the group)"))
+			}
+			errs = append(errs, n.Fence.validate(f+".fence")...)
+		}
 	}
 	errs = append(errs, c.validateAddresses()...)
 	add(c.validateShape())
@@ -89,6 +95,49 @@ func (c *Cluster) validate() []error {
 		if p.Code != "" && !codeRE.MatchString(p.Code) {
 			add(bad("cluster.pairing.code", "%q: want a code like ABCD-EFGH-JKLM-NPQR", p.Code))
 		}
+	}
+	return errs
+}
+
+// IPMI's limits: a user name of 16 bytes, cipher suites 0 to 17.
+const (
+	maxIPMIUser        = 16
+	maxIPMICipherSuite = 17
+)
+
+func (f *Fence) validate(field string) []error {
+	var errs []error
+	add := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	switch f.Agent {
+	case "ipmi":
+	case "libvirt":
+		return []error{bad(field+".agent", "libvirt: not yet (ipmi is)")}
+	default:
+		return []error{bad(field+".agent", "%q: want ipmi", f.Agent)}
+	}
+	switch {
+	case f.Address == "":
+		add(bad(field+".address", "required: the BMC's address"))
+	case net.ParseIP(f.Address) != nil:
+		add(checkIPv4(field+".address", f.Address))
+	default:
+		add(checkDomain(field+".address", f.Address))
+	}
+	if f.Port < 0 || f.Port > 65535 {
+		add(bad(field+".port", "%d: want 1 to 65535 (0: 623)", f.Port))
+	}
+	if f.User == "" || len(f.User) > maxIPMIUser {
+		add(bad(field+".user", "%q: want a BMC user of 1 to %d bytes", f.User, maxIPMIUser))
+	}
+	if !strings.HasPrefix(f.PasswordFile, "/") {
+		add(bad(field+".password_file", "%q: want an absolute path (a 0600 file on the peer)", f.PasswordFile))
+	}
+	if f.CipherSuite < 0 || f.CipherSuite > maxIPMICipherSuite {
+		add(bad(field+".cipher_suite", "%d: want 0 to %d (0: 3)", f.CipherSuite, maxIPMICipherSuite))
 	}
 	return errs
 }

@@ -88,6 +88,9 @@ func (d *Daemon) serveAPI() error {
 			mc.CA = nil
 			s.MailCert = mc
 		}
+		if fc, err := d.fenceChecks(c); err == nil {
+			s.Fence = fc
+		}
 		cancel()
 		writeJSON(w, 200, s)
 	}))
@@ -99,6 +102,7 @@ func (d *Daemon) serveAPI() error {
 	mux.Handle("POST /v1/pairing/code", d.auth(admins, d.handleCode))
 	mux.Handle("POST /v1/cluster/revoke", d.auth(admins, d.handleRevoke))
 	mux.Handle("POST /v1/cluster/remove", d.auth(admins, d.handleRemove))
+	mux.Handle("POST /v1/fence/test/{node}", d.auth(admins, d.handleFenceTest))
 	mux.Handle("GET /v1/ca/key", d.auth(nodes, d.handleCAKey))
 	d.mailRoutes(mux)
 	d.replicationRoutes(mux)

@@ -64,7 +64,7 @@ type Config struct {
 
 // FenceConfig is one peer's fencing device.
 type FenceConfig struct {
-	// Agent is "ipmi" (ipmitool over LAN, e.g. an iDRAC).
+	// Agent is "ipmi" (IPMI 2.0 over LAN, e.g. an iDRAC).
 	Agent string `yaml:"agent"`
 	// Address and Port (default 623) of the BMC.
 	Address string `yaml:"address"`
@@ -74,6 +74,17 @@ type FenceConfig struct {
 	PasswordFile string `yaml:"password_file"`
 	// CipherSuite for IPMI 2.0 lanplus (default 3).
 	CipherSuite int `yaml:"cipher_suite"`
+	// Field names the device in errors: where it was configured
+	// (fencing.NODE, or cluster.nodes[N].fence in the node config).
+	Field string `yaml:"-"`
+}
+
+// field is where the device for node was configured, for errors.
+func (f FenceConfig) field(node string) string {
+	if f.Field != "" {
+		return f.Field
+	}
+	return "fencing." + node
 }
 
 // NodeSpec is one planned member.
@@ -337,7 +348,7 @@ func (c *Config) validate() error {
 		return yamlstrict.Errorf("watchdog", "none: a data node needs a watchdog")
 	}
 	for node, f := range c.Fencing {
-		field := "fencing." + node
+		field := f.field(node)
 		switch {
 		case c.Role != core.RoleData:
 			return yamlstrict.Errorf(field, "only data nodes fence")

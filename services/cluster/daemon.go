@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -157,6 +158,7 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 	go d.execLoop(ctx)
 	if d.cfg.Role == core.RoleData {
 		go d.leaderLoop(ctx)
+		go d.fenceCheckLoop(ctx)
 		if d.cfg.TimeStatus != "" {
 			go d.clockLoop(ctx)
 		}
@@ -253,13 +255,39 @@ func (d *Daemon) do(ctx context.Context, a core.Action) {
 func fencers(c *Config) (fence.Agents, error) {
 	a := fence.Agents{}
 	for node, f := range c.Fencing {
-		pw, err := os.ReadFile(f.PasswordFile)
+		pw, err := readSecret(f.PasswordFile)
 		if err != nil {
-			return nil, fmt.Errorf("fencing.%s.password_file: %w", node, err)
+			return nil, fmt.Errorf("%w: %s.password_file: %w", ErrConfig, f.field(node), err)
 		}
-		a[node] = &fence.IPMI{Host: f.Address, Port: f.Port, User: f.User, Password: strings.TrimSpace(string(pw)), CipherSuite: f.CipherSuite}
+		a[node] = &fence.IPMI{Host: f.Address, Port: f.Port, User: f.User, Password: pw, CipherSuite: f.CipherSuite}
 	}
 	return a, nil
+}
+
+// readSecret reads the first line of a file that only its owner may read
+// (a BMC's password): a file others can read is refused, not used.
+func readSecret(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return "", err
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return "", fmt.Errorf("%s: mode %04o: a password file must be 0600 or stricter", path, st.Mode().Perm())
+	}
+	b, err := io.ReadAll(io.LimitReader(f, 4096))
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	pw, _, _ := strings.Cut(string(b), "\n")
+	if pw = strings.TrimRight(pw, "\r"); pw == "" {
+		return "", fmt.Errorf("%s: its first line is empty: no password", path)
+	}
+	return pw, nil
 }
 
 // fence powers node off; only a confirmed power-off lets the core take

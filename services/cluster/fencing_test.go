@@ -17,11 +17,12 @@ import (
 // TestFencing gives each data node an IPMI BMC for its peer (Debian's
 // ipmi_sim in the fencing node's namespace; "power off" kills the
 // target's daemon by PID and takes its VIP away, as a real power-off
-// would). When the owner dies, the peer fences it, and only after the
+// would). Both devices are checked (status, tandemctl fence test) without
+// fencing. When the owner dies, the peer fences it, and only after the
 // BMC confirms power off takes over without waiting for the lease.
 func TestFencing(t *testing.T) {
 	testenv.RequireRoot(t)
-	testenv.RequireTool(t, "ipmi_sim", "ipmitool")
+	testenv.RequireTool(t, "ipmi_sim")
 	l := newLab(t)
 	l.extra = map[string]string{}
 	for _, pair := range [][2]string{{"a", "b"}, {"b", "a"}} {
@@ -43,6 +44,25 @@ func TestFencing(t *testing.T) {
 	l.bootstrap(t)
 	owner := l.settle(30 * time.Second)
 	peer := other(owner)
+
+	// The devices are checked without fencing: on the status screen,
+	// and on demand with tandemctl fence test.
+	l.waitFor(30*time.Second, "status to show both fence devices answering", func() bool {
+		out, _ := l.run("c", "status")
+		return strings.Contains(out, "Fence device of a (on b): answers, power on") && strings.Contains(out, "Fence device of b (on a): answers, power on")
+	})
+	if out := l.mustCtl("c", "fence", "test", owner); !strings.Contains(out, fmt.Sprintf("fence device of %s (on %s) answers: power on", owner, peer)) {
+		t.Errorf("fence test %s = %q", owner, out)
+	}
+	if out, err := l.run("c", "fence", "test", "c"); err == nil || !strings.Contains(out, "not a data node") {
+		t.Errorf("fence test of the arbitrator = %v, %q; want refused", err, out)
+	}
+	for _, n := range []string{"a", "b"} {
+		if p, _ := os.ReadFile(filepath.Join(l.nodes[other(n)].dir, "bmc-"+n, "power")); strings.TrimSpace(string(p)) != "1" {
+			t.Fatalf("%s's BMC power after the checks = %q, want 1 (a check never fences)", n, p)
+		}
+	}
+
 	began := time.Now()
 	t.Logf("killing %s at %s", owner, began.Format("15:04:05.000"))
 	l.kill(owner, syscall.SIGKILL) // the VIP stays until the BMC powers the node off

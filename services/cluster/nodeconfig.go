@@ -45,12 +45,17 @@ func FromNodeConfig(nc *nodeconfig.Config, dataDevice string) (*Config, error) {
 	}
 	cfg := &Config{Cluster: c.Name, Node: nc.Hostname, Timing: scaledTiming(c.LeaseTTL)}
 	var data []nodeconfig.Node
-	for _, n := range c.Nodes {
+	fences := map[string]FenceConfig{}
+	for i, n := range c.Nodes {
 		role := core.RoleData
 		if n.Role == string(core.RoleArbitrator) {
 			role = core.RoleArbitrator
 		} else {
 			data = append(data, n)
+		}
+		if f := n.Fence; f != nil && n.Name != nc.Hostname {
+			fences[n.Name] = FenceConfig{Agent: f.Agent, Address: f.Address, Port: f.Port, User: f.User,
+				PasswordFile: f.PasswordFile, CipherSuite: f.CipherSuite, Field: fmt.Sprintf("cluster.nodes[%d].fence", i)}
 		}
 		if n.Name == nc.Hostname {
 			cfg.Role, cfg.Address = role, n.Address
@@ -63,6 +68,10 @@ func FromNodeConfig(nc *nodeconfig.Config, dataDevice string) (*Config, error) {
 	if cfg.Role == core.RoleArbitrator {
 		cfg.Watchdog = "none"
 		return finish(cfg)
+	}
+	// The peer's device: this node fences the peer it lost.
+	if len(fences) > 0 {
+		cfg.Fencing = fences
 	}
 	// With time servers, tandem-time says whether the clock is
 	// synchronised, and the node takes the group only when it is.

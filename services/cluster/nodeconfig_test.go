@@ -3,12 +3,16 @@ package cluster
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"tandem/internal/nodeconfig"
+	"tandem/internal/testenv"
 	"tandem/services/cluster/core"
+	"tandem/services/cluster/fence"
 )
 
 const labNode = `hostname: %s
@@ -146,6 +150,56 @@ func TestScaledTiming(t *testing.T) {
 		}
 		if 3*election/2 > c.timing.LeaseTTL/2 {
 			t.Errorf("lease %v: etcd's minimum lease TTL %v is over half the lease", c.timing.LeaseTTL, 3*election/2)
+		}
+	}
+}
+
+// Each data node fences its peer with the device the node config gives
+// the peer; the password comes from a file of its owner's only.
+func TestFromNodeConfigFencing(t *testing.T) {
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "fence-data-a.pass")
+	testenv.WriteFile(t, pw, []byte("bmc secret\nignored\n"), 0o600)
+	nc := loadNode(t, "data-b", "12")
+	nc.Cluster.Nodes[0].Fence = &nodeconfig.Fence{Agent: "ipmi", Address: "10.77.0.21", User: "fence", PasswordFile: pw}
+	nc.Cluster.Nodes[1].Fence = &nodeconfig.Fence{Agent: "ipmi", Address: "10.77.0.22", User: "fence", PasswordFile: "/nonexistent"}
+	cfg, err := FromNodeConfig(nc, "/dev/vda4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f, ok := cfg.Fencing["data-a"]; len(cfg.Fencing) != 1 || !ok || f.Address != "10.77.0.21" || f.Field != "cluster.nodes[0].fence" || !cfg.CoreConfig().Fencing {
+		t.Fatalf("fencing = %+v; want data-a's device only", cfg.Fencing)
+	}
+	a, err := fencers(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if i, ok := a["data-a"].(*fence.IPMI); !ok || i.Password != "bmc secret" || i.Host != "10.77.0.21" {
+		t.Errorf("agent = %+v", a["data-a"])
+	}
+	if arb, err := FromNodeConfig(func() *nodeconfig.Config {
+		n := loadNode(t, "arbiter", "13")
+		n.Cluster.Nodes = nc.Cluster.Nodes
+		return n
+	}(), ""); err != nil || len(arb.Fencing) != 0 {
+		t.Errorf("the arbitrator's fencing = %v, %v; want none", arb.Fencing, err)
+	}
+	for _, c := range []struct {
+		mode os.FileMode
+		data string
+		want string
+	}{
+		{0o640, "secret\n", "cluster.nodes[0].fence.password_file: " + pw + ": mode 0640: a password file must be 0600 or stricter"},
+		{0o600, "\nsecret\n", "its first line is empty"},
+		{0o000, "", "cluster.nodes[0].fence.password_file: open " + pw},
+	} {
+		os.Remove(pw)
+		testenv.WriteFile(t, pw, []byte(c.data), c.mode)
+		if c.data == "" {
+			os.Remove(pw)
+		}
+		if _, err := fencers(cfg); err == nil || !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("fencers with %v %q = %v, want %q", c.mode, c.data, err, c.want)
 		}
 	}
 }

@@ -47,7 +47,9 @@ type Status struct {
 	// MailCert is the mail service's certificate (API answers only):
 	// its expiry is on the status screen.
 	MailCert *MailCert `json:"mail_cert,omitempty"`
-	Time     time.Time `json:"time"`
+	// Fence are the last checks of the fence devices (API answers only).
+	Fence []FenceCheck `json:"fence,omitempty"`
+	Time  time.Time    `json:"time"`
 }
 
 // NodeStatus is one member.
@@ -235,6 +237,14 @@ func FormatStatus(w io.Writer, s Status) {
 		}
 		fmt.Fprintf(w, "  * Mail certificate: %s (%s), expires %s (in %d days)%s\n",
 			mc.Info.Subject, mc.Source, mc.Info.NotAfter.UTC().Format("2006-01-02"), int(left.Hours()/24), warn)
+	}
+	for _, fc := range s.Fence {
+		ago := s.Time.Sub(fc.At).Round(time.Second)
+		if fc.Error != "" {
+			fmt.Fprintf(w, "  * Fence device of %s (on %s): *** check FAILED %v ago: %s ***\n", fc.Target, fc.By, ago, fc.Error)
+		} else {
+			fmt.Fprintf(w, "  * Fence device of %s (on %s): answers, power %s, checked %v ago\n", fc.Target, fc.By, fc.Power, ago)
+		}
 	}
 	fmt.Fprintf(w, "\nNode List:\n")
 	lists := []struct {

@@ -48,6 +48,11 @@ func TestFormatStatus(t *testing.T) {
 		{"mail-cert", Status{Cluster: "mail", Node: "a", Role: "data", Quorum: true, Phase: "running", Held: true, Token: 42,
 			Owner: "a", OwnerToken: 42, Nodes: nodes, Group: group, Time: time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC),
 			MailCert: &MailCert{Source: CertInstalled, Info: mailtls.Info{Subject: "mail.example.org", NotAfter: time.Date(2026, 12, 11, 13, 0, 0, 0, time.UTC)}}}},
+		// The fence devices' last checks: one answers, one does not.
+		{"fence", Status{Cluster: "mail", Node: "a", Role: "data", Quorum: true, Phase: "running", Held: true, Token: 42,
+			Owner: "a", OwnerToken: 42, Nodes: nodes, Group: group, Time: time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC),
+			Fence: []FenceCheck{{Target: "a", By: "b", At: time.Date(2026, 12, 1, 11, 59, 48, 0, time.UTC), Error: "ipmi 192.0.2.21:623 as fence: i/o timeout"},
+				{Target: "b", By: "a", At: time.Date(2026, 12, 1, 11, 59, 30, 0, time.UTC), Power: "on"}}}},
 		{"maintenance-moving", Status{Cluster: "mail", Node: "c", Role: "arbitrator", Quorum: true, Phase: "idle",
 			Reason: "arbitrator: never runs resources", Maintenance: true, MoveTo: "b", Nodes: nodes,
 			Group: []ResourceStatus{{Name: "vip", Agent: "vip", States: map[string]string{"a": "stopping"}}}}},

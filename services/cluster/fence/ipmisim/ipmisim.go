@@ -1,5 +1,6 @@
 // Package ipmisim sets up OpenIPMI's BMC simulator (ipmi_sim) for tests: one
-// BMC with IPMI-over-LAN on a loopback port, one admin user, and a chassis
+// BMC with IPMI-over-LAN on a loopback port, one operator (the least
+// privilege that may power the chassis off, what a fencing user gets), and a chassis
 // control program that stands for the machine's power.
 package ipmisim
 
@@ -39,7 +40,7 @@ set_working_mc 0x20
     guid a123456789abcdefa123456789abcdef
   endlan
   chassis_control "%s 0x20"
-  user 2 true %q %q admin 10 md5
+  user 2 true %q %q operator 10 md5
 `, b.Name, b.Port, b.Chassis, b.User, b.Password)
 	state := filepath.Join(dir, "state")
 	if err := os.MkdirAll(state, 0o700); err != nil {
