@@ -70,7 +70,8 @@ func startMailLab(t testing.TB) *mailLab {
 	}
 	m.admin = filepath.Join(m.dir, "admin")
 	m.start = time.Now()
-	m.l, err = lab.Start(context.Background(), lab.Options{Dir: filepath.Join(m.dir, "lab"), Images: images(), Nodes: seed.Apply(lab.Nodes), Logf: t.Logf})
+	m.l, err = lab.Start(context.Background(), lab.Options{Dir: filepath.Join(m.dir, "lab"), Images: images(), Nodes: seed.Apply(lab.Nodes), Logf: t.Logf,
+		BMCPasswords: seed.BMCPasswords})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -361,7 +362,44 @@ var (
 	timeRE     = regexp.MustCompile(`time=(\S+)`)
 	vipStopped = regexp.MustCompile(`msg="resource action done" .*op=stop resource=vip`)
 	vipStarted = regexp.MustCompile(`msg="resource action done" .*op=start resource=vip`)
+	// fenceConfirmed: the survivor powered the owner off through its BMC
+	// and the BMC said it is off.
+	fenceConfirmed = regexp.MustCompile(`msg="fenced: power off confirmed"`)
 )
+
+// poweredOff returns when node's BMC (lab/bmc.go) powered it off after
+// at, from the BMC's record, if it did.
+func (m *mailLab) poweredOff(node string, at time.Time) (time.Time, bool) {
+	b, _ := os.ReadFile(filepath.Join(m.dir, "lab", node, "bmc", "power.log"))
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 0 {
+			if t, err := time.Parse(time.RFC3339Nano, f[0]); err == nil && t.After(at) {
+				return t, true
+			}
+		}
+	}
+	return time.Time{}, false
+}
+
+// powerOn boots node again if it is off (powered off by its BMC: a fenced
+// node stays off until an admin powers it on) and waits until it is up.
+func (m *mailLab) powerOn(ctx context.Context, node string) {
+	m.t.Helper()
+	for _, n := range m.l.Status().Nodes {
+		if n.Name == node && n.Up {
+			return
+		}
+	}
+	m.t.Logf("%s is off (fenced): powering it on", node)
+	if err := m.l.Boot(node); err != nil {
+		m.t.Fatal(err)
+	}
+	c, cancel := context.WithTimeout(ctx, bootLimit)
+	defer cancel()
+	if err := m.l.WaitReady(c, node); err != nil {
+		m.t.Fatal(err)
+	}
+}
 
 // milestones are a new owner's steps in taking the group over, in order,
 // as its log shows them.
@@ -369,6 +407,7 @@ var milestones = []struct {
 	name string
 	re   *regexp.Regexp
 }{
+	{"fence confirmed", fenceConfirmed},
 	{"detection", regexp.MustCompile(`msg="acquired the group's lease"`)},
 	{"promote", regexp.MustCompile(`msg="resource action done" .*op=start resource=drbd`)},
 	{"mount", regexp.MustCompile(`msg="resource action done" .*op=start resource=fs`)},
@@ -466,6 +505,12 @@ func TestMailCluster(t *testing.T) {
 		}
 		owner := m.waitServing(ctx, killed)
 		m.logMove(t, "SIGKILL of "+killed, owner, at)
+		// The lab's seeds configure fencing: the survivor fenced the
+		// dead owner (already off: a success) and took over on the BMC's
+		// word, not at the lease's expiry.
+		if _, ok := m.logTime(owner, at, fenceConfirmed); !ok {
+			t.Errorf("%s took over without fencing %s (no %q in its log)", owner, killed, fenceConfirmed)
+		}
 		m.retry(ctx, "the added user logging in after the failover", func(ctx context.Context) error {
 			_, err := mailprobe.Inbox(ctx, mailprobe.TLSDial(m.l.Dial, m.tlsConfig()), vipIMAPS, carol, carolPW)
 			return err
@@ -511,19 +556,28 @@ func TestMailCluster(t *testing.T) {
 		if err := m.l.Heal(); err != nil {
 			t.Fatal(err)
 		}
+		// The survivor, with quorum, fences the cut-off owner: its BMC
+		// powers it off, and it stays off until powered on.
+		fenced, wasFenced := m.poweredOff(cut, at)
+		m.powerOn(ctx, cut)
 		m.waitReplicated(ctx)
 		// Checked only now: a node reset by its watchdog has booted again.
 		// A reset node's daemon stops everything again when it starts:
 		// that stop is no evidence, so a reset is looked for first.
-		if m.boots(cut) > bootsBefore {
-			t.Logf("%s was reset (its watchdog) before it logged stopping the VIP", cut)
-		} else if stopped, ok := m.logTime(cut, at, vipStopped); !ok {
-			t.Errorf("%s neither stopped the VIP nor was reset after the partition", cut)
-		} else {
+		stopped, stoppedOK := m.logTime(cut, at, vipStopped)
+		switch {
+		case stoppedOK && stopped.Before(started):
 			t.Logf("%s stopped the VIP %.1f s before %s started it", cut, started.Sub(stopped).Seconds(), owner)
-			if !stopped.Before(started) {
-				t.Errorf("%s stopped the VIP at %s, after %s started it at %s", cut, stopped.Format(time.StampMilli), owner, started.Format(time.StampMilli))
-			}
+		case wasFenced && fenced.Before(started):
+			t.Logf("%s was powered off by its BMC %.1f s before %s started the VIP", cut, started.Sub(fenced).Seconds(), owner)
+		case !wasFenced && m.boots(cut) > bootsBefore:
+			t.Logf("%s was reset (its watchdog) before it logged stopping the VIP", cut)
+		default:
+			t.Errorf("%s neither stopped the VIP (%v at %s), nor was fenced (%v at %s) or reset before %s started it at %s", cut,
+				stoppedOK, stopped.Format(time.StampMilli), wasFenced, fenced.Format(time.StampMilli), owner, started.Format(time.StampMilli))
+		}
+		if wasFenced {
+			t.Logf("%s fenced %s %.1f s after the partition", owner, cut, fenced.Sub(at).Seconds())
 		}
 		m.checkAllReadable(ctx)
 		if s, err := m.status(ctx); err != nil || s.Owner != owner {

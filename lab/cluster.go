@@ -47,7 +47,15 @@ type ClusterSeed struct {
 	// ConsolePassword opens every node's rescue shell and GRUB's editor
 	// (console.password in node.yaml holds only its hash).
 	ConsolePassword string
+	// BMCPasswords are the data nodes' BMC passwords (Options.BMCPasswords),
+	// one each: a data node's seed holds only its peer's, which it fences
+	// with (fencePasswordFile).
+	BMCPasswords map[string]string
 }
+
+// fencePasswordFile is where a data node keeps the password of node's BMC:
+// a seed file, so on perm and 0600.
+func fencePasswordFile(node string) string { return "fence-" + node + ".pass" }
 
 // Apply returns a copy of nodes whose seeds pair them: node.yaml on every
 // node, mail-users on the data nodes.
@@ -62,6 +70,11 @@ func (s *ClusterSeed) Apply(nodes []Node) []Node {
 		seed["node.yaml"] = s.Configs[out[i].Name]
 		if !out[i].Arbitrator() {
 			seed["mail-users"] = []byte(users)
+			for peer, pw := range s.BMCPasswords {
+				if peer != out[i].Name {
+					seed[fencePasswordFile(peer)] = []byte(pw + "\n")
+				}
+			}
 		}
 		out[i].Seed = seed
 	}
@@ -78,8 +91,15 @@ cluster:
   # cores): a longer lease keeps a busy owner from losing it.
   lease_ttl: {{.LeaseTTL}}
   nodes:
+  # Each data node's BMC (the lab's ipmi_sim), which its peer fences it with.
 {{- range .Nodes}}
-    - {name: {{.Name}}, address: {{.Addr}}{{if .Arbitrator}}, role: arbitrator{{end}}}
+{{- if .Arbitrator}}
+    - {name: {{.Name}}, address: {{.Addr}}, role: arbitrator}
+{{- else}}
+    - name: {{.Name}}
+      address: {{.Addr}}
+      fence: {agent: ipmi, address: {{index $.BMC .Name}}, user: {{$.BMCUser}}, password_file: /perm/tandem/{{index $.PasswordFile .Name}}}
+{{- end}}
 {{- end}}
   pairing:
     founder: {{.Founder}}
@@ -132,14 +152,25 @@ func NewClusterSeed(nodes []Node) (*ClusterSeed, error) {
 		return nil, err
 	}
 	s := &ClusterSeed{Configs: map[string][]byte{}, AdminCode: codes[AdminName],
-		MailUser: "postmaster@" + ClusterDomain, MailPassword: pw, ConsolePassword: console}
+		MailUser: "postmaster@" + ClusterDomain, MailPassword: pw, ConsolePassword: console,
+		BMCPasswords: map[string]string{}}
+	bmc, pwFile := map[string]string{}, map[string]string{}
+	for _, n := range nodes {
+		if n.Arbitrator() {
+			continue
+		}
+		if s.BMCPasswords[n.Name], err = typeablePassword(); err != nil {
+			return nil, err
+		}
+		bmc[n.Name], pwFile[n.Name] = BMCAddr(n).String(), fencePasswordFile(n.Name)
+	}
 	for _, n := range nodes {
 		var b bytes.Buffer
 		err := nodeYAML.Execute(&b, map[string]any{
 			"Self": n, "Nodes": nodes, "Cluster": ClusterName, "Domain": ClusterDomain, "VIP": VIP,
 			"Founder": Founder, "Codes": codes, "Code": codes[n.Name], "Bits": Subnet.Bits(),
 			"Host": HostAddr, "Subnet": Subnet, "LeaseTTL": LeaseTTL, "MTU": MTU,
-			"Console": hash,
+			"Console": hash, "BMC": bmc, "BMCUser": BMCUser, "PasswordFile": pwFile,
 		})
 		if err != nil {
 			return nil, err

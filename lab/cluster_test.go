@@ -40,7 +40,36 @@ func TestClusterSeed(t *testing.T) {
 		if n.Name == Founder && len(p.Codes) != 3 || n.Name != Founder && p.Code == "" {
 			t.Errorf("%s: pairing %+v", n.Name, p)
 		}
+		// A data node fences its peer with the peer's BMC.
+		if peer := otherData(n.Name); peer != "" {
+			f, ok := cfg.Fencing[peer]
+			want := BMCAddr(nodeNamed(peer)).String()
+			if len(cfg.Fencing) != 1 || !ok || f.Address != want || f.User != BMCUser || f.PasswordFile != "/perm/tandem/fence-"+peer+".pass" {
+				t.Errorf("%s: fencing %+v; want %s's BMC at %s", n.Name, cfg.Fencing, peer, want)
+			}
+		} else if len(cfg.Fencing) != 0 {
+			t.Errorf("%s: fencing %+v; an arbitrator fences nothing", n.Name, cfg.Fencing)
+		}
 	}
+	if len(s.BMCPasswords) != 2 || s.BMCPasswords["data-a"] == s.BMCPasswords["data-b"] || s.BMCPasswords["data-a"] == "" {
+		t.Errorf("BMC passwords %v: want one each for the data nodes, different", s.BMCPasswords)
+	}
+}
+
+// otherData is the data node other than name ("" for the arbitrator).
+func otherData(name string) string {
+	switch name {
+	case "data-a":
+		return "data-b"
+	case "data-b":
+		return "data-a"
+	}
+	return ""
+}
+
+func nodeNamed(name string) Node {
+	i := slices.IndexFunc(Nodes, func(n Node) bool { return n.Name == name })
+	return Nodes[i]
 }
 
 func TestClusterSeedApply(t *testing.T) {
@@ -57,6 +86,17 @@ func TestClusterSeedApply(t *testing.T) {
 	}
 	if Nodes[0].Seed != nil {
 		t.Error("Apply changed its argument")
+	}
+	for _, n := range nodes {
+		peer := otherData(n.Name)
+		for f := range n.Seed {
+			if f != "node.yaml" && f != "mail-users" && f != "fence-"+peer+".pass" {
+				t.Errorf("%s: seed file %s", n.Name, f)
+			}
+		}
+		if peer != "" && string(n.Seed["fence-"+peer+".pass"]) != s.BMCPasswords[peer]+"\n" {
+			t.Errorf("%s: %s's BMC password file = %q, want its password", n.Name, peer, n.Seed["fence-"+peer+".pass"])
+		}
 	}
 	if want := s.MailUser + ":{PLAIN}" + s.MailPassword + "\n"; string(nodes[0].Seed["mail-users"]) != want {
 		t.Errorf("mail-users = %q, want %q", nodes[0].Seed["mail-users"], want)

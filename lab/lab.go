@@ -83,6 +83,9 @@ type Options struct {
 	Nodes []Node
 	// Logf receives the lab's progress; nil discards.
 	Logf func(format string, args ...any)
+	// BMCPasswords gives the data nodes named in it a BMC (bmc.go) that
+	// takes BMCUser with that password.
+	BMCPasswords map[string]string
 }
 
 // Lab is a running lab.
@@ -94,6 +97,7 @@ type Lab struct {
 	ntp   *ntpConn
 
 	mu    sync.Mutex
+	bmcs  []*os.Process             // the BMCs' ipmi_sim
 	vms   map[string]*qemu.VM       // the current (or last) QEMU of each node
 	ports map[string]netip.AddrPort // each node's switch port, for QEMU
 	boots map[string]int            // boots of each node so far
@@ -156,6 +160,9 @@ func (l *Lab) start(ctx context.Context) error {
 		tap.Close()
 		return err
 	}
+	if err := l.startBMCs(); err != nil {
+		return err
+	}
 	if err := l.serveTime(); err != nil {
 		return err
 	}
@@ -209,6 +216,11 @@ func (l *Lab) boot(ctx context.Context, n Node) error {
 	if err != nil {
 		log.Close()
 		return err
+	}
+	if err := l.writePID(n.Name, vm.PID()); err != nil {
+		vm.Kill()
+		log.Close()
+		return fmt.Errorf("lab: %s: %w", n.Name, err)
 	}
 	go func() {
 		_ = vm.Wait(context.Background()) // how it ended is in ResetBy
@@ -466,6 +478,9 @@ func (l *Lab) Stop() error {
 		l.mu.Lock()
 		for _, vm := range l.vms {
 			vm.Kill()
+		}
+		for _, p := range l.bmcs {
+			_ = p.Kill() // gone already: nothing to stop
 		}
 		l.mu.Unlock()
 		l.bootMu.Unlock()

@@ -111,7 +111,11 @@ func labUp(ctx context.Context, dir, images, seed string, stdout, stderr io.Writ
 		}
 		nodes = cs.Apply(nodes)
 	}
-	l, err := lab.Start(ctx, lab.Options{Dir: dir, Images: images, Nodes: nodes, Logf: logf})
+	var bmcs map[string]string
+	if cs != nil {
+		bmcs = cs.BMCPasswords
+	}
+	l, err := lab.Start(ctx, lab.Options{Dir: dir, Images: images, Nodes: nodes, Logf: logf, BMCPasswords: bmcs})
 	if err != nil {
 		return err
 	}

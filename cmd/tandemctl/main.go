@@ -185,24 +185,19 @@ func (c *cli) fenceTest(ctx context.Context, a []string, stderr io.Writer) error
 	if len(a) == 0 || a[0] != "test" {
 		return fmt.Errorf("%w: %s", errUsage, usage)
 	}
-	fs := flag.NewFlagSet("fence test", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	asJSON := fs.Bool("json", false, "print the check as JSON")
-	if err := fs.Parse(a[1:]); err != nil {
-		return fmt.Errorf("%w: %w", errUsage, err)
-	}
-	if fs.NArg() != 1 {
-		return fmt.Errorf("%w: %s", errUsage, usage)
+	node, asJSON, err := jsonAndOne(a, "fence test", usage, "print the check as JSON", stderr)
+	if err != nil {
+		return err
 	}
 	cl, err := c.client()
 	if err != nil {
 		return err
 	}
 	var fc cluster.FenceCheck
-	if err := cl.Do(ctx, http.MethodPost, "/v1/fence/test/"+url.PathEscape(fs.Arg(0)), struct{}{}, &fc); err != nil {
+	if err := cl.Do(ctx, http.MethodPost, "/v1/fence/test/"+url.PathEscape(node), struct{}{}, &fc); err != nil {
 		return err
 	}
-	if err := c.show(*asJSON, fc, func(w io.Writer) {
+	if err := c.show(asJSON, fc, func(w io.Writer) {
 		if fc.Error == "" {
 			fmt.Fprintf(w, "fence device of %s (on %s) answers: power %s\n", fc.Target, fc.By, fc.Power)
 		}
@@ -213,6 +208,21 @@ func (c *cli) fenceTest(ctx context.Context, a []string, stderr io.Writer) error
 		return fmt.Errorf("fence device of %s (on %s) does not answer: %s", fc.Target, fc.By, fc.Error)
 	}
 	return nil
+}
+
+// jsonAndOne parses the arguments after a[0] of a command that takes
+// -json and one argument.
+func jsonAndOne(a []string, name, usage, jsonHelp string, stderr io.Writer) (arg string, asJSON bool, err error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	j := fs.Bool("json", false, jsonHelp)
+	if err := fs.Parse(a[1:]); err != nil {
+		return "", false, fmt.Errorf("%w: %w", errUsage, err)
+	}
+	if fs.NArg() != 1 {
+		return "", false, fmt.Errorf("%w: %s", errUsage, usage)
+	}
+	return fs.Arg(0), *j, nil
 }
 
 func (c *cli) client() (*cluster.Client, error) {
@@ -685,24 +695,19 @@ func (c *cli) mailDKIM(ctx context.Context, a []string, stderr io.Writer) error 
 	if a[0] != "show" {
 		return fmt.Errorf("%w: %s", errUsage, usage)
 	}
-	fs := flag.NewFlagSet("mail dkim show", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	asJSON := fs.Bool("json", false, "print JSON: the domain, the selector, the record's name, text and zone file line")
-	if err := fs.Parse(a[1:]); err != nil {
-		return fmt.Errorf("%w: %w", errUsage, err)
-	}
-	if fs.NArg() != 1 {
-		return fmt.Errorf("%w: %s", errUsage, usage)
+	domain, asJSON, err := jsonAndOne(a, "mail dkim show", usage, "print JSON: the domain, the selector, the record's name, text and zone file line", stderr)
+	if err != nil {
+		return err
 	}
 	cl, err := c.client()
 	if err != nil {
 		return err
 	}
 	var dk cluster.MailDKIM
-	if err := cl.Do(ctx, http.MethodGet, "/v1/mail/dkim/"+url.PathEscape(fs.Arg(0)), nil, &dk); err != nil {
+	if err := cl.Do(ctx, http.MethodGet, "/v1/mail/dkim/"+url.PathEscape(domain), nil, &dk); err != nil {
 		return err
 	}
-	return c.show(*asJSON, dk, func(w io.Writer) { fmt.Fprintln(w, dk.Record) })
+	return c.show(asJSON, dk, func(w io.Writer) { fmt.Fprintln(w, dk.Record) })
 }
 
 func (c *cli) mailConfig(ctx context.Context, a []string, stderr io.Writer) error {

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"time"
 
+	"tandem/internal/nodeconfig"
 	"tandem/internal/yamlstrict"
 	"tandem/services/cluster/agent/ocf"
 	"tandem/services/cluster/core"
@@ -62,18 +63,11 @@ type Config struct {
 	Fencing map[string]FenceConfig `yaml:"fencing"`
 }
 
-// FenceConfig is one peer's fencing device.
+// FenceConfig is one peer's fencing device: the node config's fields
+// (agent "ipmi": IPMI 2.0 over LAN, e.g. an iDRAC), with where they came
+// from.
 type FenceConfig struct {
-	// Agent is "ipmi" (IPMI 2.0 over LAN, e.g. an iDRAC).
-	Agent string `yaml:"agent"`
-	// Address and Port (default 623) of the BMC.
-	Address string `yaml:"address"`
-	Port    int    `yaml:"port"`
-	// User and PasswordFile (0600, on perm) to log in with.
-	User         string `yaml:"user"`
-	PasswordFile string `yaml:"password_file"`
-	// CipherSuite for IPMI 2.0 lanplus (default 3).
-	CipherSuite int `yaml:"cipher_suite"`
+	nodeconfig.Fence `yaml:",inline"`
 	// Field names the device in errors: where it was configured
 	// (fencing.NODE, or cluster.nodes[N].fence in the node config).
 	Field string `yaml:"-"`

@@ -54,8 +54,7 @@ func FromNodeConfig(nc *nodeconfig.Config, dataDevice string) (*Config, error) {
 			data = append(data, n)
 		}
 		if f := n.Fence; f != nil && n.Name != nc.Hostname {
-			fences[n.Name] = FenceConfig{Agent: f.Agent, Address: f.Address, Port: f.Port, User: f.User,
-				PasswordFile: f.PasswordFile, CipherSuite: f.CipherSuite, Field: fmt.Sprintf("cluster.nodes[%d].fence", i)}
+			fences[n.Name] = FenceConfig{Fence: *f, Field: fmt.Sprintf("cluster.nodes[%d].fence", i)}
 		}
 		if n.Name == nc.Hostname {
 			cfg.Role, cfg.Address = role, n.Address

@@ -174,6 +174,21 @@ func TestFromNodeConfigFencing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The alive key: half the lease with fencing, a second less without.
+	for _, c := range []struct {
+		fencing bool
+		ttl     time.Duration
+		want    time.Duration
+	}{{true, 8 * time.Second, 4 * time.Second}, {false, 8 * time.Second, 7 * time.Second}, {true, 3 * time.Second, 2 * time.Second}, {false, 3 * time.Second, 2 * time.Second}} {
+		c2 := *cfg
+		c2.Timing = scaledTiming(c.ttl)
+		if !c.fencing {
+			c2.Fencing = nil
+		}
+		if got := aliveTTL(&c2); got != c.want {
+			t.Errorf("alive TTL with fencing %v, lease %v = %v, want %v", c.fencing, c.ttl, got, c.want)
+		}
+	}
 	if i, ok := a["data-a"].(*fence.IPMI); !ok || i.Password != "bmc secret" || i.Host != "10.77.0.21" {
 		t.Errorf("agent = %+v", a["data-a"])
 	}

@@ -139,14 +139,7 @@ type mvccKV struct {
 // aliveLoop keeps /tandem/alive/NODE under its own lease, so others see
 // this node online.
 func (d *Daemon) aliveLoop(ctx context.Context) {
-	// Shorter than the group's lease (but at least etcd's 2s minimum):
-	// a dead owner shows offline before its lease expires, so a
-	// configured fencing agent can power it off and the peer take over
-	// early.
-	ttl := int64(d.cfg.CoreTiming().LeaseTTL/time.Second) - 1
-	if ttl < 2 {
-		ttl = 2
-	}
+	ttl := int64(aliveTTL(d.cfg) / time.Second)
 	for ctx.Err() == nil {
 		c, cancel := context.WithTimeout(ctx, 2*d.cfg.requestTimeout())
 		lg, err := d.cli.Grant(c, ttl)
@@ -169,6 +162,27 @@ func (d *Daemon) aliveLoop(ctx context.Context) {
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
+}
+
+// aliveTTL is the alive key's lease: shorter than the group's (but at
+// least etcd's 2s minimum), so a dead owner shows offline before its lease
+// expires and a peer with a fence device can power it off and take over
+// early. Without fencing, a second less: only the status screen reads it.
+// With fencing, half the lease, as the watchdog's timeout: etcd's client
+// renews it every third of its TTL, so a dead owner's key goes 2/3 to 3/3
+// of a TTL after its death, and with L-1 that left the peer a second or
+// less (after a leader change, which renews every lease, exactly one)
+// between the key's expiry and the lease's; in the lab, with polls a
+// second apart, the peer never saw it and took over at the lease's
+// expiry instead. A node stalled that long is one its own watchdog may
+// reset already.
+func aliveTTL(c *Config) time.Duration {
+	l := c.CoreTiming().LeaseTTL
+	ttl := l - time.Second
+	if len(c.Fencing) > 0 {
+		ttl = (l / 2).Truncate(time.Second)
+	}
+	return max(2*time.Second, ttl)
 }
 
 // memberLoop reads etcd's member list every few seconds, so status can

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -77,11 +78,9 @@ func volume(t testing.TB) string {
 	return dir
 }
 
-// nsWorkload returns a workload whose root is on a fresh volume and whose
+// nsWorkloadB returns a workload whose root is on a fresh volume and whose
 // probes dial inside a new network namespace (loopback only), and a
 // function that runs fn on a thread in that namespace.
-func nsWorkload(t *testing.T) (*Workload, func(func() error) error, string) { return nsWorkloadB(t) }
-
 func nsWorkloadB(t testing.TB) (*Workload, func(func() error) error, string) {
 	tb := newTestbed(t, nil)
 	return tb.w, tb.in, tb.vol
@@ -99,8 +98,21 @@ type testbed struct {
 	// anchor of the clients.
 	caCert, caKey []byte
 
-	mu   sync.Mutex
-	site Site // what w.Site returns
+	mu     sync.Mutex
+	site   Site     // what w.Site returns
+	logged []string // what w logged
+}
+
+// logMatching returns the first line w logged that re matches.
+func (tb *testbed) logMatching(re *regexp.Regexp) (string, bool) {
+	tb.mu.Lock()
+	defer tb.mu.Unlock()
+	for _, l := range tb.logged {
+		if re.MatchString(l) {
+			return l, true
+		}
+	}
+	return "", false
 }
 
 // setSite changes what w.Site returns.
@@ -152,7 +164,12 @@ func newTestbedIn(t testing.TB, n *netnstest.Net, ns string, params map[string]s
 		})
 		return c, err
 	}
-	w.Logf = t.Logf
+	w.Logf = func(format string, args ...any) {
+		t.Logf(format, args...)
+		tb.mu.Lock()
+		tb.logged = append(tb.logged, fmt.Sprintf(format, args...))
+		tb.mu.Unlock()
+	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
@@ -168,11 +185,24 @@ func newTestbedIn(t testing.TB, n *netnstest.Net, ns string, params map[string]s
 // unmountable, a second start keeps the root and the mail, a killed
 // Postfix master is a failure and not a clean stop.
 func TestWorkload(t *testing.T) {
-	w, in, vol := nsWorkload(t)
+	tb := newTestbed(t, nil)
+	w, in, vol := tb.w, tb.in, tb.vol
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	if err := in(func() error { return w.Start(ctx) }); err != nil {
 		t.Fatalf("Start: %v\n%s", err, readLog(w))
+	}
+	// The start says where its time went (docs/mail.md, "Start, stop,
+	// monitor").
+	for _, re := range []*regexp.Regexp{
+		regexp.MustCompile(`^mail: start: root \S+, configured \S+, container \S+$`),
+		regexp.MustCompile(`^mail: ready in \S+: SMTP and IMAP answering after \S+, rspamd's milter after \S+ more$`),
+	} {
+		if l, ok := tb.logMatching(re); !ok {
+			t.Errorf("no start profile line matching %s", re)
+		} else {
+			t.Logf("start profile: %s", l)
+		}
 	}
 	if err := w.Monitor(ctx); err != nil {
 		t.Fatalf("Monitor after Start = %v, want nil", err)

@@ -277,23 +277,39 @@ func arrived(t *testing.T, ctx context.Context, inet *testbed, id string) []byte
 // (IMAP's BODY.PEEK[]), if it is there.
 func fetchMessage(t *testing.T, ctx context.Context, w *Workload, user, pass, id string) ([]byte, bool) {
 	t.Helper()
-	c, err := mailprobe.Login(ctx, w.Dial, "127.0.0.1:143", user, pass)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, seq := findMessage(t, ctx, w, user, pass, id)
 	defer c.Logout()
-	if _, err := c.Select("INBOX"); err != nil {
-		t.Fatal(err)
-	}
-	seq, err := c.Search("Message-ID", id)
-	if err != nil || len(seq) == 0 {
+	if seq == 0 {
 		return nil, false
 	}
-	msg, err := c.Fetch(seq[0])
+	msg, err := c.Fetch(seq)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return msg, true
+}
+
+// findMessage logs in as user and returns the session with INBOX selected
+// and the sequence number of the message with Message-ID id (0: none).
+func findMessage(t *testing.T, ctx context.Context, w *Workload, user, pass, id string) (*mailprobe.IMAP, int) {
+	t.Helper()
+	c, err := mailprobe.Login(ctx, w.Dial, "127.0.0.1:143", user, pass)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Select("INBOX"); err != nil {
+		c.Logout()
+		t.Fatal(err)
+	}
+	seq, err := c.Search("Message-ID", id)
+	if err != nil || len(seq) > 1 {
+		c.Logout()
+		t.Fatalf("search %s: %v, %v", id, seq, err)
+	}
+	if len(seq) == 0 {
+		return c, 0
+	}
+	return c, seq[0]
 }
 
 // checkSigned waits until the message with Message-ID id has arrived on
@@ -321,19 +337,12 @@ func checkSigned(t *testing.T, ctx context.Context, inet *testbed, id string, k 
 // messageHeader returns the header of user's message with Message-ID id.
 func messageHeader(t *testing.T, w *Workload, ctx context.Context, user, pass, id string) string {
 	t.Helper()
-	c, err := mailprobe.Login(ctx, w.Dial, "127.0.0.1:143", user, pass)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, seq := findMessage(t, ctx, w, user, pass, id)
 	defer c.Logout()
-	if _, err := c.Select("INBOX"); err != nil {
-		t.Fatal(err)
+	if seq == 0 {
+		t.Fatalf("no message %s", id)
 	}
-	seq, err := c.Search("Message-ID", id)
-	if err != nil || len(seq) != 1 {
-		t.Fatalf("search %s: %v, %v", id, seq, err)
-	}
-	lines, err := c.Command(fmt.Sprintf("FETCH %d BODY.PEEK[HEADER]", seq[0]))
+	lines, err := c.Command(fmt.Sprintf("FETCH %d BODY.PEEK[HEADER]", seq))
 	if err != nil {
 		t.Fatal(err)
 	}

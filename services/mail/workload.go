@@ -100,6 +100,7 @@ func (w *Workload) Start(ctx context.Context) error {
 	// which bars the node.
 	dl, hasBudget := ctx.Deadline()
 	budget := time.Until(dl)
+	t0 := time.Now()
 	uctx, cancel := detachDeadline(ctx, UnpackTimeout)
 	unpacked, err := w.ensureRootfs(uctx)
 	cancel()
@@ -111,6 +112,7 @@ func (w *Workload) Start(ctx context.Context) error {
 		ctx, cancel = detachDeadline(ctx, budget)
 		defer cancel()
 	}
+	t1 := time.Now()
 	site, err := w.configure(ctx)
 	if err != nil {
 		return err
@@ -118,13 +120,20 @@ func (w *Workload) Start(ctx context.Context) error {
 	if err := w.allowNonlocalBind(); err != nil {
 		return err
 	}
+	t2 := time.Now()
 	w.milterSeen = false
 	if err := w.host().Start(w.spec()); err != nil {
 		return err
 	}
+	// Where a start's time goes (issue 14: the takeover path), as each
+	// start logs it: the root checked (or unpacked), the site's files
+	// written, the container's init up; waitReady adds the rest.
+	w.logf("start: root %s, configured %s, container %s", ms(t1.Sub(t0)), ms(t2.Sub(t1)), ms(time.Since(t2)))
 	w.applied, w.rspamdStale = site.sum(), false
 	return w.waitReady(ctx)
 }
+
+func ms(d time.Duration) string { return d.Round(time.Millisecond).String() }
 
 // reloadIfChanged applies the site again when it changed since Start or
 // the last reload: the files are rewritten and Postfix and Dovecot
@@ -211,8 +220,9 @@ func (w *Workload) waitReady(ctx context.Context) error {
 	for {
 		last = w.Monitor(ctx)
 		if last == nil {
+			answering := time.Since(start)
 			w.waitMilter(ctx)
-			w.logf("ready in %s", time.Since(start).Round(time.Millisecond))
+			w.logf("ready in %s: SMTP and IMAP answering after %s, rspamd's milter after %s more", ms(time.Since(start)), ms(answering), ms(time.Since(start)-answering))
 			return nil
 		}
 		if st, _, err := w.host().Call(ctx, container.Request{Op: "status"}); err == nil && !allRunning(st.Services) {
