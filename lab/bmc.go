@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 
+	"tandem/internal/atomicfile"
 	"tandem/services/cluster/fence/ipmisim"
 )
 
@@ -101,12 +102,7 @@ func (l *Lab) startBMCs() error {
 	return nil
 }
 
-// writePID records node's current QEMU for its BMC, atomically.
+// writePID records node's current QEMU for its BMC.
 func (l *Lab) writePID(node string, pid int) error {
-	p := l.pidFile(node)
-	tmp := p + ".tmp"
-	if err := os.WriteFile(tmp, []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, p)
+	return atomicfile.Write(l.pidFile(node), []byte(strconv.Itoa(pid)+"\n"), 0o644)
 }

@@ -7,9 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"net/http"
-	"slices"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -54,35 +52,31 @@ func (d *Daemon) fenceCheckLoop(ctx context.Context) {
 	if len(d.fen) == 0 {
 		return
 	}
-	targets := slices.Sorted(maps.Keys(d.fen))
+	checkAll := func() {
+		for t := range d.fen {
+			go d.checkFence(ctx, t, "")
+		}
+	}
 	requests := d.cli.Watch(ctx, prefixFenceRequest, clientv3.WithPrefix())
 	tick := time.NewTicker(fenceCheckEvery)
 	defer tick.Stop()
-	for first := true; ; first = false {
-		if !first {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			case wr, ok := <-requests:
-				if !ok {
-					if ctx.Err() != nil {
-						return
-					}
-					requests = d.cli.Watch(ctx, prefixFenceRequest, clientv3.WithPrefix())
-					continue
-				}
-				for _, ev := range wr.Events {
-					t := string(ev.Kv.Key[len(prefixFenceRequest):])
-					if ev.Type == clientv3.EventTypePut && d.fen[t] != nil {
-						go d.checkFence(ctx, t, string(ev.Kv.Value))
-					}
-				}
-				continue
+	checkAll()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			checkAll()
+		case wr, ok := <-requests:
+			if !ok { // the watch ended (etcd restarted it): watch again
+				requests = d.cli.Watch(ctx, prefixFenceRequest, clientv3.WithPrefix())
 			}
-		}
-		for _, t := range targets {
-			go d.checkFence(ctx, t, "")
+			for _, ev := range wr.Events {
+				t := string(ev.Kv.Key[len(prefixFenceRequest):])
+				if ev.Type == clientv3.EventTypePut && d.fen[t] != nil {
+					go d.checkFence(ctx, t, string(ev.Kv.Value))
+				}
+			}
 		}
 	}
 }
@@ -146,7 +140,7 @@ func (d *Daemon) fenceChecks(ctx context.Context) ([]FenceCheck, error) {
 // and answers the check (POST /v1/fence/test/NODE).
 func (d *Daemon) handleFenceTest(w http.ResponseWriter, r *http.Request) {
 	target := r.PathValue("node")
-	if m, ok := d.member(target); !ok || m.Role != core.RoleData {
+	if m, ok := d.cfg.planned(target); !ok || m.Role != core.RoleData {
 		writeJSON(w, http.StatusNotFound, apiError{fmt.Sprintf("fence test %s: not a data node of this cluster (only data nodes have fence devices)", target)})
 		return
 	}
@@ -183,14 +177,4 @@ func (d *Daemon) handleFenceTest(w http.ResponseWriter, r *http.Request) {
 		err = errors.New("watch ended")
 	}
 	writeJSON(w, http.StatusGatewayTimeout, apiError{fmt.Sprintf("fence test %s: %s (holder of the device) did not answer within %v: %v", target, last.By, fenceTestWait, err)})
-}
-
-// member returns the planned member name.
-func (d *Daemon) member(name string) (NodeSpec, bool) {
-	for _, n := range d.cfg.Nodes {
-		if n.Name == name {
-			return n, true
-		}
-	}
-	return NodeSpec{}, false
 }

@@ -222,7 +222,8 @@ func (w *Workload) waitReady(ctx context.Context) error {
 		if last == nil {
 			answering := time.Since(start)
 			w.waitMilter(ctx)
-			w.logf("ready in %s: SMTP and IMAP answering after %s, rspamd's milter after %s more", ms(time.Since(start)), ms(answering), ms(time.Since(start)-answering))
+			total := time.Since(start)
+			w.logf("ready in %s: SMTP and IMAP answering after %s, rspamd's milter after %s more", ms(total), ms(answering), ms(total-answering))
 			return nil
 		}
 		if st, _, err := w.host().Call(ctx, container.Request{Op: "status"}); err == nil && !allRunning(st.Services) {
