@@ -32,6 +32,7 @@ import (
 //	POST /v1/pairing/code   {"name","role"}  a one-time pairing code   admin
 //	POST /v1/cluster/revoke {"serial"|"name"}  revoke certificates     admin
 //	POST /v1/cluster/remove {"node"}     remove a member               admin
+//	POST /v1/fence/test/NODE             check NODE's fence device now admin
 //	GET  /v1/ca/key                      the CA key, for members       node
 //	POST /v1/pair                        pairing (authenticated by the code)
 //	/v1/replication...                   see api_replication.go

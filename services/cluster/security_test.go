@@ -198,6 +198,9 @@ func TestSecurity(t *testing.T) {
 		if err := mon.Post(ctx, "/v1/maintenance", Request{On: true}); err == nil || !strings.Contains(err.Error(), "nagios (monitor) may not POST /v1/maintenance") {
 			t.Errorf("monitor turns maintenance on: %v, want refused", err)
 		}
+		if err := mon.Do(ctx, http.MethodPost, "/v1/fence/test/a", struct{}{}, nil); err == nil || !strings.Contains(err.Error(), "nagios (monitor) may not POST /v1/fence/test/a") {
+			t.Errorf("monitor tests a fence device: %v, want refused", err)
+		}
 		if _, err := mon.Code(ctx, "x", AdminRole); err == nil {
 			t.Error("a monitor made a pairing code")
 		}
