@@ -1,14 +1,20 @@
 package pid1
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
 	"tandem/init/supervise"
+	"tandem/internal/atomicfile"
+	"tandem/internal/nodeconfig"
 )
 
 // The node daemons' users and groups. The initramfs has no user
@@ -48,27 +54,38 @@ var daemons = map[string]privileges{
 	"tandem-cluster": {root: "the VIP and its ARP, DRBD over netlink and drbdadm, mounts, the mail container's namespaces, the watchdog, fencing, etcd's data on perm"},
 }
 
-// confine confines the services that are node daemons PID 1 runs
-// unprivileged (daemons), makes their run directories and lets them read
-// the node configuration file.
-func (in *Init) confine(specs []supervise.Spec) error {
-	confined := false
-	for i := range specs {
-		p, why := privilegesOf(specs[i].Path)
-		in.log.Logf("service %s: %s", specs[i].Name, why)
-		if err := p.prepare(); err != nil {
-			return fmt.Errorf("service %s: %w", specs[i].Name, err)
-		}
-		specs[i].Confine = p.confine
-		confined = confined || p.confine != nil
-	}
-	if !confined {
+// confine confines the service in spec if it is a node daemon PID 1 runs
+// unprivileged (daemons): it makes the daemon's run directory and points
+// its $TANDEM_NODE_CONFIG at the shared copy of the node config. args are
+// the service's arguments before expansion.
+func (in *Init) confine(spec *supervise.Spec, args []string) error {
+	p, why := privilegesOf(spec.Path)
+	in.log.Logf("service %s: %s", spec.Name, why)
+	if p.confine == nil {
+		spec.Args = expand(args, spec.Env)
 		return nil
 	}
-	if err := shareConfig(in.nodeConfig(), configGID); err != nil {
-		in.log.Logf("node config: the confined services may not read it: %v", err)
+	if err := p.prepare(); err != nil {
+		return fmt.Errorf("service %s: %w", spec.Name, err)
 	}
+	spec.Confine = p.confine
+	spec.Env = append(slices.Clone(spec.Env), nodeConfigEnv+"="+sharedConfig)
+	spec.Args = expand(args, spec.Env)
 	return nil
+}
+
+// expand replaces $VAR in args with env's values (the last one wins).
+func expand(args, env []string) []string {
+	vars := map[string]string{}
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		vars[k] = v
+	}
+	out := make([]string, len(args))
+	for i, a := range args {
+		out[i] = os.Expand(a, func(k string) string { return vars[k] })
+	}
+	return out
 }
 
 // privilegesOf returns how to run the command at path, and a line for the
@@ -97,44 +114,79 @@ func (p privileges) prepare() error {
 	return os.Chown(p.runDir, int(p.confine.UID), int(p.confine.GID))
 }
 
-// shareConfig lets group gid read the node configuration file at path:
-// the file gets group gid and g+r, and each directory above it that
-// others cannot search gets group gid and g+x, up to the first one they
-// can. On a node that is /perm/tandem (0700): it becomes 0710, so the
-// group reaches node.yaml by its name and nothing else there (the rest
-// is 0600, and the directory cannot be listed). A file replaced later
-// must keep group and mode for a confined daemon to read it again.
-func shareConfig(path string, gid int) error {
-	if err := addGroup(path, gid, 0o040); err != nil {
-		return err
-	}
-	for dir := filepath.Dir(path); ; dir = filepath.Dir(dir) {
-		fi, err := os.Stat(dir)
-		if err != nil {
-			return err
-		}
-		if fi.Mode().Perm()&0o001 != 0 || dir == "/" {
-			return nil
-		}
-		if err := addGroup(dir, gid, 0o010); err != nil {
-			return err
-		}
-	}
-}
+// nodeConfigEnv names the node config file in the services' environment.
+const nodeConfigEnv = "TANDEM_NODE_CONFIG"
 
-// addGroup gives path group gid with the group permission bits in bits
-// added, unless its group already has them.
-func addGroup(path string, gid int, bits os.FileMode) error {
-	fi, err := os.Stat(path)
+// sharedConfig is the node config as the confined daemons read it: a copy
+// without its secrets (nodeconfig.Redact: the console password's hash,
+// the pairing codes), on /run in a directory of root and configGID. The
+// node config itself, and everything else on perm, stays root's alone.
+const sharedConfig = "/run/tandem/config/node.yaml"
+
+// configPoll is how often PID 1 looks for a changed node config to copy
+// again; tandem-dns looks at the copy as often.
+const configPoll = 2 * time.Second
+
+// shareConfig writes the copy of the node config at src to dst, readable
+// by group gid: dst's directory is 2750 (set-group-ID, so the copy,
+// written atomically beside it, is born with that group) and dst 0640.
+// A config that does not load is not copied: the last good copy stays.
+func shareConfig(src, dst string, gid int) error {
+	data, err := os.ReadFile(src)
+	if err != nil {
+		return fmt.Errorf("node config: %w", err)
+	}
+	out, err := nodeconfig.Redact(data, src)
 	if err != nil {
 		return err
 	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if ok && int(st.Gid) == gid && fi.Mode().Perm()&bits == bits {
-		return nil
-	}
-	if err := os.Chown(path, -1, gid); err != nil {
+	dir := filepath.Dir(dst)
+	if err := os.MkdirAll(dir, 0o755); err != nil { // then made 2750 below
 		return err
 	}
-	return os.Chmod(path, fi.Mode()&(os.ModePerm|os.ModeSetuid|os.ModeSetgid|os.ModeSticky)|bits)
+	if err := os.Chown(dir, 0, gid); err != nil {
+		return err
+	}
+	if err := os.Chmod(dir, 0o750|os.ModeSetgid); err != nil {
+		return err
+	}
+	return atomicfile.Write(dst, out, 0o640)
+}
+
+// followConfig copies the node config at src to dst again whenever it
+// changes (an administrator replaced it), until ctx ends.
+func (in *Init) followConfig(ctx context.Context, src, dst string, gid int) {
+	last := stamp(src)
+	t := time.NewTicker(configPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s := stamp(src)
+		if s == last {
+			continue
+		}
+		last = s
+		if err := shareConfig(src, dst, gid); err != nil {
+			in.log.Logf("node config changed, not copied for the confined services (they keep the last good one): %v", err)
+			continue
+		}
+		in.log.Logf("node config changed: copied for the confined services")
+	}
+}
+
+// stamp changes when the file at path is written or replaced.
+func stamp(path string) string {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err.Error()
+	}
+	ino := uint64(0)
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		ino = st.Ino
+	}
+	return fmt.Sprintf("%d:%d:%d", fi.ModTime().UnixNano(), fi.Size(), ino)
 }

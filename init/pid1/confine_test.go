@@ -1,14 +1,21 @@
 package pid1
 
 import (
+	"context"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"tandem/image/recipe"
+	"tandem/init/supervise"
+	"tandem/internal/atomicfile"
+	"tandem/internal/passwd"
 	"tandem/internal/testenv"
 )
 
@@ -64,25 +71,32 @@ func TestPrivilegesOf(t *testing.T) {
 }
 
 // TestShareConfig lays out perm as a node has it and checks, as a
-// confined daemon's user, that shareConfig opens node.yaml and nothing
-// else: not the keys beside it, not the directory's listing.
+// confined daemon's user, that the shared copy of node.yaml opens and
+// holds no secret, that nothing on perm opens, and that the copy follows
+// a replaced node.yaml but not a broken one.
 func TestShareConfig(t *testing.T) {
 	testenv.RequireRoot(t)
 	testenv.RequireTool(t, "cat", "ls")
-	perm := filepath.Join(testenv.PublicDir(t), "perm")
-	dir := filepath.Join(perm, "tandem")
+	root := testenv.PublicDir(t)
+	dir := filepath.Join(root, "perm", "tandem")
 	cfg, key := filepath.Join(dir, "node.yaml"), filepath.Join(dir, "ca.key")
+	shared := filepath.Join(root, "run", "tandem", "config", "node.yaml")
 	testenv.MkdirAll(t, dir)
 	if err := os.Chmod(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	testenv.WriteFile(t, cfg, []byte("hostname: a\n"), 0o600)
-	testenv.WriteFile(t, key, []byte("secret\n"), 0o600)
-	if asDaemon(t, "cat", cfg) == nil {
-		t.Fatal("the daemon's user reads node.yaml before shareConfig: the test proves nothing")
+	hash, err := passwd.Hash("console secret")
+	if err != nil {
+		t.Fatal(err)
 	}
+	const code = "ABCD-EFGH-JKLM-NPQR"
+	config := "hostname: a\ncluster:\n  name: c\n  domain: d.org\n  vip: 10.0.0.10\n" +
+		"  nodes: [{name: a, address: 10.0.0.1}, {name: b, address: 10.0.0.2}, {name: q, address: 10.0.0.3, role: arbitrator}]\n" +
+		"  pairing: {founder: a, codes: {b: " + code + "}}\nnetwork: {links: [{name: eth0, addresses: [10.0.0.1/24]}]}\nconsole: {password: " + hash + "}\n"
+	testenv.WriteFile(t, cfg, []byte(config), 0o600)
+	testenv.WriteFile(t, key, []byte("secret\n"), 0o600)
 	for i := 0; i < 2; i++ { // a second run changes nothing
-		if err := shareConfig(cfg, configGID); err != nil {
+		if err := shareConfig(cfg, shared, configGID); err != nil {
 			t.Fatalf("shareConfig: %v", err)
 		}
 	}
@@ -90,35 +104,71 @@ func TestShareConfig(t *testing.T) {
 		path string
 		mode os.FileMode
 		gid  uint32
-	}{{cfg, 0o640, configGID}, {dir, 0o710, configGID}, {key, 0o600, 0}, {perm, 0o755, 0}} {
+	}{{shared, 0o640, configGID}, {filepath.Dir(shared), 0o750 | os.ModeSetgid | os.ModeDir, configGID}, {cfg, 0o600, 0}, {dir, 0o700 | os.ModeDir, 0}, {key, 0o600, 0}} {
 		fi, err := os.Stat(tc.path)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if gid := fi.Sys().(*syscall.Stat_t).Gid; fi.Mode().Perm() != tc.mode || gid != tc.gid {
-			t.Errorf("after shareConfig, %s has mode %o, group %d; want %o, %d", tc.path, fi.Mode().Perm(), gid, tc.mode, tc.gid)
+		if gid := fi.Sys().(*syscall.Stat_t).Gid; fi.Mode()&(os.ModePerm|os.ModeSetgid|os.ModeDir) != tc.mode || gid != tc.gid {
+			t.Errorf("after shareConfig, %s has mode %v, group %d; want %v, %d", tc.path, fi.Mode(), gid, tc.mode, tc.gid)
 		}
 	}
-	if err := asDaemon(t, "cat", cfg); err != nil {
-		t.Errorf("the daemon's user cannot read node.yaml after shareConfig: %v", err)
+	out, err := asDaemon(t, "cat", shared)
+	if err != nil {
+		t.Fatalf("the daemon's user cannot read the shared node config: %v", err)
 	}
-	if asDaemon(t, "cat", key) == nil {
-		t.Errorf("the daemon's user reads ca.key beside node.yaml")
+	for _, secret := range []string{code, hash} {
+		if strings.Contains(out, secret) {
+			t.Errorf("the shared node config holds a secret %q:\n%s", secret, out)
+		}
 	}
-	if asDaemon(t, "ls", dir) == nil {
+	if !strings.Contains(out, "founder: a") {
+		t.Errorf("the shared node config lost what is not secret:\n%s", out)
+	}
+	for _, p := range []string{cfg, key} {
+		if _, err := asDaemon(t, "cat", p); err == nil {
+			t.Errorf("the daemon's user reads %s", p)
+		}
+	}
+	if _, err := asDaemon(t, "ls", dir); err == nil {
 		t.Errorf("the daemon's user lists %s", dir)
 	}
+
+	// Replaced: the copy follows. Broken: the last good copy stays.
+	in := &Init{log: NewLog(io.Discard, 100)}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go in.followConfig(ctx, cfg, shared, configGID)
+	waitFor := func(what string, ok func(string) bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * configPoll); time.Now().Before(deadline); time.Sleep(configPoll / 4) {
+			if b, err := os.ReadFile(shared); err == nil && ok(string(b)) {
+				return
+			}
+		}
+		b, _ := os.ReadFile(shared)
+		t.Fatalf("shared node config after %s:\n%s", what, b)
+	}
+	if err := atomicfile.Write(cfg, []byte(strings.Replace(config, "10.0.0.10", "10.0.0.11", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("a new VIP", func(s string) bool { return strings.Contains(s, "10.0.0.11") })
+	if err := atomicfile.Write(cfg, []byte(strings.Replace(config, "hostname: a", "hostname: A\nbogus: 1", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * configPoll)
+	waitFor("a broken node.yaml", func(s string) bool { return strings.Contains(s, "10.0.0.11") && !strings.Contains(s, "bogus") })
 }
 
 // asDaemon runs a command as tandem-dns's user and groups.
-func asDaemon(t *testing.T, argv ...string) error {
+func asDaemon(t *testing.T, argv ...string) (string, error) {
 	t.Helper()
 	c := daemons["tandem-dns"].confine
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: c.UID, Gid: c.GID, Groups: c.Groups}}
 	out, err := cmd.CombinedOutput()
 	t.Logf("%v as uid %d: %v %s", argv, c.UID, err, out)
-	return err
+	return string(out), err
 }
 
 // TestPrepare: a confined daemon's run directory is made and is its own.
@@ -135,5 +185,31 @@ func TestPrepare(t *testing.T) {
 	}
 	if st := fi.Sys().(*syscall.Stat_t); !fi.IsDir() || st.Uid != timeUID || st.Gid != timeUID {
 		t.Errorf("run dir %s: dir %v, owner %d:%d; want a directory of %d:%d", p.runDir, fi.IsDir(), st.Uid, st.Gid, timeUID, timeUID)
+	}
+}
+
+// TestConfineNodeConfig: a confined daemon's $TANDEM_NODE_CONFIG, in its
+// arguments and its environment, is the shared copy; a daemon that runs
+// as root gets the node config itself.
+func TestConfineNodeConfig(t *testing.T) {
+	in := &Init{log: NewLog(io.Discard, 100)}
+	env := []string{"A=1", nodeConfigEnv + "=/perm/tandem/node.yaml"}
+	for _, tc := range []struct{ path, want string }{
+		{"/bin/tandem-dns", sharedConfig},
+		{"/bin/tandem-network", "/perm/tandem/node.yaml"},
+	} {
+		spec := supervise.Spec{Name: "x", Path: tc.path, Env: env}
+		if err := in.confine(&spec, []string{"-config", "$" + nodeConfigEnv, "$A"}); err != nil {
+			t.Fatal(err)
+		}
+		if want := []string{"-config", tc.want, "1"}; !slices.Equal(spec.Args, want) {
+			t.Errorf("%s: args %q, want %q", tc.path, spec.Args, want)
+		}
+		if got := expand([]string{"$" + nodeConfigEnv}, spec.Env)[0]; got != tc.want {
+			t.Errorf("%s: environment's %s = %q, want %q", tc.path, nodeConfigEnv, got, tc.want)
+		}
+	}
+	if env[1] != nodeConfigEnv+"=/perm/tandem/node.yaml" {
+		t.Errorf("confine changed the shared environment: %q", env)
 	}
 }

@@ -23,25 +23,25 @@ func (in *Init) dataDevice() string {
 }
 
 func (in *Init) startServices(ctx context.Context) error {
-	env := append(in.settings.Env(), "TANDEM_SLOT="+in.slot, "TANDEM_ROLE="+in.image.Role, "TANDEM_NODE_CONFIG="+in.nodeConfig(), "TANDEM_DATA_DEVICE="+in.dataDevice())
-	vars := map[string]string{}
-	for _, kv := range env {
-		k, v, _ := strings.Cut(kv, "=")
-		vars[k] = v
-	}
+	env := append(in.settings.Env(), "TANDEM_SLOT="+in.slot, "TANDEM_ROLE="+in.image.Role, nodeConfigEnv+"="+in.nodeConfig(), "TANDEM_DATA_DEVICE="+in.dataDevice())
 	var specs []supervise.Spec
+	confined := false
 	for _, s := range in.image.Services {
-		args := make([]string, len(s.Args))
-		for i, a := range s.Args {
-			args[i] = os.Expand(a, func(k string) string { return vars[k] })
-		}
-		specs = append(specs, supervise.Spec{
-			Name: s.Name, Path: s.Path, Args: args, Env: env, Notify: s.Notify,
+		spec := supervise.Spec{
+			Name: s.Name, Path: s.Path, Env: env, Notify: s.Notify,
 			Watchdog: time.Duration(s.WatchdogSec) * time.Second,
-		})
+		}
+		if err := in.confine(&spec, s.Args); err != nil {
+			return err
+		}
+		confined = confined || spec.Confine != nil
+		specs = append(specs, spec)
 	}
-	if err := in.confine(specs); err != nil {
-		return err
+	if confined {
+		if err := shareConfig(in.nodeConfig(), sharedConfig, configGID); err != nil {
+			in.log.Logf("node config: no copy for the confined services: %v", err)
+		}
+		go in.followConfig(ctx, in.nodeConfig(), sharedConfig, configGID)
 	}
 	switch {
 	case in.settings.GetOr("rescue", "") != "1":

@@ -213,7 +213,8 @@ func (a *fsAgent) mountInfo() (*mountEntry, error) {
 
 // findMount reads mountinfo for the topmost mount on dir. It is
 // read-only if the mount is, or its filesystem: ext4's errors=remount-ro
-// makes the superblock read-only and leaves the mount's own options rw.
+// leaves the mount's own options rw and marks the superblock "ro" (older
+// kernels) or "emergency_ro" beside "rw" (6.x).
 func findMount(r io.Reader, dir string) (*mountEntry, error) {
 	var found *mountEntry
 	sc := bufio.NewScanner(r)
@@ -223,7 +224,14 @@ func findMount(r io.Reader, dir string) (*mountEntry, error) {
 		if len(fields) < 10 || fields[4] != dir {
 			continue
 		}
-		ro := func(opts string) bool { return opts == "ro" || strings.HasPrefix(opts, "ro,") }
+		ro := func(opts string) bool {
+			for _, o := range strings.Split(opts, ",") {
+				if o == "ro" || o == "emergency_ro" {
+					return true
+				}
+			}
+			return false
+		}
 		for i, field := range fields {
 			if field == "-" && i+3 < len(fields) {
 				found = &mountEntry{source: fields[i+2], readOnly: ro(fields[5]) || ro(fields[i+3])}

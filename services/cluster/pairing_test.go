@@ -35,6 +35,38 @@ func TestNewCodeRoundTrip(t *testing.T) {
 	}
 }
 
+// TestCodeEntropy backs docs/security.md's 80 bits: the alphabet has 32
+// distinct letters and every one of the 16 positions takes each of them
+// (2000 codes miss a letter at some position with odds below 1e-25), so
+// each position carries 5 random bits.
+func TestCodeEntropy(t *testing.T) {
+	letters := map[rune]bool{}
+	for _, r := range codeAlphabet {
+		letters[r] = true
+	}
+	if len(letters) != 32 || len(codeAlphabet) != 32 {
+		t.Fatalf("codeAlphabet %q: %d distinct letters, want 32", codeAlphabet, len(letters))
+	}
+	var seen [16]map[byte]bool
+	for i := range seen {
+		seen[i] = map[byte]bool{}
+	}
+	for n := 0; n < 2000; n++ {
+		c, err := NewCode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, ch := range []byte(strings.ReplaceAll(c, "-", "")) {
+			seen[i][ch] = true
+		}
+	}
+	for i, s := range seen {
+		if len(s) != 32 {
+			t.Errorf("position %d took %d letters in 2000 codes, want all 32", i, len(s))
+		}
+	}
+}
+
 func TestNormalizeCodeRejects(t *testing.T) {
 	for _, c := range []string{"", "ABCD-EFGH", "ABCD-EFGH-JKLM-NPQ1", "ABCD-EFGH-JKLM-NPQRS"} {
 		if _, _, err := normalizeCode(c); err == nil {
