@@ -330,10 +330,11 @@ func (w *Workload) checkMilter(ctx context.Context) error {
 }
 
 // waitMilter waits, up to milterStartWait, until rspamd's milter has
-// answered: on a failover rspamd reads its compiled rules and answers
-// within a second, so the service comes up scanning and signing; a first
-// start that compiles them may take longer, and then the start does not
-// wait for it.
+// answered: on a failover rspamd reads its Hyperscan cache from the
+// volume and answers within a second, so the service comes up scanning
+// and signing; a first start that compiles the rules (or every start on
+// a CPU without SSSE3, which Hyperscan needs) may take longer, and then
+// the start does not wait for it (docs/mail.md).
 func (w *Workload) waitMilter(ctx context.Context) {
 	if !w.rspamdPresent() || w.milterSeen {
 		return
