@@ -69,12 +69,14 @@ func (in *Init) confine(spec *supervise.Spec, args []string) error {
 		return fmt.Errorf("service %s: %w", spec.Name, err)
 	}
 	spec.Confine = p.confine
-	spec.Env = append(slices.Clone(spec.Env), nodeConfigEnv+"="+sharedConfig)
+	spec.Env = append(slices.DeleteFunc(slices.Clone(spec.Env), func(kv string) bool {
+		return strings.HasPrefix(kv, nodeConfigEnv+"=")
+	}), nodeConfigEnv+"="+sharedConfig)
 	spec.Args = expand(args, spec.Env)
 	return nil
 }
 
-// expand replaces $VAR in args with env's values (the last one wins).
+// expand replaces $VAR in args with env's values.
 func expand(args, env []string) []string {
 	vars := map[string]string{}
 	for _, kv := range env {
