@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"tandem/internal/atomicfile"
 	"tandem/internal/nodeconfig"
 	"tandem/internal/service"
 	"tandem/services/dns"
@@ -108,18 +109,7 @@ func (d *dnsd) load() (*nodeconfig.Config, dns.Zone, error) {
 
 // fileStamp changes when either file changes.
 func (d *dnsd) fileStamp() string {
-	s := ""
-	for _, p := range []string{d.configPath, d.viewPath} {
-		if fi, err := os.Stat(p); err == nil {
-			st, _ := fi.Sys().(*syscall.Stat_t)
-			ino := uint64(0)
-			if st != nil {
-				ino = st.Ino
-			}
-			s += fmt.Sprintf("%s:%d:%d:%d;", p, fi.ModTime().UnixNano(), fi.Size(), ino)
-		}
-	}
-	return s
+	return atomicfile.Stamp(d.configPath) + ";" + atomicfile.Stamp(d.viewPath)
 }
 
 func (d *dnsd) status(srv *dns.Server) string {

@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -61,17 +60,15 @@ var daemons = map[string]privileges{
 func (in *Init) confine(spec *supervise.Spec, args []string) error {
 	p, why := privilegesOf(spec.Path)
 	in.log.Logf("service %s: %s", spec.Name, why)
-	if p.confine == nil {
-		spec.Args = expand(args, spec.Env)
-		return nil
+	if p.confine != nil {
+		if err := p.prepare(); err != nil {
+			return fmt.Errorf("service %s: %w", spec.Name, err)
+		}
+		spec.Confine = p.confine
+		spec.Env = append(slices.DeleteFunc(slices.Clone(spec.Env), func(kv string) bool {
+			return strings.HasPrefix(kv, nodeConfigEnv+"=")
+		}), nodeConfigEnv+"="+sharedConfig)
 	}
-	if err := p.prepare(); err != nil {
-		return fmt.Errorf("service %s: %w", spec.Name, err)
-	}
-	spec.Confine = p.confine
-	spec.Env = append(slices.DeleteFunc(slices.Clone(spec.Env), func(kv string) bool {
-		return strings.HasPrefix(kv, nodeConfigEnv+"=")
-	}), nodeConfigEnv+"="+sharedConfig)
 	spec.Args = expand(args, spec.Env)
 	return nil
 }
@@ -158,7 +155,7 @@ func shareConfig(src, dst string, gid int) error {
 // followConfig copies the node config at src to dst again whenever it
 // changes (an administrator replaced it), until ctx ends.
 func (in *Init) followConfig(ctx context.Context, src, dst string, gid int) {
-	last := stamp(src)
+	last := atomicfile.Stamp(src)
 	t := time.NewTicker(configPoll)
 	defer t.Stop()
 	for {
@@ -167,7 +164,7 @@ func (in *Init) followConfig(ctx context.Context, src, dst string, gid int) {
 			return
 		case <-t.C:
 		}
-		s := stamp(src)
+		s := atomicfile.Stamp(src)
 		if s == last {
 			continue
 		}
@@ -178,17 +175,4 @@ func (in *Init) followConfig(ctx context.Context, src, dst string, gid int) {
 		}
 		in.log.Logf("node config changed: copied for the confined services")
 	}
-}
-
-// stamp changes when the file at path is written or replaced.
-func stamp(path string) string {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return err.Error()
-	}
-	ino := uint64(0)
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		ino = st.Ino
-	}
-	return fmt.Sprintf("%d:%d:%d", fi.ModTime().UnixNano(), fi.Size(), ino)
 }

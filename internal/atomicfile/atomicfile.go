@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 )
 
 // Write writes data to path with mode perm: a temporary file beside it is
@@ -54,4 +55,19 @@ func WriteFrom(path string, perm os.FileMode, fill func(io.Writer) error) error 
 		return fmt.Errorf("sync %s: %w", dir, err)
 	}
 	return nil
+}
+
+// Stamp changes whenever the file at path is written in place or
+// replaced (as Write replaces it): its modification time, size and
+// inode. A file that is not there (or cannot be read) has the stamp "".
+func Stamp(path string) string {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return ""
+	}
+	ino := uint64(0)
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		ino = st.Ino
+	}
+	return fmt.Sprintf("%d:%d:%d", fi.ModTime().UnixNano(), fi.Size(), ino)
 }

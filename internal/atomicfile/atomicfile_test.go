@@ -44,3 +44,25 @@ func TestFailedFillKeepsOld(t *testing.T) {
 		t.Fatalf("after failed write: content %q, %d files; want \"old\", 1 file", got, len(ents))
 	}
 }
+
+// TestStamp: a file's stamp changes when Write replaces it, even with
+// the same content, and is "" for a missing file.
+func TestStamp(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "f")
+	if s := Stamp(p); s != "" {
+		t.Errorf("Stamp of a missing file = %q, want empty", s)
+	}
+	if err := Write(p, []byte("a"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	first := Stamp(p)
+	if first == "" {
+		t.Fatal("Stamp of a file is empty")
+	}
+	if err := Write(p, []byte("a"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if Stamp(p) == first {
+		t.Errorf("Stamp did not change when Write replaced the file: %q", first)
+	}
+}
