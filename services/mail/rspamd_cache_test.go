@@ -6,7 +6,6 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 )
@@ -19,22 +18,21 @@ import (
 // start-ms show). Hyperscan needs SSSE3: on a CPU without it the test
 // fails, since the claim does not hold there.
 func TestRspamdCacheOnVolume(t *testing.T) {
-	cpu, err := os.ReadFile("/proc/cpuinfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(string(cpu), " ssse3") {
+	if !hasSSSE3() {
 		t.Fatal("this CPU has no SSSE3: rspamd gets no Hyperscan and compiles its rules at every start (docs/mail.md)")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	tb := newTestbed(t, map[string]string{ParamListen: tlsVIP})
 	w := tb.w
-	dbdir := filepath.Join(w.Root, "rootfs/var/lib/rspamd")
+	dbdir := filepath.Join(w.rootfs(), rspamdDBDir)
 	start := func() {
 		t.Helper()
 		if err := tb.in(func() error { return w.Start(ctx) }); err != nil {
 			t.Fatalf("Start: %v\n%s", err, readLog(w))
+		}
+		if !w.milterSeen {
+			t.Errorf("Start returned before rspamd's milter answered")
 		}
 		for deadline := time.Now().Add(3 * time.Minute); !w.milterSeen; time.Sleep(time.Second) {
 			if err := w.checkMilter(ctx); err != nil || time.Now().After(deadline) {
@@ -62,6 +60,9 @@ func TestRspamdCacheOnVolume(t *testing.T) {
 	first := caches()
 	if len(first) == 0 {
 		t.Fatalf("no Hyperscan cache (*.hsmp) in %s after rspamd's first start\n%s", dbdir, readLog(w))
+	}
+	if w.firstCompile() {
+		t.Error("firstCompile: true with the cache on the volume")
 	}
 	if err := w.Stop(ctx); err != nil {
 		t.Fatal(err)

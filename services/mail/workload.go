@@ -11,11 +11,13 @@
 package mail
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -88,7 +90,7 @@ func (w *Workload) Start(ctx context.Context) error {
 	}
 	if _, _, err := w.host().Call(ctx, container.Request{Op: "status"}); err == nil {
 		w.logf("already running")
-		return w.waitReady(ctx)
+		return w.waitReady(ctx, false)
 	}
 	if w.Kind == mailroot.KindZimbra {
 		return w.startZimbra(ctx)
@@ -122,6 +124,7 @@ func (w *Workload) Start(ctx context.Context) error {
 	}
 	t2 := time.Now()
 	w.milterSeen = false
+	compiles := w.firstCompile()
 	if err := w.host().Start(w.spec()); err != nil {
 		return err
 	}
@@ -130,7 +133,7 @@ func (w *Workload) Start(ctx context.Context) error {
 	// written, the container's init up; waitReady adds the rest.
 	w.logf("start: root %s, configured %s, container %s", ms(t1.Sub(t0)), ms(t2.Sub(t1)), ms(time.Since(t2)))
 	w.applied, w.rspamdStale = site.sum(), false
-	return w.waitReady(ctx)
+	return w.waitReady(ctx, compiles)
 }
 
 func ms(d time.Duration) string { return d.Round(time.Millisecond).String() }
@@ -213,15 +216,15 @@ func detachDeadline(parent context.Context, d time.Duration) (context.Context, c
 }
 
 // waitReady polls the monitor until it passes, the container breaks, or
-// ctx ends; then it gives rspamd's milter up to milterStartWait.
-func (w *Workload) waitReady(ctx context.Context) error {
+// ctx ends; then it waits for rspamd's milter (waitMilter).
+func (w *Workload) waitReady(ctx context.Context, compiles bool) error {
 	start := time.Now()
 	var last error
 	for {
 		last = w.Monitor(ctx)
 		if last == nil {
 			answering := time.Since(start)
-			w.waitMilter(ctx)
+			w.waitMilter(ctx, compiles)
 			total := time.Since(start)
 			w.logf("ready in %s: SMTP and IMAP answering after %s, rspamd's milter after %s more", ms(total), ms(answering), ms(total-answering))
 			return nil
@@ -329,17 +332,25 @@ func (w *Workload) checkMilter(ctx context.Context) error {
 	return nil
 }
 
-// waitMilter waits, up to milterStartWait, until rspamd's milter has
-// answered: on a failover rspamd reads its Hyperscan cache from the
-// volume and answers within a second, so the service comes up scanning
-// and signing; a first start that compiles the rules (or every start on
-// a CPU without SSSE3, which Hyperscan needs) may take longer, and then
-// the start does not wait for it (docs/mail.md).
-func (w *Workload) waitMilter(ctx context.Context) {
+// waitMilter waits until rspamd's milter has answered: on a failover
+// rspamd reads its Hyperscan cache from the volume and answers within a
+// second or two, so the service comes up scanning and signing. On a CPU
+// without SSSE3, which Hyperscan needs, rspamd compiles its rules at
+// every start, and the start waits for it no longer than milterStartWait:
+// meanwhile mail on 25 is taken unscanned and 587 and 465 defer. The
+// first start on a volume (compiles: firstCompile) builds that cache, and
+// waits for it until a little before ctx ends (the start's timeout): it
+// is the cluster's first boot, not a takeover, and a service that came
+// up before its filter would defer every user's message meanwhile.
+func (w *Workload) waitMilter(ctx context.Context, compiles bool) {
 	if !w.rspamdPresent() || w.milterSeen {
 		return
 	}
-	wctx, cancel := context.WithTimeout(ctx, milterStartWait)
+	wait := milterStartWait
+	if dl, ok := ctx.Deadline(); ok && compiles {
+		wait = max(wait, time.Until(dl)-milterProbeTimeout)
+	}
+	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	for {
 		if err := w.checkMilter(wctx); err == nil && w.milterSeen {
@@ -352,6 +363,24 @@ func (w *Workload) waitMilter(ctx context.Context) {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// firstCompile reports whether rspamd is about to build its Hyperscan
+// cache on this volume: the CPU has SSSE3 and the volume holds no
+// database yet.
+func (w *Workload) firstCompile() bool {
+	if !w.rspamdPresent() || !hasSSSE3() {
+		return false
+	}
+	dbs, err := filepath.Glob(filepath.Join(w.rootfs(), rspamdDBDir, "*.hsmp"))
+	return err == nil && len(dbs) == 0
+}
+
+// hasSSSE3 reports whether the node's CPU has SSSE3, which Hyperscan
+// needs.
+func hasSSSE3() bool {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	return err == nil && bytes.Contains(b, []byte(" ssse3"))
 }
 
 func allRunning(s []container.ServiceState) bool {
