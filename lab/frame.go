@@ -12,6 +12,7 @@ import (
 const (
 	ethHeader      = 14
 	etherIPv4      = 0x0800
+	protoTCP       = 6
 	protoUDP       = 17
 	udpHeader      = 8
 	portDHCPServer = 67
@@ -27,6 +28,23 @@ func macOf(frame []byte) (dst, src [6]byte) {
 
 // isUnicast reports whether mac names one station (the I/G bit clear).
 func isUnicast(mac [6]byte) bool { return mac[0]&1 == 0 }
+
+// tcpPorts returns the source and destination ports of an IPv4 TCP
+// frame (its first fragment); ok is false for anything else.
+func tcpPorts(frame []byte) (src, dst uint16, ok bool) {
+	if len(frame) < ethHeader+20 || binary.BigEndian.Uint16(frame[12:14]) != etherIPv4 {
+		return 0, 0, false
+	}
+	ip := frame[ethHeader:]
+	ihl := int(ip[0]&0x0f) * 4
+	if ip[0]>>4 != 4 || ihl < 20 || ip[9] != protoTCP || len(ip) < ihl+4 {
+		return 0, 0, false
+	}
+	if binary.BigEndian.Uint16(ip[6:8])&0x1fff != 0 { // a later fragment has no ports
+		return 0, 0, false
+	}
+	return binary.BigEndian.Uint16(ip[ihl : ihl+2]), binary.BigEndian.Uint16(ip[ihl+2 : ihl+4]), true
+}
 
 // udpPayload returns the payload of an IPv4 UDP frame sent to port, or
 // nil if frame is anything else.

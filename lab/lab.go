@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"tandem/lab/qemu"
+	"tandem/services/cluster"
 	"tandem/services/ntp"
 )
 
@@ -409,11 +410,21 @@ func (l *Lab) Partition(names ...string) error {
 	return l.writeState()
 }
 
-// Heal removes the partition.
+// CutReplication cuts the data nodes' replication link alone: the
+// switch drops DRBD's TCP traffic (cluster.DRBDPort) and passes the rest,
+// so the cluster's members still see each other. Heal mends it.
+func (l *Lab) CutReplication() error {
+	l.sw.BlockTCP(cluster.DRBDPort)
+	l.opts.Logf("lab: replication link cut (TCP port %d dropped)", cluster.DRBDPort)
+	return l.writeState()
+}
+
+// Heal removes the partition and mends the replication link.
 func (l *Lab) Heal() error {
 	if err := l.sw.Partition(); err != nil {
 		return err
 	}
+	l.sw.BlockTCP()
 	l.opts.Logf("lab: healed")
 	return l.writeState()
 }

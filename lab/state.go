@@ -28,7 +28,9 @@ type State struct {
 	VIP         netip.Addr
 	Nodes       []NodeState
 	Partitioned []string `json:",omitempty"`
-	Ports       []PortStats
+	// BlockedTCP are the TCP ports the switch drops (CutReplication).
+	BlockedTCP []uint16 `json:",omitempty"`
+	Ports      []PortStats
 	// NTPRequests counts the requests the lab's SNTP server (HostAddr:123)
 	// received, by client IP.
 	NTPRequests map[string]int `json:",omitempty"`
@@ -54,7 +56,7 @@ type NodeState struct {
 func (l *Lab) Status() State {
 	s := State{PID: os.Getpid(), Netns: l.netns, Host: HostAddr, VIP: VIP}
 	if l.sw != nil {
-		s.Partitioned, s.Ports = l.sw.Partitioned(), l.sw.Stats()
+		s.Partitioned, s.BlockedTCP, s.Ports = l.sw.Partitioned(), l.sw.BlockedTCP(), l.sw.Stats()
 	}
 	if l.ntp != nil {
 		s.NTPRequests = l.ntp.counts()

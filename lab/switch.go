@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -17,7 +18,8 @@ import (
 // loopback sockets; the host's port is a TAP device in the lab's network
 // namespace. The switch learns MACs, floods broadcasts and unknown
 // destinations, answers DHCP from its fixed table, and drops every frame
-// between a partitioned node and one that is not.
+// between a partitioned node and one that is not, and every TCP segment
+// to or from a blocked port (BlockTCP).
 //
 // A switch in the test process, rather than QEMU's own socket links
 // (point-to-point, or multicast, which leaves loopback), is what lets a
@@ -31,6 +33,7 @@ type Switch struct {
 	ports  map[string]*port
 	macs   map[[6]byte]*port
 	cut    map[string]bool // the partitioned side
+	tcp    map[uint16]bool // blocked TCP ports
 	closed bool
 }
 
@@ -56,7 +59,7 @@ var ErrUnknownPort = errors.New("no such port")
 
 func newSwitch(dhcp *dhcpServer, logf func(string, ...any)) *Switch {
 	return &Switch{logf: logf, dhcp: dhcp, ports: map[string]*port{},
-		macs: map[[6]byte]*port{}, cut: map[string]bool{}}
+		macs: map[[6]byte]*port{}, cut: map[string]bool{}, tcp: map[uint16]bool{}}
 }
 
 // AddVMPort opens a UDP socket on 127.0.0.1 for the VM called name and
@@ -162,9 +165,10 @@ func (s *Switch) frame(src *port, f []byte) {
 	}
 }
 
-// forward sends f from src to dst unless a partition lies between them.
+// forward sends f from src to dst unless a partition lies between them
+// or f is TCP on a blocked port.
 func (s *Switch) forward(src, dst *port, f []byte) {
-	if s.cut[src.name] != s.cut[dst.name] {
+	if s.cut[src.name] != s.cut[dst.name] || s.blocked(f) {
 		src.dropped++
 		return
 	}
@@ -200,6 +204,39 @@ func (s *Switch) Partition(names ...string) error {
 	}
 	s.cut = cut
 	return nil
+}
+
+// BlockTCP drops every TCP segment to or from one of ports, between any
+// two ports of the switch: one link of the nodes cut (their DRBD
+// replication, say) while the rest of their traffic passes, as when a
+// dedicated replication cable fails. It replaces any earlier block; no
+// ports lifts it. The segments vanish, with no reset, as on a cut wire.
+func (s *Switch) BlockTCP(ports ...uint16) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.tcp = map[uint16]bool{}
+	for _, p := range ports {
+		s.tcp[p] = true
+	}
+}
+
+// blocked reports whether f is TCP to or from a blocked port; s.mu is
+// held.
+func (s *Switch) blocked(f []byte) bool {
+	if len(s.tcp) == 0 {
+		return false
+	}
+	src, dst, ok := tcpPorts(f)
+	return ok && (s.tcp[src] || s.tcp[dst])
+}
+
+// BlockedTCP returns the blocked TCP ports, sorted.
+func (s *Switch) BlockedTCP() []uint16 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := slices.Collect(maps.Keys(s.tcp))
+	slices.Sort(out)
+	return out
 }
 
 // Partitioned returns the names on the cut-off side, sorted.

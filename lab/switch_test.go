@@ -2,6 +2,7 @@ package lab
 
 import (
 	"bytes"
+	"encoding/binary"
 	"net"
 	"net/netip"
 	"testing"
@@ -177,4 +178,48 @@ func TestSwitchDHCP(t *testing.T) {
 	if f := b.recv(); f != nil {
 		t.Errorf("unknown MAC got a reply: %x", f)
 	}
+}
+
+// tcpFrame is an Ethernet frame from v to dst carrying the start of an
+// IPv4 TCP segment from port sport to dport.
+func (v *fakeVM) tcpFrame(dst net.HardwareAddr, sport, dport uint16, payload string) []byte {
+	f := append(append(append([]byte{}, dst...), v.mac...), 0x08, 0x00)
+	ip := make([]byte, 20+20)
+	ip[0], ip[8], ip[9] = 0x45, 64, protoTCP
+	binary.BigEndian.PutUint16(ip[2:4], uint16(len(ip)+len(payload)))
+	binary.BigEndian.PutUint16(ip[20:22], sport)
+	binary.BigEndian.PutUint16(ip[22:24], dport)
+	ip[32] = 5 << 4 // data offset
+	return append(append(f, ip...), payload...)
+}
+
+func (v *fakeVM) sendFrame(f []byte) {
+	v.t.Helper()
+	if _, err := v.conn.WriteToUDP(f, v.to); err != nil {
+		v.t.Fatal(err)
+	}
+}
+
+func TestSwitchBlockTCP(t *testing.T) {
+	s, a, b, _ := testSwitch(t)
+	passes := func(f []byte, want bool, what string) {
+		t.Helper()
+		a.sendFrame(f)
+		got := b.recv()
+		if (got != nil) != want {
+			t.Errorf("%s: b received %v, want %v", what, got != nil, want)
+		}
+	}
+	passes(a.tcpFrame(b.mac, 40000, 7789, "drbd"), true, "before any block, TCP to 7789")
+	s.BlockTCP(7789)
+	if got := s.BlockedTCP(); len(got) != 1 || got[0] != 7789 {
+		t.Errorf("BlockedTCP() = %v, want [7789]", got)
+	}
+	passes(a.tcpFrame(b.mac, 40000, 7789, "drbd"), false, "blocked, TCP to 7789")
+	passes(a.tcpFrame(b.mac, 7789, 40000, "drbd reply"), false, "blocked, TCP from 7789")
+	passes(a.tcpFrame(b.mac, 40000, 2380, "etcd"), true, "blocked 7789, TCP to 2380")
+	udp := udpFrame(b.mac, a.mac, netip.MustParseAddr("10.77.0.11"), netip.MustParseAddr("10.77.0.12"), 40000, 7789, []byte("udp"))
+	passes(udp, true, "blocked TCP 7789, UDP to 7789")
+	s.BlockTCP()
+	passes(a.tcpFrame(b.mac, 40000, 7789, "drbd"), true, "block lifted, TCP to 7789")
 }

@@ -224,6 +224,9 @@ func printState(w io.Writer, s lab.State) {
 	if len(s.Partitioned) > 0 {
 		part = strings.Join(s.Partitioned, " ") + " cut off from the rest"
 	}
+	if len(s.BlockedTCP) > 0 {
+		part += fmt.Sprintf("; TCP ports %v dropped (replication link cut)", s.BlockedTCP)
+	}
 	fmt.Fprintf(w, "VIP %s (reserved); SNTP server %s:%d; partition: %s\n", s.VIP, s.Host, lab.NTPPort, part)
 	var ports []string
 	for _, p := range s.Ports {

@@ -80,3 +80,16 @@ func TestPrintCluster(t *testing.T) {
 		}
 	}
 }
+
+func TestPrintStateCuts(t *testing.T) {
+	var b bytes.Buffer
+	printState(&b, lab.State{})
+	if !strings.Contains(b.String(), "partition: none\n") {
+		t.Errorf("no cut: want \"partition: none\", got\n%s", b.String())
+	}
+	b.Reset()
+	printState(&b, lab.State{Partitioned: []string{"data-a"}, BlockedTCP: []uint16{7789}})
+	if want := "partition: data-a cut off from the rest; TCP ports [7789] dropped (replication link cut)\n"; !strings.Contains(b.String(), want) {
+		t.Errorf("want %q in\n%s", want, b.String())
+	}
+}
