@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -54,12 +55,15 @@ var (
 
 // startMailLab builds both images, boots the lab with the cluster seed and
 // obtains the administrator certificate.
-func startMailLab(t testing.TB) *mailLab {
+func startMailLab(t testing.TB) *mailLab { return startMailLabSeeded(t, lab.NewClusterSeed) }
+
+// startMailLabSeeded is startMailLab with the seeds newSeed makes.
+func startMailLabSeeded(t testing.TB, newSeed func([]lab.Node) (*lab.ClusterSeed, error)) *mailLab {
 	testenv.RequireRoot(t)
 	testenv.RequireTool(t, "ip", "swaks")
 	build(t, "kvm-node")
 	build(t, "kvm-arbitrator")
-	seed, err := lab.NewClusterSeed(lab.Nodes)
+	seed, err := newSeed(lab.Nodes)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -365,6 +369,11 @@ var (
 	// fenceConfirmed: the survivor powered the owner off through its BMC
 	// and the BMC said it is off.
 	fenceConfirmed = regexp.MustCompile(`msg="fenced: power off confirmed"`)
+	// peerOutdated and outdatedCleared: DRBD's fence-peer handler on the
+	// owner had the daemon outdate the peer; after-resync-target on the
+	// peer had it clear the record (services/cluster/drbd.go).
+	peerOutdated    = regexp.MustCompile(`msg="replication: peer outdated"`)
+	outdatedCleared = regexp.MustCompile(`msg="replication: outdated record cleared"`)
 )
 
 // poweredOff returns when node's BMC (lab/bmc.go) powered it off after
@@ -583,6 +592,81 @@ func TestMailCluster(t *testing.T) {
 		if s, err := m.status(ctx); err != nil || s.Owner != owner {
 			t.Errorf("after heal the owner is %v (%v), want %s to keep the group", s, err, owner)
 		}
+	})
+
+	t.Run("replication link cut", func(t *testing.T) {
+		stop := m.sender()
+		time.Sleep(3 * time.Second)
+		owner := m.waitServing(ctx, "")
+		peer := lab.Nodes[0].Name
+		if peer == owner {
+			peer = lab.Nodes[1].Name
+		}
+		at := time.Now()
+		if err := m.l.CutReplication(); err != nil {
+			t.Fatal(err)
+		}
+		// DRBD on the owner loses its peer with writes in flight, freezes
+		// I/O and runs its fence-peer handler, which asks the daemon to
+		// outdate the peer: a record in etcd that keeps the peer from
+		// promoting until it has resynced. Then the owner writes on.
+		c, cancelCut := context.WithTimeout(ctx, 3*time.Minute)
+		m.retry(c, "the owner's fence-peer handler outdating "+peer, func(ctx context.Context) error {
+			if _, ok := m.logTime(owner, at, peerOutdated); !ok {
+				return fmt.Errorf("no %q in %s's log", peerOutdated, owner)
+			}
+			out, err := m.run(ctx, "replication", "status", "-json")
+			if err != nil {
+				return err
+			}
+			var rs cluster.ReplicationStatus
+			if err := json.Unmarshal(out, &rs); err != nil {
+				return err
+			}
+			if !slices.Equal(rs.Outdated, []string{peer}) {
+				return fmt.Errorf("outdated %v, want [%s]", rs.Outdated, peer)
+			}
+			return nil
+		})
+		cancelCut()
+		outdated, _ := m.logTime(owner, at, peerOutdated)
+		t.Logf("%s outdated %s %.1f s after the replication link was cut", owner, peer, outdated.Sub(at).Seconds())
+		time.Sleep(10 * time.Second) // mail on, the peer outdated
+		if s, err := m.status(ctx); err != nil || s.Owner != owner {
+			t.Errorf("with the replication link cut the owner is %v (%v), want %s to keep the group", s, err, owner)
+		}
+		if _, ok := m.logTime(peer, at, fenceConfirmed); ok {
+			t.Errorf("%s fenced %s, whose cluster link was up", peer, owner)
+		}
+		if _, ok := m.logTime(owner, at, fenceConfirmed); ok {
+			t.Errorf("%s fenced %s, whose cluster link was up", owner, peer)
+		}
+		if err := m.l.Heal(); err != nil {
+			t.Fatal(err)
+		}
+		oos := m.waitReplicated(ctx)
+		t.Logf("resync after the cut: at most %d KiB out of sync seen", oos)
+		// The resync's end (after-resync-target on the peer) clears the
+		// record.
+		m.retry(ctx, "the outdated record cleared", func(ctx context.Context) error {
+			if _, ok := m.logTime(peer, at, outdatedCleared); !ok {
+				return fmt.Errorf("no %q in %s's log", outdatedCleared, peer)
+			}
+			out, err := m.run(ctx, "replication", "status")
+			if err != nil {
+				return err
+			}
+			if strings.Contains(string(out), "Outdated") {
+				return fmt.Errorf("replication status:\n%s", out)
+			}
+			return nil
+		})
+		acked, failed := stop()
+		t.Logf("%d messages acknowledged, %d attempts failed with the replication link cut", acked, failed)
+		if acked == 0 {
+			t.Errorf("no message acknowledged while the replication link was cut: the owner's writes stayed frozen")
+		}
+		m.checkAllReadable(ctx)
 	})
 
 	t.Run("standby and online", func(t *testing.T) {
