@@ -85,6 +85,101 @@ func BenchmarkLabBoot(b *testing.B) {
 	report(b, "boot-to-serving", serving)
 }
 
+// BenchmarkFailoverFencing is issue 14's side-by-side figure: in one run,
+// TANDEM_BENCH_RUNS (default 5) SIGKILLs of the owner in a lab whose data
+// nodes fence each other through the lab's BMCs, then as many in a fresh
+// lab without fence devices (a takeover waits for the lease), each with
+// its split at the new owner's milestones. Run it with
+// scripts/bench-mail.sh.
+func BenchmarkFailoverFencing(b *testing.B) {
+	runs := benchRuns()
+	for i := 0; i < b.N; i++ {
+		for _, c := range []struct {
+			name    string
+			newSeed func([]lab.Node) (*lab.ClusterSeed, error)
+		}{{"fencing", lab.NewClusterSeed}, {"lease", lab.NewClusterSeedWithoutFencing}} {
+			b.Run(c.name, func(b *testing.B) {
+				m := startMailLabSeeded(b, c.newSeed)
+				ctx, cancel := context.WithTimeout(context.Background(), time.Duration(runs)*10*time.Minute+20*time.Minute)
+				defer cancel()
+				m.waitServing(ctx, "")
+				m.waitReplicated(ctx)
+				time.Sleep(20 * time.Second) // settle: no first-boot work left
+				k := m.killRuns(b, ctx, runs)
+				m.checkAllReadable(ctx)
+				k.report(b, c.name+"-failover")
+				if c.name == "fencing" && k.fenced < runs {
+					b.Errorf("%d of %d takeovers fenced the killed owner first", k.fenced, runs)
+				}
+			})
+		}
+	}
+}
+
+// kills are the figures of killRuns.
+type kills struct {
+	banner, resync []float64
+	split          map[string][]float64
+	// resets are watchdog resets of data nodes; fenced counts the
+	// takeovers whose new owner logged the killed owner's power-off
+	// confirmed.
+	resets, fenced int
+}
+
+// killRuns SIGKILLs the owner runs times with mail flowing, each time
+// timing the takeover to the SMTP banner on the VIP, then boots the killed
+// node again and waits until replication is UpToDate.
+func (m *mailLab) killRuns(b *testing.B, ctx context.Context, runs int) kills {
+	k := kills{split: map[string][]float64{}}
+	for r := 0; r < runs; r++ {
+		stop := m.sender()
+		time.Sleep(3 * time.Second)
+		// The owner now: a watchdog reset since the last run may have
+		// moved the group.
+		killed := m.waitServing(ctx, "")
+		boots := m.boots("data-a") + m.boots("data-b")
+		at := time.Now()
+		if err := m.l.Kill(killed); err != nil {
+			b.Fatal(err)
+		}
+		owner := m.waitServing(ctx, killed)
+		k.banner = append(k.banner, time.Since(at).Seconds())
+		times, line := m.split(owner, at)
+		for name, t := range times {
+			k.split[name] = append(k.split[name], t)
+		}
+		if _, ok := m.logTime(owner, at, fenceConfirmed); ok {
+			k.fenced++
+		}
+		b.Logf("run %d: kill %s -> banner from %s %.1f s; %s", r+1, killed, owner, k.banner[len(k.banner)-1], line)
+		if err := m.l.Boot(killed); err != nil {
+			b.Fatal(err)
+		}
+		if err := m.l.WaitReady(ctx, killed); err != nil {
+			b.Fatal(err)
+		}
+		back := time.Now()
+		m.waitReplicated(ctx)
+		k.resync = append(k.resync, time.Since(back).Seconds())
+		acked, failed := stop()
+		// Boots beyond the killed node's are watchdog resets.
+		reset := m.boots("data-a") + m.boots("data-b") - boots - 1
+		k.resets += reset
+		b.Logf("run %d: %s ready to replication UpToDate again %.1f s; %d messages acknowledged, %d attempts failed; %d watchdog resets", r+1, killed, k.resync[len(k.resync)-1], acked, failed, reset)
+	}
+	b.Logf("watchdog resets of data nodes during the %d runs: %d; takeovers that fenced first: %d", runs, k.resets, k.fenced)
+	return k
+}
+
+// report reports k's medians, each name prefixed.
+func (k kills) report(b *testing.B, prefix string) {
+	report(b, prefix+"-banner", k.banner)
+	for _, ms := range milestones {
+		report(b, prefix+"-"+ms.name, k.split[ms.name])
+	}
+	report(b, prefix+"-resync-after-boot", k.resync)
+}
+
 // benchRuns is TANDEM_BENCH_RUNS, 5 when unset.
 func benchRuns() int {
 	if v, err := strconv.Atoi(os.Getenv("TANDEM_BENCH_RUNS")); err == nil && v > 0 {
@@ -110,49 +205,9 @@ func benchMailCluster(b *testing.B, runs int, soak time.Duration) {
 	}
 	m.mailFigures(b, ctx)
 
-	split := map[string][]float64{}
-	var banner, resync []float64
-	resets := 0
-	for r := 0; r < runs; r++ {
-		stop := m.sender()
-		time.Sleep(3 * time.Second)
-		// The owner now: a watchdog reset since the last run may have
-		// moved the group.
-		killed := m.waitServing(ctx, "")
-		boots := m.boots("data-a") + m.boots("data-b")
-		at := time.Now()
-		if err := m.l.Kill(killed); err != nil {
-			b.Fatal(err)
-		}
-		owner := m.waitServing(ctx, killed)
-		banner = append(banner, time.Since(at).Seconds())
-		times, line := m.split(owner, at)
-		for name, t := range times {
-			split[name] = append(split[name], t)
-		}
-		b.Logf("run %d: kill %s -> banner from %s %.1f s; %s", r+1, killed, owner, banner[len(banner)-1], line)
-		if err := m.l.Boot(killed); err != nil {
-			b.Fatal(err)
-		}
-		if err := m.l.WaitReady(ctx, killed); err != nil {
-			b.Fatal(err)
-		}
-		back := time.Now()
-		m.waitReplicated(ctx)
-		resync = append(resync, time.Since(back).Seconds())
-		acked, failed := stop()
-		// Boots beyond the killed node's are watchdog resets.
-		reset := m.boots("data-a") + m.boots("data-b") - boots - 1
-		resets += reset
-		b.Logf("run %d: %s ready to replication UpToDate again %.1f s; %d messages acknowledged, %d attempts failed; %d watchdog resets", r+1, killed, resync[len(resync)-1], acked, failed, reset)
-	}
-	b.Logf("watchdog resets of data nodes during the %d runs: %d", runs, resets)
+	k := m.killRuns(b, ctx, runs)
 	m.checkAllReadable(ctx)
-	report(b, "failover-banner", banner)
-	for _, ms := range milestones {
-		report(b, "failover-"+ms.name, split[ms.name])
-	}
-	report(b, "resync-after-boot", resync)
+	k.report(b, "failover")
 
 	at := time.Now()
 	for _, n := range []string{"data-a", "data-b"} {
@@ -166,11 +221,26 @@ func benchMailCluster(b *testing.B, runs int, soak time.Duration) {
 	m.checkAllReadable(ctx)
 
 	if soak > 0 {
+		// Loaded but healthy: the group must stay where it is and no node
+		// may fence another (issue 14: no false failover).
+		owner := m.waitServing(ctx, "")
+		at := time.Now()
 		stop := m.sender()
 		time.Sleep(soak)
 		acked, failed := stop()
 		if _, err := mailprobe.Banner(ctx, m.l.Dial, vipSMTP); err != nil {
 			b.Errorf("after a %v soak: SMTP: %v", soak, err)
+		}
+		if s, err := m.status(ctx); err != nil || s.Owner != owner {
+			b.Errorf("after a %v soak the owner is %v (%v), want %s: the group moved", soak, s, err, owner)
+		}
+		for _, n := range []string{"data-a", "data-b"} {
+			if t, ok := m.logTime(n, at, fenceConfirmed); ok {
+				b.Errorf("%s fenced its peer at %s during the soak", n, t.Format(time.StampMilli))
+			}
+			if t, ok := m.logTime(n, at, leaseAcquired); ok && n != owner {
+				b.Errorf("%s took the group's lease at %s during the soak", n, t.Format(time.StampMilli))
+			}
 		}
 		m.checkAllReadable(ctx)
 		b.Logf("soak %v: %d messages acknowledged, %d attempts failed; SMTP and IMAP answer", soak, acked, failed)
@@ -194,7 +264,7 @@ func report(b *testing.B, name string, xs []float64) {
 		parts = append(parts, fmt.Sprintf("%.1f", x))
 	}
 	b.Logf("%s: median %.1f s over %d runs (%s)", name, med, len(xs), strings.Join(parts, ", "))
-	b.ReportMetric(med, "s-"+name)
+	b.ReportMetric(med, "s-"+strings.ReplaceAll(name, " ", "-")) // a unit has no spaces
 }
 
 // memory asks node n's API for its memory.

@@ -91,14 +91,18 @@ cluster:
   # cores): a longer lease keeps a busy owner from losing it.
   lease_ttl: {{.LeaseTTL}}
   nodes:
+{{- if .BMC}}
   # Each data node's BMC (the lab's ipmi_sim), which its peer fences it with.
+{{- end}}
 {{- range .Nodes}}
 {{- if .Arbitrator}}
     - {name: {{.Name}}, address: {{.Addr}}, role: arbitrator}
-{{- else}}
+{{- else if $.BMC}}
     - name: {{.Name}}
       address: {{.Addr}}
       fence: {agent: ipmi, address: {{index $.BMC .Name}}, user: {{$.BMCUser}}, password_file: /perm/tandem/{{index $.PasswordFile .Name}}}
+{{- else}}
+    - {name: {{.Name}}, address: {{.Addr}}}
 {{- end}}
 {{- end}}
   pairing:
@@ -126,8 +130,19 @@ console:
   password: "{{.Console}}"
 `))
 
-// NewClusterSeed makes fresh pairing codes and the node configs for nodes.
-func NewClusterSeed(nodes []Node) (*ClusterSeed, error) {
+// NewClusterSeed makes fresh pairing codes and the node configs for
+// nodes, which configure fencing through the lab's BMCs, one per data
+// node.
+func NewClusterSeed(nodes []Node) (*ClusterSeed, error) { return newClusterSeed(nodes, true) }
+
+// NewClusterSeedWithoutFencing is NewClusterSeed with no fence devices
+// and no BMC passwords: a takeover waits for the lease, as before fencing
+// (BenchmarkFailoverFencing's other half).
+func NewClusterSeedWithoutFencing(nodes []Node) (*ClusterSeed, error) {
+	return newClusterSeed(nodes, false)
+}
+
+func newClusterSeed(nodes []Node, fencing bool) (*ClusterSeed, error) {
 	codes := map[string]string{}
 	for _, n := range append(nodes, Node{Name: AdminName}) {
 		if n.Name == Founder {
@@ -156,7 +171,7 @@ func NewClusterSeed(nodes []Node) (*ClusterSeed, error) {
 		BMCPasswords: map[string]string{}}
 	bmc, pwFile := map[string]string{}, map[string]string{}
 	for _, n := range nodes {
-		if n.Arbitrator() {
+		if n.Arbitrator() || !fencing {
 			continue
 		}
 		if s.BMCPasswords[n.Name], err = typeablePassword(); err != nil {

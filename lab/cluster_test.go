@@ -102,3 +102,35 @@ func TestClusterSeedApply(t *testing.T) {
 		t.Errorf("mail-users = %q, want %q", nodes[0].Seed["mail-users"], want)
 	}
 }
+
+// Without fencing the configs still load, with no fence device, no BMC
+// password, and no password file among the seeds.
+func TestClusterSeedWithoutFencing(t *testing.T) {
+	s, err := NewClusterSeedWithoutFencing(Nodes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range Nodes {
+		nc, err := nodeconfig.Load(bytes.NewReader(s.Configs[n.Name]), n.Name+".yaml")
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", n.Name, err, s.Configs[n.Name])
+		}
+		cfg, err := cluster.FromNodeConfig(nc, "/dev/vda4")
+		if err != nil {
+			t.Fatalf("%s: %v", n.Name, err)
+		}
+		if len(cfg.Fencing) != 0 || bytes.Contains(s.Configs[n.Name], []byte("BMC")) {
+			t.Errorf("%s: fencing %+v\n%s", n.Name, cfg.Fencing, s.Configs[n.Name])
+		}
+	}
+	if len(s.BMCPasswords) != 0 {
+		t.Errorf("BMC passwords %v, want none", s.BMCPasswords)
+	}
+	for _, n := range s.Apply(Nodes) {
+		for f := range n.Seed {
+			if f != "node.yaml" && f != "mail-users" {
+				t.Errorf("%s: seed file %s", n.Name, f)
+			}
+		}
+	}
+}

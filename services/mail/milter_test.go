@@ -9,11 +9,12 @@ import (
 	"time"
 )
 
-// checkMilter: rspamd's milter not answering is a failure only once it
-// has answered since the container started (before, rspamd is loading);
-// a root without rspamd has nothing to check.
+// checkMilter: rspamd's milter not answering is a failure once it has
+// answered since the container started, or when it has not answered
+// within milterLoadLimit of the start (before, rspamd is loading); a root
+// without rspamd has nothing to check.
 func TestCheckMilter(t *testing.T) {
-	w := &Workload{Root: t.TempDir()}
+	w := &Workload{Root: t.TempDir(), started: time.Now()}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := w.checkMilter(ctx); err != nil {
@@ -30,6 +31,11 @@ func TestCheckMilter(t *testing.T) {
 	if err := w.checkMilter(ctx); err != nil || w.milterSeen {
 		t.Fatalf("checkMilter while rspamd loads = %v (seen %v), want nil", err, w.milterSeen)
 	}
+	w.started = time.Now().Add(-milterLoadLimit - time.Second)
+	if err := w.checkMilter(ctx); err == nil {
+		t.Errorf("checkMilter with no answer %s after the container started = nil, want an error", milterLoadLimit)
+	}
+	w.started = time.Now()
 	// A stand-in milter answering the option negotiation.
 	l, err := net.Listen("unix", filepath.Join(w.rootfs(), milterSocket))
 	if err != nil {

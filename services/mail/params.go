@@ -84,6 +84,8 @@ type Workload struct {
 	// milterSeen: rspamd's milter has answered since the container
 	// started (checkMilter).
 	milterSeen bool
+	// started is when Start started the container (checkMilter).
+	started time.Time
 	// resolvConf is the node's resolver configuration, copied into the
 	// container; "" is /etc/resolv.conf (tests name another).
 	resolvConf string

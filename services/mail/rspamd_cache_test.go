@@ -6,6 +6,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -26,13 +27,13 @@ func TestRspamdCacheOnVolume(t *testing.T) {
 	tb := newTestbed(t, map[string]string{ParamListen: tlsVIP})
 	w := tb.w
 	dbdir := filepath.Join(w.rootfs(), rspamdDBDir)
-	start := func() {
+	start := func(first bool) {
 		t.Helper()
 		if err := tb.in(func() error { return w.Start(ctx) }); err != nil {
 			t.Fatalf("Start: %v\n%s", err, readLog(w))
 		}
-		if !w.milterSeen {
-			t.Errorf("Start returned before rspamd's milter answered")
+		if first && !w.milterSeen {
+			t.Errorf("the first Start on the volume returned before rspamd's milter answered")
 		}
 		for deadline := time.Now().Add(3 * time.Minute); !w.milterSeen; time.Sleep(time.Second) {
 			if err := w.checkMilter(ctx); err != nil || time.Now().After(deadline) {
@@ -56,21 +57,25 @@ func TestRspamdCacheOnVolume(t *testing.T) {
 		}
 		return m
 	}
-	start()
+	start(true)
 	first := caches()
 	if len(first) == 0 {
 		t.Fatalf("no Hyperscan cache (*.hsmp) in %s after rspamd's first start\n%s", dbdir, readLog(w))
-	}
-	if w.firstCompile() {
-		t.Error("firstCompile: true with the cache on the volume")
 	}
 	if err := w.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
 	w.milterSeen = false
-	start()
+	start(false)
 	second := caches()
 	if !maps.Equal(first, second) {
 		t.Errorf("the Hyperscan cache changed with the second start: %d files before, %d after, or their contents differ", len(first), len(second))
 	}
+}
+
+// hasSSSE3 reports whether this machine's CPU has SSSE3, which Hyperscan
+// needs.
+func hasSSSE3() bool {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	return err == nil && strings.Contains(string(b), " ssse3")
 }
