@@ -211,18 +211,24 @@ func (m *mailLab) waitServing(ctx context.Context, notOn string) string {
 	return owner
 }
 
+// replication is tandemctl replication status, decoded.
+func (m *mailLab) replication(ctx context.Context) (*cluster.ReplicationStatus, error) {
+	out, err := m.run(ctx, "replication", "status", "-json")
+	if err != nil {
+		return nil, err
+	}
+	var rs cluster.ReplicationStatus
+	return &rs, json.Unmarshal(out, &rs)
+}
+
 // waitReplicated waits until both data nodes are connected and UpToDate
 // with no split brain, and returns the most out-of-sync data it saw on
 // the way.
 func (m *mailLab) waitReplicated(ctx context.Context) (maxOutOfSyncKiB uint64) {
 	m.t.Helper()
 	m.retry(ctx, "replication connected and UpToDate", func(ctx context.Context) error {
-		out, err := m.run(ctx, "replication", "status", "-json")
+		rs, err := m.replication(ctx)
 		if err != nil {
-			return err
-		}
-		var rs cluster.ReplicationStatus
-		if err := json.Unmarshal(out, &rs); err != nil {
 			return err
 		}
 		if len(rs.Nodes) != 2 {
@@ -602,10 +608,7 @@ func TestMailCluster(t *testing.T) {
 		stop := m.sender()
 		time.Sleep(3 * time.Second)
 		owner := m.waitServing(ctx, "")
-		peer := lab.Nodes[0].Name
-		if peer == owner {
-			peer = lab.Nodes[1].Name
-		}
+		peer := otherDataNode(owner)
 		at := time.Now()
 		if err := m.l.CutReplication(); err != nil {
 			t.Fatal(err)
@@ -619,12 +622,8 @@ func TestMailCluster(t *testing.T) {
 			if _, ok := m.logTime(owner, at, peerOutdated); !ok {
 				return fmt.Errorf("no %q in %s's log", peerOutdated, owner)
 			}
-			out, err := m.run(ctx, "replication", "status", "-json")
+			rs, err := m.replication(ctx)
 			if err != nil {
-				return err
-			}
-			var rs cluster.ReplicationStatus
-			if err := json.Unmarshal(out, &rs); err != nil {
 				return err
 			}
 			if !slices.Equal(rs.Outdated, []string{peer}) {
@@ -639,12 +638,7 @@ func TestMailCluster(t *testing.T) {
 		if s, err := m.status(ctx); err != nil || s.Owner != owner {
 			t.Errorf("with the replication link cut the owner is %v (%v), want %s to keep the group", s, err, owner)
 		}
-		if _, ok := m.logTime(peer, at, fenceConfirmed); ok {
-			t.Errorf("%s fenced %s, whose cluster link was up", peer, owner)
-		}
-		if _, ok := m.logTime(owner, at, fenceConfirmed); ok {
-			t.Errorf("%s fenced %s, whose cluster link was up", owner, peer)
-		}
+		m.noFence(t, at, "with only the replication link cut")
 		if err := m.l.Heal(); err != nil {
 			t.Fatal(err)
 		}
@@ -677,10 +671,7 @@ func TestMailCluster(t *testing.T) {
 		stop := m.sender()
 		time.Sleep(3 * time.Second)
 		owner := m.waitServing(ctx, "")
-		peer := lab.Nodes[0].Name
-		if peer == owner {
-			peer = lab.Nodes[1].Name
-		}
+		peer := otherDataNode(owner)
 		arbiter := lab.Nodes[2].Name
 		at := time.Now()
 		if err := m.l.Kill(arbiter); err != nil {
@@ -704,11 +695,7 @@ func TestMailCluster(t *testing.T) {
 			}
 			return nil
 		})
-		for _, n := range []string{owner, peer} {
-			if _, ok := m.logTime(n, at, fenceConfirmed); ok {
-				t.Errorf("%s fenced a node while only the arbitrator was down", n)
-			}
-		}
+		m.noFence(t, at, "with only the arbitrator down")
 		if _, ok := m.logTime(peer, at, leaseAcquired); ok {
 			t.Errorf("%s took the group's lease while only the arbitrator was down", peer)
 		}
@@ -773,6 +760,24 @@ func TestMailCluster(t *testing.T) {
 		m.checkAllReadable(ctx)
 		m.waitReplicated(ctx)
 	})
+}
+
+// otherDataNode is the data node that is not name.
+func otherDataNode(name string) string {
+	if name == lab.Nodes[0].Name {
+		return lab.Nodes[1].Name
+	}
+	return lab.Nodes[0].Name
+}
+
+// noFence fails t if a data node's log shows a fence since at.
+func (m *mailLab) noFence(t testing.TB, at time.Time, while string) {
+	t.Helper()
+	for _, n := range []string{lab.Nodes[0].Name, lab.Nodes[1].Name} {
+		if when, ok := m.logTime(n, at, fenceConfirmed); ok {
+			t.Errorf("%s fenced its peer at %s %s", n, when.Format(time.StampMilli), while)
+		}
+	}
 }
 
 // submit sends as the mail user with swaks over submission (587,

@@ -22,14 +22,7 @@ func TestClusterSeed(t *testing.T) {
 		t.Fatalf("seed = %d configs, admin code %q", len(s.Configs), s.AdminCode)
 	}
 	for _, n := range Nodes {
-		nc, err := nodeconfig.Load(bytes.NewReader(s.Configs[n.Name]), n.Name+".yaml")
-		if err != nil {
-			t.Fatalf("%s: %v\n%s", n.Name, err, s.Configs[n.Name])
-		}
-		cfg, err := cluster.FromNodeConfig(nc, "/dev/vda4")
-		if err != nil {
-			t.Fatalf("%s: %v", n.Name, err)
-		}
+		nc, cfg := loadSeed(t, s, n)
 		if cfg.Address != n.Addr.String() || (n.Name == "arbiter") != (cfg.Role == "arbitrator") {
 			t.Errorf("%s: address %s role %s", n.Name, cfg.Address, cfg.Role)
 		}
@@ -54,6 +47,20 @@ func TestClusterSeed(t *testing.T) {
 	if len(s.BMCPasswords) != 2 || s.BMCPasswords["data-a"] == s.BMCPasswords["data-b"] || s.BMCPasswords["data-a"] == "" {
 		t.Errorf("BMC passwords %v: want one each for the data nodes, different", s.BMCPasswords)
 	}
+}
+
+// loadSeed loads n's seeded node config and the cluster config it gives.
+func loadSeed(t *testing.T, s *ClusterSeed, n Node) (*nodeconfig.Config, *cluster.Config) {
+	t.Helper()
+	nc, err := nodeconfig.Load(bytes.NewReader(s.Configs[n.Name]), n.Name+".yaml")
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", n.Name, err, s.Configs[n.Name])
+	}
+	cfg, err := cluster.FromNodeConfig(nc, "/dev/vda4")
+	if err != nil {
+		t.Fatalf("%s: %v", n.Name, err)
+	}
+	return nc, cfg
 }
 
 // otherData is the data node other than name ("" for the arbitrator).
@@ -111,14 +118,7 @@ func TestClusterSeedWithoutFencing(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, n := range Nodes {
-		nc, err := nodeconfig.Load(bytes.NewReader(s.Configs[n.Name]), n.Name+".yaml")
-		if err != nil {
-			t.Fatalf("%s: %v\n%s", n.Name, err, s.Configs[n.Name])
-		}
-		cfg, err := cluster.FromNodeConfig(nc, "/dev/vda4")
-		if err != nil {
-			t.Fatalf("%s: %v", n.Name, err)
-		}
+		_, cfg := loadSeed(t, s, n)
 		if len(cfg.Fencing) != 0 || bytes.Contains(s.Configs[n.Name], []byte("BMC")) {
 			t.Errorf("%s: fencing %+v\n%s", n.Name, cfg.Fencing, s.Configs[n.Name])
 		}
