@@ -427,11 +427,10 @@ var milestones = []struct {
 	{"detection", leaseAcquired},
 	{"promote", regexp.MustCompile(`msg="resource action done" .*op=start resource=drbd`)},
 	{"mount", regexp.MustCompile(`msg="resource action done" .*op=start resource=fs`)},
+	// rspamd's milter answering: the start waits for it (docs/mail.md).
+	{"milter", regexp.MustCompile(`msg="mail: rspamd's milter answering`)},
 	{"workload", regexp.MustCompile(`msg="resource action done" .*op=start resource=mail`)},
 	{"vip", vipStarted},
-	// After the VIP: a takeover's start does not wait for rspamd, and
-	// until its milter answers, 587 and 465 defer (docs/mail.md).
-	{"milter", regexp.MustCompile(`msg="mail: rspamd's milter answering`)},
 }
 
 // split returns how many seconds after at the new owner reached each

@@ -217,9 +217,8 @@ func detachDeadline(parent context.Context, d time.Duration) (context.Context, c
 }
 
 // waitReady polls the monitor until it passes, the container breaks, or
-// ctx ends. The first start on a volume (first) then waits for rspamd's
-// milter too (waitMilter); any other start returns with SMTP and IMAP
-// answering, and rspamd joins when it has loaded its rules.
+// ctx ends; then it waits for rspamd's milter (waitMilter), longer on the
+// first start on a volume (first).
 func (w *Workload) waitReady(ctx context.Context, first bool) error {
 	start := time.Now()
 	var last error
@@ -227,16 +226,9 @@ func (w *Workload) waitReady(ctx context.Context, first bool) error {
 		last = w.Monitor(ctx)
 		if last == nil {
 			answering := time.Since(start)
-			switch {
-			case !w.rspamdPresent():
-				w.logf("ready in %s: SMTP and IMAP answering", ms(answering))
-			case first:
-				w.waitMilter(ctx)
-				total := time.Since(start)
-				w.logf("ready in %s: SMTP and IMAP answering after %s, rspamd's milter after %s more", ms(total), ms(answering), ms(total-answering))
-			default:
-				w.logf("ready in %s: SMTP and IMAP answering; rspamd's milter not waited for", ms(answering))
-			}
+			w.waitMilter(ctx, first)
+			total := time.Since(start)
+			w.logf("ready in %s: SMTP and IMAP answering after %s, rspamd's milter after %s more", ms(total), ms(answering), ms(total-answering))
 			return nil
 		}
 		if st, _, err := w.host().Call(ctx, container.Request{Op: "status"}); err == nil && !allRunning(st.Services) {
@@ -314,14 +306,16 @@ func (w *Workload) probe(ctx context.Context) error {
 }
 
 // milterProbeTimeout bounds one negotiation with rspamd's milter;
-// milterLoadLimit how long after the container's start a milter that has
-// not answered yet is rspamd still loading rather than a failure: a
-// failover's rspamd reads its cache within a second or two and compiles
-// its rules without Hyperscan in 10 s under the lab's TCG, and its first
-// start on a volume compiles them (8 s on the build machine; 102 s was
-// not enough for Hyperscan under TCG, docs/lab.md).
+// milterStartWait how long a start other than the first on a volume
+// waits for it; milterLoadLimit how long after the container's start a
+// milter that has not answered yet is rspamd still loading rather than a
+// failure: a failover's rspamd reads its cache within a second or two
+// and compiles its rules without Hyperscan in 10 s under the lab's TCG,
+// and its first start on a volume compiles them (8 s on the build
+// machine; 102 s was not enough for Hyperscan under TCG, docs/lab.md).
 const (
 	milterProbeTimeout = 10 * time.Second
+	milterStartWait    = 30 * time.Second
 	milterLoadLimit    = 3 * time.Minute
 )
 
@@ -353,19 +347,23 @@ func (w *Workload) checkMilter(ctx context.Context) error {
 	return nil
 }
 
-// waitMilter waits until rspamd's milter has answered, for the first
-// start on a volume: rspamd compiles its rules and, where the CPU has
-// SSSE3, caches its Hyperscan databases on the volume, so later starts
-// (failovers) read them. That start is the cluster's first boot, not a
-// takeover, and a service that came up before its filter would defer
-// every user's message meanwhile: it waits until a little before ctx
-// ends (the start's timeout). Later starts do not wait: SMTP and IMAP
-// serve at once, mail on 25 is taken unscanned and 587 and 465 defer for
-// the second or two (10 s in the lab's TCG) rspamd takes to load.
-func (w *Workload) waitMilter(ctx context.Context) {
-	wait := milterLoadLimit
-	if dl, ok := ctx.Deadline(); ok {
-		wait = min(wait, time.Until(dl)-milterProbeTimeout)
+// waitMilter waits until rspamd's milter has answered: on a failover
+// rspamd reads its Hyperscan cache from the volume and answers within a
+// second or two, so the service comes up scanning and signing; without
+// SSSE3, which Hyperscan needs, rspamd compiles its rules at every start,
+// and a start waits for it no longer than milterStartWait, after which
+// mail on 25 is taken unscanned and 587 and 465 defer until it answers.
+// The first start on a volume (first) builds the cache and waits for it
+// until a little before ctx ends (the start's timeout): it is the
+// cluster's first boot, not a takeover, and a service that came up
+// before its filter would defer every user's message meanwhile.
+func (w *Workload) waitMilter(ctx context.Context, first bool) {
+	if !w.rspamdPresent() || w.milterSeen {
+		return
+	}
+	wait := milterStartWait
+	if dl, ok := ctx.Deadline(); ok && first {
+		wait = max(wait, min(milterLoadLimit, time.Until(dl)-milterProbeTimeout))
 	}
 	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
