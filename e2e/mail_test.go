@@ -175,12 +175,35 @@ func (m *mailLab) retryEvery(ctx context.Context, every time.Duration, what stri
 }
 
 func (m *mailLab) status(ctx context.Context) (*cluster.Status, error) {
-	out, err := m.run(ctx, "status", "-json")
+	return m.statusAt(ctx, lab.Nodes[2].Name)
+}
+
+// statusAt is tandemctl status as node's API answers it, decoded.
+func (m *mailLab) statusAt(ctx context.Context, node string) (*cluster.Status, error) {
+	out, err := m.runAt(ctx, node, "", "status", "-json")
 	if err != nil {
 		return nil, err
 	}
 	var s cluster.Status
 	return &s, json.Unmarshal(out, &s)
+}
+
+// waitVoting waits until tandemctl status counts all three members voting
+// and online, and returns that status as printed.
+func (m *mailLab) waitVoting(ctx context.Context) []byte {
+	m.t.Helper()
+	var out []byte
+	m.retry(ctx, "all three members voting and online", func(ctx context.Context) error {
+		var err error
+		if out, err = m.run(ctx, "status"); err != nil {
+			return err
+		}
+		if !strings.Contains(string(out), "Quorum: yes (3 of 3 members online)") {
+			return fmt.Errorf("status:\n%s", out)
+		}
+		return nil
+	})
+	return out
 }
 
 // waitServing waits until the group runs in full on a node other than
@@ -375,9 +398,10 @@ var (
 	// fenceConfirmed: the survivor powered the owner off through its BMC
 	// and the BMC said it is off.
 	fenceConfirmed = regexp.MustCompile(`msg="fenced: power off confirmed"`)
-	// peerOutdated and outdatedCleared: DRBD's fence-peer handler on the
-	// owner had the daemon outdate the peer; after-resync-target on the
-	// peer had it clear the record (services/cluster/drbd.go).
+	// leaseAcquired: a node took the group's lease. peerOutdated and
+	// outdatedCleared: DRBD's fence-peer handler on the owner had the
+	// daemon outdate the peer; after-resync-target on the peer had it
+	// clear the record (services/cluster/drbd.go).
 	leaseAcquired   = regexp.MustCompile(`msg="acquired the group's lease"`)
 	peerOutdated    = regexp.MustCompile(`msg="replication: peer outdated"`)
 	outdatedCleared = regexp.MustCompile(`msg="replication: outdated record cleared"`)
@@ -468,18 +492,8 @@ func TestMailCluster(t *testing.T) {
 	t.Logf("cluster formed and serving on %s %.0f s after the lab started", owner, time.Since(m.start).Seconds())
 	// A member that joined last may still be a learner, which status must
 	// not count: wait until all three vote, then check the rest.
-	var out []byte
 	c, cancelVoters := context.WithTimeout(ctx, 3*time.Minute)
-	m.retry(c, "all three members voting and online", func(ctx context.Context) error {
-		var err error
-		if out, err = m.run(ctx, "status"); err != nil {
-			return err
-		}
-		if !strings.Contains(string(out), "Quorum: yes (3 of 3 members online)") {
-			return fmt.Errorf("status:\n%s", out)
-		}
-		return nil
-	})
+	out := m.waitVoting(c)
 	cancelVoters()
 	t.Logf("all three members voting and online %.0f s after the lab started", time.Since(m.start).Seconds())
 	for _, want := range []string{"Online: [ data-a data-b ]", "Arbitrator: [ arbiter ]", "Group owner: ", "Mail certificate: " + mailName + " (cluster), expires "} {
@@ -681,12 +695,8 @@ func TestMailCluster(t *testing.T) {
 		// tandemctl's usual endpoint is the arbiter.
 		time.Sleep(3 * lab.LeaseTTL)
 		m.retry(ctx, "the peer's status with the arbitrator down", func(ctx context.Context) error {
-			out, err := m.runAt(ctx, peer, "", "status", "-json")
+			s, err := m.statusAt(ctx, peer)
 			if err != nil {
-				return err
-			}
-			var s cluster.Status
-			if err := json.Unmarshal(out, &s); err != nil {
 				return err
 			}
 			if !s.Quorum || s.Owner != owner {
@@ -706,16 +716,7 @@ func TestMailCluster(t *testing.T) {
 		if err := m.l.WaitReady(c, arbiter); err != nil {
 			t.Fatal(err)
 		}
-		m.retry(ctx, "all three members online again", func(ctx context.Context) error {
-			out, err := m.run(ctx, "status")
-			if err != nil {
-				return err
-			}
-			if !strings.Contains(string(out), "Quorum: yes (3 of 3 members online)") {
-				return fmt.Errorf("status:\n%s", out)
-			}
-			return nil
-		})
+		m.waitVoting(ctx)
 		acked, failed := stop()
 		t.Logf("%d messages acknowledged, %d attempts failed with the arbitrator down and booting again", acked, failed)
 		if s, err := m.status(ctx); err != nil || s.Owner != owner {

@@ -45,9 +45,6 @@ const (
 	// mailroot.RspamdUser, 0640 in a 0750 directory, so only root and
 	// rspamd's workers read them.
 	dkimDir = "/etc/tandem/dkim"
-	// rspamdDBDir is rspamd's $DBDIR, on the volume: its Hyperscan
-	// databases (*.hsmp) and symbol cache.
-	rspamdDBDir = "/var/lib/rspamd"
 	// rspamdBinary is the daemon; a root unpacked from a template without
 	// rspamd does not have it (rspamdPresent).
 	rspamdBinary = "/usr/bin/rspamd"
